@@ -1,0 +1,28 @@
+# Two entry points: `make demo` (the main job on embedded defaults) and `make test`. Both build .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+OUT ?= out/demo
+
+.PHONY: demo test bench venv clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python cli.py export eca_resnet50 -o $(OUT)/eca_resnet50.onnx
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -rs
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmark
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

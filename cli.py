@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""eca-deploy: ECA-Net classifiers from PyTorch checkpoints to ONNX, INT8/FP16 and TensorRT engines.
+
+Commands are imported only when run, so `--help` works without torch, TensorRT or CUDA bindings loaded.
+"""
+import importlib
+import sys
+
+import click
+
+# command name -> (module, attribute, one-line help). The help is here so `cli.py --help` imports nothing.
+COMMANDS = {
+    "models": ("commands.models", "models_command", "List the model zoo with #Param and GFLOPs (Table A units)."),
+    "export": ("commands.export", "export_command", "Export a zoo model to a checked, simplified ONNX model."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module_name, attribute, _ = COMMANDS[name]
+        return getattr(importlib.import_module(module_name), attribute)
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def invoke(self, ctx):
+        from deploy.errors import CheckFailedError, UserError
+        try:
+            return super().invoke(ctx)
+        except (UserError, CheckFailedError) as exc:
+            click.echo("error: {}".format(exc), err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option("0.1.0", prog_name="eca-deploy")
+def cli():
+    """Deploy ECA-Net classifiers: export -> calibrate -> build -> benchmark-engine."""
+
+
+def main():
+    cli(prog_name="cli.py")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

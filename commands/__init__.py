@@ -1,0 +1,1 @@
+"""Thin click commands: parse options, call library code, print. Loaded lazily by cli.py."""

@@ -1,0 +1,72 @@
+"""`cli.py export`: a zoo model to a checked, simplified ONNX model with its parity report."""
+import click
+
+from .common import emit_json, json_option, note
+
+
+def _parse_k_size(value):
+    if value is None or value == "adaptive":
+        return value
+    try:
+        kernels = tuple(int(part) for part in value.split(","))
+    except ValueError:
+        raise click.BadParameter("give 'adaptive', one odd int, or four comma-separated odd ints") from None
+    return kernels[0] if len(kernels) == 1 else kernels
+
+
+@click.command("export")
+@click.argument("model")
+@click.option("--weights", type=click.Path(dir_okay=False), help="Checkpoint: a state dict or a training dict.")
+@click.option("--num-classes", type=click.IntRange(min=1), help="Default: read from the checkpoint, else 1000.")
+@click.option("--input-size", type=click.IntRange(min=32), default=224, show_default=True)
+@click.option("--opset", type=click.IntRange(min=13), default=17, show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), help="Fixed batch size (default: dynamic batch).")
+@click.option("--dynamic-batch", is_flag=True, help="Dynamic batch axis (the default).")
+@click.option("--k-size", help="ECA kernels: 'adaptive', one odd int, or one per stage like 3,5,5,7.")
+@click.option("--eca-convs", type=click.IntRange(min=1), help="Stack n 1-D convs in each ECA module.")
+@click.option("--no-simplify", is_flag=True, help="Skip onnxsim.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
+              help="fp16 also writes the strongly typed FP16 model beside the FP32 one.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Default: MODEL.onnx")
+@json_option
+def export_command(model, weights, num_classes, input_size, opset, batch, dynamic_batch, k_size, eca_convs,
+                   no_simplify, precision, output, as_json):
+    """Export MODEL (a zoo name) to ONNX, check it with onnx.checker and compare it to PyTorch in ONNX Runtime."""
+    from deploy.errors import CheckFailedError, UserError
+    from exporter import export_model
+
+    if batch and dynamic_batch:
+        raise UserError("--batch and --dynamic-batch exclude each other")
+    options = {}
+    if k_size is not None:
+        options["k_size"] = _parse_k_size(k_size)
+    if eca_convs is not None:
+        options["num_convs"] = eca_convs
+    result = export_model(model, output or "{}.onnx".format(model), weights=weights, num_classes=num_classes,
+                          input_size=input_size, opset=opset, batch=batch, do_simplify=not no_simplify, **options)
+    payload = result.to_dict()
+    if precision == "fp16":
+        from calibration.fp16 import convert_to_fp16_file
+        payload["fp16"] = convert_to_fp16_file(result.path).to_dict()
+    if result.random_weights:
+        note("no --weights given: {} has random weights (seed 0)".format(model))
+    for message in result.notes:
+        note(message)
+    if as_json:
+        emit_json(payload)
+    else:
+        _print_summary(result, payload.get("fp16"))
+    if not result.parity:
+        raise CheckFailedError("ONNX Runtime output differs from PyTorch beyond tolerance (max abs error {:.3g})".format(
+            result.parity.max_abs_error))
+
+
+def _print_summary(result, fp16):
+    click.echo("wrote {} ({}, {})".format(result.path, result.arch,
+                                         "simplified" if result.simplified else "not simplified"))
+    for comparison in result.parity.comparisons:
+        click.echo("  parity batch {:>2}: max abs error {:.3g} (tolerance {:.3g}), top-1 agreement {:.1%} -> {}".format(
+            comparison.batch_size, comparison.max_abs_error, comparison.tolerance, comparison.top1_agreement,
+            "ok" if comparison else "FAIL"))
+    if fp16:
+        click.echo("wrote {} (fp16)".format(fp16["path"]))

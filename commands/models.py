@@ -1,0 +1,21 @@
+"""`cli.py models`: the zoo with parameters and multiply-accumulates in the seed's units."""
+import click
+
+from .common import emit_json, json_option
+
+
+@click.command("models")
+@click.option("--input-size", type=click.IntRange(min=32), default=224, show_default=True)
+@json_option
+def models_command(input_size, as_json):
+    """List the zoo. #Param is params / 2^20 and GFLOPs is MACs / 2^30 at 1x3xSxS, as in Table A."""
+    import models
+    from models.complexity import complexity
+
+    rows = [complexity(name, input_size) for name in models.list_models()]
+    if as_json:
+        emit_json([{"name": r.name, "params": r.params, "macs": r.macs} for r in rows])
+        return
+    click.echo("{:<18} {:>10} {:>8}".format("model", "#Param", "GFLOPs"))
+    for r in rows:
+        click.echo("{:<18} {:>9.3f}M {:>8.3f}".format(r.name, r.mparams_binary, r.gmacs_binary))

@@ -1,0 +1,145 @@
+"""The one preprocessing of the project: decode, resize the shorter side, center crop, scale, normalize.
+
+It is defined here once, written into the ONNX metadata at export, and read back by calibration,
+benchmarks and Jetson inference. On PIL images it equals torchvision's standard evaluation transform
+(Resize(resize_size) + CenterCrop(crop_size) + ToTensor + Normalize(mean, std)): it performs the same PIL
+resize and the same float32 arithmetic, so the results agree to the last bit.
+"""
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Dict, Sequence, Tuple
+
+import numpy as np
+from PIL import Image
+
+from .errors import UserError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Suffixes that decode_image accepts; matched case-insensitively by the data loaders.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
+
+_INTERPOLATIONS = {
+    "nearest": Image.NEAREST,
+    "bilinear": Image.BILINEAR,
+    "bicubic": Image.BICUBIC,
+    "lanczos": Image.LANCZOS,
+}
+
+METADATA_KEYS = ("input_size", "resize_size", "interpolation", "mean", "std")
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """What a model expects of an image. ``input_size`` is the crop fed to the network."""
+
+    input_size: int = 224
+    resize_size: int = 256
+    interpolation: str = "bilinear"
+    mean: Tuple[float, float, float] = IMAGENET_MEAN
+    std: Tuple[float, float, float] = IMAGENET_STD
+    color: str = field(default="RGB")
+
+    def __post_init__(self):
+        if self.interpolation not in _INTERPOLATIONS:
+            raise UserError("unknown interpolation {!r}; choose one of {}".format(
+                self.interpolation, ", ".join(sorted(_INTERPOLATIONS))))
+        if self.input_size <= 0 or self.resize_size < self.input_size:
+            raise UserError("resize size {} must be at least the input size {} (> 0)".format(
+                self.resize_size, self.input_size))
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+
+    @classmethod
+    def for_input_size(cls, input_size: int, crop_pct: float = 0.875, **kwargs) -> "PreprocessSpec":
+        """timm's convention: resize to input_size / crop_pct (256 for 224)."""
+        return cls(input_size=input_size, resize_size=int(round(input_size / crop_pct)), **kwargs)
+
+    @property
+    def crop_size(self) -> int:
+        return self.input_size
+
+    def to_metadata(self) -> Dict[str, str]:
+        """String key/values for ONNX ``metadata_props`` and engine sidecars."""
+        meta = {key: json.dumps(value) for key, value in asdict(self).items() if key not in ("color", "interpolation")}
+        meta.update(crop_size=json.dumps(self.crop_size), interpolation=self.interpolation, color=self.color,
+                    layout="NCHW")
+        return meta
+
+    @classmethod
+    def from_metadata(cls, meta: Dict[str, str]) -> "PreprocessSpec":
+        missing = [key for key in METADATA_KEYS if key not in meta]
+        if missing:
+            raise UserError("model metadata lacks preprocessing keys: {}; was it exported by this tool?".format(
+                ", ".join(missing)))
+        return cls(
+            input_size=int(json.loads(meta["input_size"])),
+            resize_size=int(json.loads(meta["resize_size"])),
+            interpolation=meta["interpolation"].strip('"'),
+            mean=tuple(json.loads(meta["mean"])),
+            std=tuple(json.loads(meta["std"])),
+        )
+
+
+def decode_image(path) -> Image.Image:
+    """Open any supported file as an RGB PIL image, the way ``Image.open(path).convert('RGB')`` does.
+
+    Decoding is forced here, so a truncated or corrupt file fails now with UserError, not later.
+    """
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
+        raise UserError("cannot decode image {}: {}".format(path, exc)) from None
+
+
+def resize_shorter_side(image: Image.Image, size: int, interpolation: str = "bilinear") -> Image.Image:
+    """torchvision.transforms.functional.resize(img, size) for an int size on a PIL image."""
+    width, height = image.size
+    short, long = (width, height) if width <= height else (height, width)
+    if short == size:
+        return image
+    new_long = int(size * long / short)
+    new_w, new_h = (size, new_long) if width <= height else (new_long, size)
+    return image.resize((new_w, new_h), _INTERPOLATIONS[interpolation])
+
+
+def center_crop(image: Image.Image, size: int) -> Image.Image:
+    """torchvision's CenterCrop on a PIL image, including its zero padding of images smaller than the crop."""
+    width, height = image.size
+    if width < size or height < size:
+        padded = Image.new(image.mode, (max(width, size), max(height, size)))
+        padded.paste(image, (max(size - width, 0) // 2, max(size - height, 0) // 2))
+        image, (width, height) = padded, padded.size
+    top = int(round((height - size) / 2.0))
+    left = int(round((width - size) / 2.0))
+    return image.crop((left, top, left + size, top + size))
+
+
+def to_normalized_chw(image: Image.Image, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """ToTensor + Normalize in float32, operation for operation."""
+    array = np.asarray(image, dtype=np.uint8).astype(np.float32) / np.float32(255.0)
+    chw = np.ascontiguousarray(array.transpose(2, 0, 1))
+    mean32 = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
+    std32 = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
+    return (chw - mean32) / std32
+
+
+def preprocess_image(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
+    """One RGB PIL image to a (3, S, S) float32 array."""
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    resized = resize_shorter_side(image, spec.resize_size, spec.interpolation)
+    cropped = center_crop(resized, spec.input_size)
+    return to_normalized_chw(cropped, spec.mean, spec.std)
+
+
+def preprocess_file(path, spec: PreprocessSpec) -> np.ndarray:
+    return preprocess_image(decode_image(path), spec)
+
+
+def preprocess_batch(images: Sequence[Image.Image], spec: PreprocessSpec) -> np.ndarray:
+    """A list of PIL images to an (N, 3, S, S) float32 batch."""
+    return np.stack([preprocess_image(image, spec) for image in images]).astype(np.float32, copy=False)

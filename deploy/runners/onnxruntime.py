@@ -1,0 +1,138 @@
+"""ONNX Runtime runner for the CPU, CUDA and TensorRT execution providers.
+
+ONNX Runtime lists the CUDA and TensorRT providers even where they cannot start, and then falls back to the
+CPU with only a log line. This runner therefore reports ``session.get_providers()``, what really runs, and
+``require_requested=True`` turns a silent fallback into an error.
+"""
+import os
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+
+from ..errors import MissingDependencyError, UserError
+from .base import BaseRunner, TensorMeta
+
+PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+}
+
+_ORT_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(bool)": np.bool_,
+}
+
+
+def import_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise MissingDependencyError("onnxruntime", "run ONNX models", "pip install onnxruntime") from None
+    return onnxruntime
+
+
+def resolve_providers(providers: Sequence[str]):
+    return [PROVIDER_ALIASES.get(p.lower(), p) for p in providers]
+
+
+class OnnxRuntimeRunner(BaseRunner):
+    backend = "onnxruntime"
+
+    def __init__(
+        self,
+        model_path,
+        providers: Sequence[str] = ("cpu",),
+        threads: Optional[int] = None,
+        graph_optimization_level: str = "all",
+        enable_mem_arena: bool = True,
+        optimized_model_path: Optional[str] = None,
+        require_requested: bool = False,
+        name: Optional[str] = None,
+    ):
+        super().__init__(name or os.path.basename(os.fspath(model_path)))
+        self.model_path = os.fspath(model_path)
+        self.requested_providers = resolve_providers(providers)
+        self.threads = threads
+        self.graph_optimization_level = graph_optimization_level
+        self.enable_mem_arena = enable_mem_arena
+        self.optimized_model_path = optimized_model_path
+        self.require_requested = require_requested
+        self.session = None
+
+    def session_options(self):
+        ort = import_onnxruntime()
+        options = ort.SessionOptions()
+        levels = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }
+        options.graph_optimization_level = levels[self.graph_optimization_level]
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+            options.inter_op_num_threads = 1
+        options.enable_cpu_mem_arena = self.enable_mem_arena
+        options.log_severity_level = 3  # the provider fallback is reported through describe(), not the log
+        if self.optimized_model_path:
+            options.optimized_model_filepath = self.optimized_model_path
+        return options
+
+    def activate_impl(self) -> None:
+        ort = import_onnxruntime()
+        if not os.path.isfile(self.model_path):
+            raise UserError("no such model file: {}".format(self.model_path))
+        available = ort.get_available_providers()
+        providers = [p for p in self.requested_providers if p in available] or ["CPUExecutionProvider"]
+        try:
+            self.session = ort.InferenceSession(self.model_path, self.session_options(), providers=providers)
+        except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
+            raise UserError("ONNX Runtime cannot load {}: {}".format(
+                self.model_path, str(exc).splitlines()[0])) from None
+        if self.require_requested:
+            fell_back = [p for p in self.requested_providers if p not in self.session.get_providers()]
+            if fell_back:
+                raise UserError("ONNX Runtime could not start {} for {}; running providers: {}".format(
+                    ", ".join(fell_back), self.model_path, ", ".join(self.session.get_providers())))
+
+    def deactivate_impl(self) -> None:
+        self.session = None
+
+    @property
+    def active_providers(self):
+        return list(self.session.get_providers()) if self.session is not None else []
+
+    def _meta(self, nodes) -> Dict[str, TensorMeta]:
+        return {node.name: TensorMeta(tuple(node.shape), np.dtype(_ORT_DTYPES.get(node.type, np.float32)))
+                for node in nodes}
+
+    def get_input_metadata(self) -> Dict[str, TensorMeta]:
+        return self._meta(self.session.get_inputs())
+
+    def get_output_metadata(self) -> Dict[str, TensorMeta]:
+        return self._meta(self.session.get_outputs())
+
+    def infer_impl(self, feed_dict):
+        names = [node.name for node in self.session.get_outputs()]
+        values = self.session.run(names, feed_dict)
+        return dict(zip(names, values))
+
+    def describe(self):
+        info = super().describe()
+        info.update({
+            "model": self.model_path,
+            "requested_providers": self.requested_providers,
+            "providers": self.active_providers,
+            "threads": self.threads,
+            "graph_optimization_level": self.graph_optimization_level,
+            "enable_mem_arena": self.enable_mem_arena,
+        })
+        return info

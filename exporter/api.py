@@ -1,0 +1,115 @@
+"""The export stage: checkpoint -> zoo model -> ONNX file with metadata, verified against PyTorch."""
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import onnx
+import torch
+
+import models
+from deploy.errors import UserError
+from deploy.fileio import atomic_path
+from deploy.metadata import ModelInfo
+from deploy.preprocess import PreprocessSpec
+
+from .onnx_graph import full_check, op_histogram, set_metadata, simplify, trace_to_onnx
+from .parity import ParityReport, check_parity
+
+DEFAULT_OPSET = 17
+MIN_OPSET = 13  # per-channel QuantizeLinear (axis) and the Q/DQ that TensorRT parses need 13+
+
+
+@dataclass
+class ExportResult:
+    path: str
+    arch: str
+    metadata: Dict[str, str]
+    parity: ParityReport
+    random_weights: bool
+    simplified: bool
+    notes: List[str] = field(default_factory=list)
+    ops: Dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> Dict[str, object]:
+        return {
+            "path": self.path,
+            "arch": self.arch,
+            "random_weights": self.random_weights,
+            "simplified": self.simplified,
+            "notes": self.notes,
+            "metadata": self.metadata,
+            "ops": self.ops,
+            "parity": self.parity.to_dict(),
+        }
+
+
+def preprocess_for(model: torch.nn.Module, input_size: int) -> PreprocessSpec:
+    spec: PreprocessSpec = model.preprocess
+    if input_size == spec.input_size:
+        return spec
+    return PreprocessSpec.for_input_size(input_size, interpolation=spec.interpolation, mean=spec.mean, std=spec.std)
+
+
+def model_metadata(model, spec: PreprocessSpec, checkpoint, opset: int, seed: int) -> Dict[str, str]:
+    info = ModelInfo(
+        arch=model.arch,
+        num_classes=int(model_num_classes(model)),
+        preprocess=spec,
+        precision="fp32",
+        checkpoint_sha256=checkpoint.sha256 if checkpoint else "",
+        extra={
+            "weights": "checkpoint" if checkpoint else "random (seed {})".format(seed),
+            "opset": str(opset),
+            "torch_version": torch.__version__.split("+")[0],
+        },
+    )
+    return info.to_metadata()
+
+
+def model_num_classes(model: torch.nn.Module) -> int:
+    last_linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    return last_linear.out_features
+
+
+def export_model(
+    arch: str,
+    output,
+    weights=None,
+    num_classes: Optional[int] = None,
+    input_size: int = 224,
+    opset: int = DEFAULT_OPSET,
+    batch: Optional[int] = None,
+    do_simplify: bool = True,
+    parity_batch_sizes: Sequence[int] = (1, 4),
+    seed: int = 0,
+    **model_options,
+) -> ExportResult:
+    """Export ``arch`` to ``output``. Raises UserError on bad input; the caller judges ``result.parity``."""
+    if opset < MIN_OPSET:
+        raise UserError("opset {} is too old; use {} or newer".format(opset, MIN_OPSET))
+    if input_size < 32:
+        raise UserError("input size {} is too small; the networks downsample by 32".format(input_size))
+    if batch is not None and batch < 1:
+        raise UserError("batch must be positive, got {}".format(batch))
+    model, checkpoint = models.load_model(arch, weights, num_classes=num_classes, seed=seed, **model_options)
+    spec = preprocess_for(model, input_size)
+
+    graph = trace_to_onnx(model, input_size, opset, batch)
+    full_check(graph)
+    notes = []
+    simplified = False
+    if do_simplify:
+        graph, problem = simplify(graph)
+        simplified = problem is None
+        if problem:
+            notes.append(problem)
+    metadata = model_metadata(model, spec, checkpoint, opset, seed)
+    set_metadata(graph, metadata)
+    full_check(graph)
+
+    output = os.path.abspath(os.fspath(output))
+    with atomic_path(output) as tmp:
+        onnx.save(graph, tmp)
+        batch_sizes = [batch] if batch else list(parity_batch_sizes)
+        parity = check_parity(model, tmp, spec, batch_sizes)
+    return ExportResult(output, arch, metadata, parity, checkpoint is None, simplified, notes, op_histogram(graph))

@@ -1,0 +1,65 @@
+"""Tracing to ONNX, the full checker, onnxsim, and metadata. No file is written here."""
+import io
+import logging
+import warnings
+from typing import Dict, Optional, Tuple
+
+import onnx
+import torch
+
+from deploy.errors import UserError
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+
+log = logging.getLogger(__name__)
+
+
+def trace_to_onnx(model: torch.nn.Module, input_size: int, opset: int, batch: Optional[int]) -> onnx.ModelProto:
+    """TorchScript-based export: it gives the plain static graph TensorRT and onnxsim handle best."""
+    example = torch.zeros(batch or 1, 3, input_size, input_size)
+    dynamic_axes = None if batch else {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
+    buffer = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy-exporter deprecation notice is not the user's concern
+        torch.onnx.export(
+            model, (example,), buffer, dynamo=False, opset_version=opset, do_constant_folding=True,
+            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=dynamic_axes,
+        )
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def full_check(model: onnx.ModelProto) -> None:
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise UserError("exported ONNX model fails onnx.checker: {}".format(str(exc).splitlines()[0])) from None
+
+
+def simplify(model: onnx.ModelProto) -> Tuple[onnx.ModelProto, Optional[str]]:
+    """Run onnxsim; on failure keep the unsimplified model and return why, so the caller can say so."""
+    try:
+        import onnxsim
+        simplified, ok = onnxsim.simplify(model)
+    except Exception as exc:  # onnxsim raises plain RuntimeErrors from C++ on odd graphs
+        return model, "onnxsim failed ({}); kept the unsimplified model".format(str(exc).splitlines()[0])
+    if not ok:
+        return model, "onnxsim could not validate its result; kept the unsimplified model"
+    return simplified, None
+
+
+def set_metadata(model: onnx.ModelProto, metadata: Dict[str, str]) -> onnx.ModelProto:
+    merged = {prop.key: prop.value for prop in model.metadata_props}
+    merged.update(metadata)
+    del model.metadata_props[:]
+    for key in sorted(merged):
+        model.metadata_props.add(key=key, value=str(merged[key]))
+    model.producer_name = "eca-deploy"
+    return model
+
+
+def op_histogram(model: onnx.ModelProto) -> Dict[str, int]:
+    counts: Dict[str, int] = {}
+    for node in model.graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return dict(sorted(counts.items()))

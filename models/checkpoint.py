@@ -1,0 +1,140 @@
+"""Loading checkpoints safely: raw state dicts or official training dicts, with shapes read from the tensors.
+
+``torch.load(..., weights_only=True)`` refuses any pickle that would build arbitrary objects, so a
+malicious checkpoint is rejected before any of its code can run.
+"""
+import os
+import pickle
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from deploy.errors import UserError
+from deploy.fileio import sha256_file
+
+from .layers import ECALayer
+from .registry import create_model, get_entry
+
+_WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
+_CLASSIFIER_KEYS = ("fc.weight", "classifier.1.weight")
+_LIST_LIMIT = 6
+
+
+@dataclass
+class Checkpoint:
+    state_dict: Dict[str, torch.Tensor]
+    sha256: str
+    arch: Optional[str] = None
+
+
+def load_checkpoint(path) -> Checkpoint:
+    """Read a checkpoint file into a flat state dict without executing any pickled code."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise UserError("checkpoint not found: {}".format(path))
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else "unsupported content"
+        raise UserError("refusing to load {}: it is not a plain tensor checkpoint ({})".format(path, reason)) from None
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, ImportError) as exc:
+        raise UserError("cannot read checkpoint {}: {}".format(path, str(exc).splitlines()[0] if str(exc) else
+                                                              type(exc).__name__)) from None
+    state_dict, arch = _unwrap(obj, path)
+    return Checkpoint(state_dict, sha256_file(path), arch)
+
+
+def _unwrap(obj, path) -> Tuple[Dict[str, torch.Tensor], Optional[str]]:
+    if not isinstance(obj, dict):
+        raise UserError("{} holds a {}, not a state dict".format(path, type(obj).__name__))
+    arch = obj.get("arch") if isinstance(obj.get("arch"), str) else None
+    for key in _WRAPPER_KEYS:
+        if isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    tensors = {_strip_prefix(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise UserError("{} contains no tensors; expected a state dict or a dict with 'state_dict'".format(path))
+    return tensors, arch
+
+
+def _strip_prefix(key: str) -> str:
+    # DataParallel / DistributedDataParallel training saves every key under "module."
+    return key[len("module."):] if key.startswith("module.") else key
+
+
+def infer_num_classes(state_dict: Dict[str, torch.Tensor]) -> Optional[int]:
+    for key in _CLASSIFIER_KEYS:
+        if key in state_dict and state_dict[key].dim() == 2:
+            return int(state_dict[key].shape[0])
+    return None
+
+
+def adapt_eca_kernels(model: nn.Module, state_dict: Dict[str, torch.Tensor]) -> Dict[str, int]:
+    """Set each ECA layer's k from its ``conv.weight`` of shape (1, 1, k); assume neither rule."""
+    kernels = {}
+    for name, module in model.named_modules():
+        if not isinstance(module, ECALayer):
+            continue
+        weight = state_dict.get(name + ".conv.weight")
+        if weight is not None and weight.dim() == 3 and weight.shape[-1] != module.k_size:
+            module.set_kernel_size(int(weight.shape[-1]))
+        kernels[name] = module.k_size
+    return kernels
+
+
+def count_extra_eca_convs(state_dict: Dict[str, torch.Tensor]) -> int:
+    indices = {int(key.split(".extra_convs.")[1].split(".")[0]) for key in state_dict if ".extra_convs." in key}
+    return max(indices) + 1 if indices else 0
+
+
+def describe_mismatch(model: nn.Module, state_dict: Dict[str, torch.Tensor]) -> Optional[str]:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    shapes = sorted(
+        "{} {} vs {}".format(k, tuple(state_dict[k].shape), tuple(expected[k].shape))
+        for k in set(expected) & set(state_dict) if state_dict[k].shape != expected[k].shape
+    )
+    parts = []
+    for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                         ("shape mismatches (checkpoint vs model)", shapes)):
+        if items:
+            parts.append("{} {}: {}".format(len(items), label, _abbreviate(items)))
+    return "; ".join(parts) or None
+
+
+def _abbreviate(items: List[str]) -> str:
+    shown = ", ".join(items[:_LIST_LIMIT])
+    return shown + (", ... ({} more)".format(len(items) - _LIST_LIMIT) if len(items) > _LIST_LIMIT else "")
+
+
+def load_model(arch: str, weights=None, num_classes: Optional[int] = None, seed: int = 0, **options):
+    """Build ``arch`` and load ``weights`` into it; without weights, seed the random init.
+
+    Returns (model, checkpoint-or-None). The number of classes and every ECA kernel size come from the
+    checkpoint's tensor shapes unless given.
+    """
+    get_entry(arch)
+    if weights is None:
+        torch.manual_seed(seed)
+        return create_model(arch, num_classes=num_classes or 1000, **options), None
+    checkpoint = load_checkpoint(weights)
+    state_dict = checkpoint.state_dict
+    inferred = infer_num_classes(state_dict)
+    if num_classes is not None and inferred is not None and inferred != num_classes:
+        raise UserError("{} has {} classes, but --num-classes is {}".format(weights, inferred, num_classes))
+    extra = count_extra_eca_convs(state_dict)
+    if extra and "num_convs" not in options:
+        options["num_convs"] = extra + 1
+    model = create_model(arch, num_classes=num_classes or inferred or 1000, **options)
+    adapt_eca_kernels(model, state_dict)
+    problem = describe_mismatch(model, state_dict)
+    if problem:
+        hint = " (checkpoint says arch {})".format(checkpoint.arch) if checkpoint.arch and checkpoint.arch != arch else ""
+        raise UserError("{} does not fit {}{}: {}".format(weights, arch, hint, problem))
+    model.load_state_dict(state_dict, strict=True)
+    model.eval()
+    return model, checkpoint
