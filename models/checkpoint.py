@@ -126,6 +126,8 @@ def load_model(arch: str, weights=None, num_classes: Optional[int] = None, seed:
     inferred = infer_num_classes(state_dict)
     if num_classes is not None and inferred is not None and inferred != num_classes:
         raise UserError("{} has {} classes, but --num-classes is {}".format(weights, inferred, num_classes))
+    if get_entry(arch).family == "resnet" and "stem_width" not in options and "conv1.weight" in state_dict:
+        options["stem_width"] = int(state_dict["conv1.weight"].shape[0])  # narrow variants load as they are
     extra = count_extra_eca_convs(state_dict)
     if extra and "num_convs" not in options:
         options["num_convs"] = extra + 1

@@ -31,3 +31,40 @@ def pytest_collection_modifyitems(config, items):
         for marker, reason in reasons.items():
             if reason and item.get_closest_marker(marker):
                 item.add_marker(pytest.mark.skip(reason=reason))
+
+
+# -- real data: scikit-learn's digits as ImageFolder trees, and small networks trained on them --------------
+
+@pytest.fixture(scope="session")
+def digits_split(tmp_path_factory):
+    """(train_dir, val_dir): ImageFolder trees of upscaled RGB digits, a fixed 67/33 split."""
+    from tests.digits import make_digits_split
+    return make_digits_split(str(tmp_path_factory.mktemp("digits")))
+
+
+def _trained_checkpoint(tmp_path_factory, digits_split, arch):
+    from tests.digits import save_state_dict, train_digits_model
+    model = train_digits_model(arch, digits_split[0])
+    return save_state_dict(model, str(tmp_path_factory.mktemp(arch) / "{}.pth".format(arch)))
+
+
+@pytest.fixture(scope="session")
+def digits_eca_checkpoint(tmp_path_factory, digits_split):
+    """An official-format training checkpoint (module. prefixes) of a narrow ECA-ResNet-18 trained on digits."""
+    return _trained_checkpoint(tmp_path_factory, digits_split, "eca_resnet18")
+
+
+@pytest.fixture(scope="session")
+def digits_se_checkpoint(tmp_path_factory, digits_split):
+    return _trained_checkpoint(tmp_path_factory, digits_split, "se_resnet18")
+
+
+@pytest.fixture(scope="session")
+def digits_eca_onnx(tmp_path_factory, digits_eca_checkpoint):
+    """The FP32 ONNX export (dynamic batch, 32x32 input) of the digits ECA model."""
+    from exporter import export_model
+    from tests.digits import INPUT_SIZE
+    path = str(tmp_path_factory.mktemp("onnx") / "eca_digits.onnx")
+    result = export_model("eca_resnet18", path, weights=digits_eca_checkpoint, input_size=INPUT_SIZE)
+    assert result.parity, result.parity.to_dict()
+    return path
