@@ -5,14 +5,20 @@ from .common import emit_json, json_option
 
 
 @click.command("models")
+@click.argument("names", nargs=-1)
 @click.option("--input-size", type=click.IntRange(min=32), default=224, show_default=True)
 @json_option
-def models_command(input_size, as_json):
-    """List the zoo. #Param is params / 2^20 and GFLOPs is MACs / 2^30 at 1x3xSxS, as in Table A."""
+def models_command(names, input_size, as_json):
+    """List the zoo (or only NAMES). #Param is params / 2^20 and GFLOPs is MACs / 2^30 at 1x3xSxS, as in Table A.
+
+    MACs are counted the way thop counted them when the paper was written (see README, model complexity).
+    """
     import models
     from models.complexity import complexity
 
-    rows = [complexity(name, input_size) for name in models.list_models()]
+    for name in names:
+        models.get_entry(name)  # an unknown name fails before any counting
+    rows = [complexity(name, input_size) for name in (names or models.list_models())]
     if as_json:
         emit_json([{"name": r.name, "params": r.params, "macs": r.macs} for r in rows])
         return

@@ -5,6 +5,7 @@ max and mean, a 7x7 conv (2 -> 1, no bias) and BatchNorm. Keys match the officia
 (``cbam.ChannelGate.mlp.1.weight``, ``cbam.SpatialGate.spatial.conv.weight``, ...).
 """
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -28,12 +29,12 @@ class ChannelGate(nn.Module):
             nn.ReLU(inplace=True),
             nn.Linear(channels // reduction, channels),
         )
-        self.avg_pool = nn.AdaptiveAvgPool2d(1)
-        self.max_pool = nn.AdaptiveMaxPool2d(1)
         self.sigmoid = nn.Sigmoid()
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.mlp(self.avg_pool(x)) + self.mlp(self.max_pool(x))
+        # Functional pools, as in the official CBAM code. Module-hook counters (thop, models.complexity) do
+        # not see them, which is how Table A's CBAM GFLOPs were counted.
+        logits = self.mlp(F.adaptive_avg_pool2d(x, 1)) + self.mlp(F.adaptive_max_pool2d(x, 1))
         return self.sigmoid(logits).reshape(-1, self.channels, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

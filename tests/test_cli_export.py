@@ -1,0 +1,119 @@
+"""`cli.py export` and `cli.py models` as a user runs them: exit codes, one-line errors, --json."""
+import json
+import os
+import stat
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import models
+from cli import cli
+
+SMALL = ["--input-size", "64", "--num-classes", "10"]
+
+
+def _run(args):
+    return CliRunner().invoke(cli, args, catch_exceptions=False)
+
+
+def _single_error_line(result):
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines and lines[-1].startswith("error: ")
+    assert "Traceback" not in result.output and "Traceback" not in result.stderr
+    return lines[-1]
+
+
+def test_export_json_reports_parity(tmp_path):
+    out = tmp_path / "r18.onnx"
+    result = _run(["export", "resnet18", "-o", str(out), "--json"] + SMALL)
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["parity"]["passed"] and payload["parity"]["max_abs_error"] < 1e-3
+    assert [b["batch_size"] for b in payload["parity"]["batches"]] == [1, 4]
+    assert all(b["top1_agreement"] == 1.0 for b in payload["parity"]["batches"])
+    assert "random weights (seed 0)" in result.stderr
+    assert out.exists()
+
+
+def test_export_human_summary_with_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    ckpt = tmp_path / "eca.pth"
+    torch.save(models.create_model("eca_resnet18", num_classes=10, stem_width=16).state_dict(), ckpt)
+    result = _run(["export", "eca_resnet18", "--weights", str(ckpt), "--input-size", "64", "-o",
+                   str(tmp_path / "eca.onnx")])
+    assert result.exit_code == 0, result.output
+    assert "parity batch  1" in result.stdout and "-> ok" in result.stdout
+    assert "random" not in result.stderr
+
+
+def test_unknown_model_lists_known_names():
+    result = _run(["export", "eca_resnet99"])
+    assert result.exit_code == 2
+    line = _single_error_line(result)
+    assert "eca_resnet50" in line and "mobilenet_v2" in line
+
+
+@pytest.mark.parametrize("content", [None, b"garbage bytes"])
+def test_missing_or_corrupt_checkpoint(tmp_path, content):
+    path = tmp_path / "ckpt.pth"
+    if content is not None:
+        path.write_bytes(content)
+    result = _run(["export", "resnet18", "--weights", str(path), "-o", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 2
+    _single_error_line(result)
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_checkpoint_of_another_architecture(tmp_path):
+    path = tmp_path / "se.pth"
+    torch.save(models.create_model("se_resnet18", num_classes=10, stem_width=16).state_dict(), path)
+    result = _run(["export", "eca_resnet18", "--weights", str(path), "-o", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 2
+    assert "missing keys" in _single_error_line(result)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write into read-only folders, so this cannot fail here")
+def test_unwritable_output_path_as_user(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    result = _run(["export", "resnet18", "-o", str(locked / "m.onnx")] + SMALL)
+    assert result.exit_code == 2
+    _single_error_line(result)
+
+
+def test_unwritable_output_path(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    result = _run(["export", "resnet18", "-o", str(blocker / "m.onnx")] + SMALL)
+    assert result.exit_code == 2
+    assert "cannot write" in _single_error_line(result)
+
+
+def test_batch_options_exclude_each_other(tmp_path):
+    result = _run(["export", "resnet18", "--batch", "2", "--dynamic-batch", "-o", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 2
+    _single_error_line(result)
+
+
+def test_models_json_gives_raw_counts():
+    result = _run(["models", "resnet18", "eca_resnet18", "--json"])
+    assert result.exit_code == 0
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert rows["resnet18"] == {"name": "resnet18", "params": 11689512, "macs": 1824545792}
+    assert set(rows) == {"resnet18", "eca_resnet18"}
+
+
+def test_models_rejects_unknown_names():
+    result = _run(["models", "resnet19"])
+    assert result.exit_code == 2
+    _single_error_line(result)
+
+
+def test_models_table_in_binary_units():
+    result = _run(["models", "resnet18", "cbam_resnet34"])
+    assert result.exit_code == 0
+    line = next(l for l in result.stdout.splitlines() if l.startswith("resnet18 "))
+    assert "11.148M" in line and "1.699" in line
+    assert "20.943M" in result.stdout and "3.428" in result.stdout
