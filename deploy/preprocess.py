@@ -50,6 +50,12 @@ class PreprocessSpec:
                 self.resize_size, self.input_size))
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise UserError("mean and std need one value per RGB channel, got {} and {}".format(
+                list(self.mean), list(self.std)))
+        # torchvision's Normalize refuses a zero std (in float32) for the same reason: it would divide by zero.
+        if any(np.float32(value) == 0 for value in self.std):
+            raise UserError("std {} has a zero entry".format(list(self.std)))
 
     @classmethod
     def for_input_size(cls, input_size: int, crop_pct: float = 0.875, **kwargs) -> "PreprocessSpec":
@@ -73,13 +79,16 @@ class PreprocessSpec:
         if missing:
             raise UserError("model metadata lacks preprocessing keys: {}; was it exported by this tool?".format(
                 ", ".join(missing)))
-        return cls(
-            input_size=int(json.loads(meta["input_size"])),
-            resize_size=int(json.loads(meta["resize_size"])),
-            interpolation=meta["interpolation"].strip('"'),
-            mean=tuple(json.loads(meta["mean"])),
-            std=tuple(json.loads(meta["std"])),
-        )
+        try:
+            return cls(
+                input_size=int(json.loads(meta["input_size"])),
+                resize_size=int(json.loads(meta["resize_size"])),
+                interpolation=meta["interpolation"].strip('"'),
+                mean=tuple(json.loads(meta["mean"])),
+                std=tuple(json.loads(meta["std"])),
+            )
+        except (TypeError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
+            raise UserError("model metadata has malformed preprocessing values: {}".format(exc)) from None
 
 
 def decode_image(path) -> Image.Image:
@@ -91,8 +100,10 @@ def decode_image(path) -> Image.Image:
         with Image.open(path) as image:
             image.load()
             return image.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
-        raise UserError("cannot decode image {}: {}".format(path, exc)) from None
+    except Exception as exc:  # noqa: BLE001
+        # Broad on purpose: besides OSError/SyntaxError, PIL's format plugins raise struct.error, EOFError,
+        # IndexError, KeyError, ValueError, DecompressionBombError ... on malformed files.
+        raise UserError("cannot decode image {}: {}".format(path, str(exc) or type(exc).__name__)) from None
 
 
 def resize_shorter_side(image: Image.Image, size: int, interpolation: str = "bilinear") -> Image.Image:
@@ -118,8 +129,8 @@ def center_crop(image: Image.Image, size: int) -> Image.Image:
     return image.crop((left, top, left + size, top + size))
 
 
-def to_normalized_chw(image: Image.Image, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """ToTensor + Normalize in float32, operation for operation."""
+def to_normalized_chw(image, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """ToTensor + Normalize in float32, operation for operation, of an RGB PIL image or (H, W, 3) uint8 array."""
     array = np.asarray(image, dtype=np.uint8).astype(np.float32) / np.float32(255.0)
     chw = np.ascontiguousarray(array.transpose(2, 0, 1))
     mean32 = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
@@ -127,13 +138,17 @@ def to_normalized_chw(image: Image.Image, mean: Sequence[float], std: Sequence[f
     return (chw - mean32) / std32
 
 
-def preprocess_image(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
-    """One RGB PIL image to a (3, S, S) float32 array."""
+def resize_and_crop(image: Image.Image, spec: PreprocessSpec) -> Image.Image:
+    """The geometric half of the transform: an RGB S x S PIL image, before ToTensor/Normalize."""
     if image.mode != "RGB":
         image = image.convert("RGB")
     resized = resize_shorter_side(image, spec.resize_size, spec.interpolation)
-    cropped = center_crop(resized, spec.input_size)
-    return to_normalized_chw(cropped, spec.mean, spec.std)
+    return center_crop(resized, spec.input_size)
+
+
+def preprocess_image(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
+    """One RGB PIL image to a (3, S, S) float32 array."""
+    return to_normalized_chw(resize_and_crop(image, spec), spec.mean, spec.std)
 
 
 def preprocess_file(path, spec: PreprocessSpec) -> np.ndarray:

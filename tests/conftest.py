@@ -68,3 +68,22 @@ def digits_eca_onnx(tmp_path_factory, digits_eca_checkpoint):
     result = export_model("eca_resnet18", path, weights=digits_eca_checkpoint, input_size=INPUT_SIZE)
     assert result.parity, result.parity.to_dict()
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_imagenet_onnx(tmp_path_factory):
+    """A fast 1000-class ONNX model (narrow ECA-ResNet-18, random weights, 32x32, dynamic batch) with metadata."""
+    from exporter import export_model
+    path = str(tmp_path_factory.mktemp("tiny_onnx") / "tiny_eca.onnx")
+    result = export_model("eca_resnet18", path, input_size=32, stem_width=16, do_simplify=False,
+                          parity_batch_sizes=(2,))
+    assert result.parity, result.parity.to_dict()
+    return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache_dir(tmp_path_factory):
+    """Tests never read or fill the user's ~/.cache/eca-deploy (e.g. the calibration image cache)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ECA_DEPLOY_CACHE", str(tmp_path_factory.mktemp("eca-deploy-cache")))
+        yield
