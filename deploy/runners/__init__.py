@@ -2,4 +2,13 @@
 from .base import BaseRunner, TensorMeta
 from .onnxruntime import OnnxRuntimeRunner
 
-__all__ = ["BaseRunner", "OnnxRuntimeRunner", "TensorMeta"]
+__all__ = ["BaseRunner", "OnnxRuntimeRunner", "TensorMeta", "TensorRTRunner"]
+
+
+def __getattr__(name):
+    # TensorRTRunner is exported lazily (PEP 562): its module is light, but keeping it out of this import keeps
+    # `import deploy.runners` independent of everything TensorRT-related.
+    if name == "TensorRTRunner":
+        from .tensorrt import TensorRTRunner
+        return TensorRTRunner
+    raise AttributeError("module {!r} has no attribute {!r}".format(__name__, name))

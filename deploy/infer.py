@@ -1,0 +1,359 @@
+"""Classify images or video frames with an exported model: ``python -m deploy.infer MODEL INPUTS...``.
+
+MODEL is a TensorRT engine (``.engine``/``.plan``, read with its sidecar) or an ONNX model, which runs through
+ONNX Runtime, so the same command works on a laptop; ``--trt`` builds an engine from the ONNX model on first
+use and caches it (deploy.trt.engine_cache). INPUTS are image files or folders; ``--video``, ``--camera`` and
+``--gst`` (a GStreamer pipeline, e.g. a Jetson CSI camera) read frames through OpenCV when it is installed.
+
+Every image goes through the model's own preprocessing, read from its metadata (or the engine's sidecar).
+Output: the top-k classes per image, with ImageNet names for 1000-class models (``--labels`` overrides).
+With ``--json``: one JSON object per line and image ({"path", "topk", "names", "probs"}, softmax
+probabilities), then one last line {"summary": {...}} with the latency statistics, all on stdout (notes go to
+stderr). Latency is the runner's time per batch (end to end; for TensorRT also GPU compute alone), after one
+untimed warm-up run of the first batch; preprocessing is not included. On a Jetson the summary adds the power
+mode (nvpmodel) and, with jetson-stats installed, the board's power draw.
+
+deploy/ needs only numpy and Pillow (plus onnxruntime, or JetPack's TensorRT), so this uses argparse.
+"""
+import argparse
+import json
+import os
+import sys
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .cliutil import note, run_main
+from .errors import MissingDependencyError, UserError
+from .images import collect_images
+from .metadata import read_model_info
+from .preprocess import PreprocessSpec, decode_image, preprocess_image
+
+IMAGENET_CLASSES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "imagenet_classes.tsv")
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+
+
+# -- labels and scores ------------------------------------------------------------------------------------------
+
+def load_labels(num_classes: int, labels_path: Optional[str] = None) -> Optional[List[str]]:
+    """Class names: from ``labels_path`` (one per line), ImageNet's for 1000 classes, else None (indices)."""
+    if labels_path:
+        try:
+            with open(labels_path, "r", encoding="utf-8") as handle:
+                names = [line.strip() for line in handle.read().splitlines()]
+        except OSError as exc:
+            raise UserError("cannot read labels file {}: {}".format(labels_path, exc.strerror or exc)) from None
+        while names and not names[-1]:
+            names.pop()
+        if len(names) != num_classes:
+            raise UserError("labels file {} has {} names but the model has {} classes".format(
+                labels_path, len(names), num_classes))
+        return names
+    if num_classes == 1000:
+        with open(IMAGENET_CLASSES, "r", encoding="utf-8") as handle:
+            # "<synset>\t<names>"; the first of the comma-separated names is the one people know
+            return [line.split("\t", 1)[1].split(",")[0].strip() for line in handle.read().splitlines()]
+    return None
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits.astype(np.float64) - np.max(logits, axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / np.sum(exp, axis=-1, keepdims=True)
+
+
+def top_k(probabilities: np.ndarray, k: int) -> np.ndarray:
+    k = min(k, probabilities.shape[-1])
+    return np.argsort(-probabilities, axis=-1, kind="stable")[..., :k]
+
+
+def latency_stats(times_s: Sequence[float], images: int) -> Optional[Dict[str, float]]:
+    if not times_s:
+        return None
+    ms = np.asarray(times_s, dtype=np.float64) * 1000.0
+    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
+    return {"batches": int(len(ms)), "mean_ms": float(ms.mean()), "p50_ms": float(p50), "p90_ms": float(p90),
+            "p99_ms": float(p99), "images_per_s": float(images / (ms.sum() / 1000.0)) if ms.sum() > 0 else 0.0}
+
+
+# -- frames -----------------------------------------------------------------------------------------------------
+
+def bgr_to_pil(frame: np.ndarray):
+    """An OpenCV frame (BGR, or gray) as the RGB PIL image the shared preprocessing expects."""
+    from PIL import Image
+    if frame.ndim == 2:
+        return Image.fromarray(np.ascontiguousarray(frame)).convert("RGB")
+    return Image.fromarray(np.ascontiguousarray(frame[:, :, 2::-1]))
+
+
+def image_frames(inputs: Sequence[str]) -> Iterator[Tuple[str, object]]:
+    paths = collect_images(inputs)
+    if not paths:
+        raise UserError("no images found in {}".format(", ".join(inputs)))
+    for path in paths:
+        try:
+            yield path, decode_image(path)
+        except UserError as exc:
+            note("skipping: {}".format(exc))
+
+
+def _import_cv2(option: str):
+    try:
+        import cv2
+    except ImportError:
+        raise MissingDependencyError("OpenCV (cv2)", "read {}".format(option),
+                                     "pip install opencv-python; on Jetson use JetPack's python3-opencv, which has "
+                                     "GStreamer") from None
+    return cv2
+
+
+def capture_frames(args) -> Iterator[Tuple[str, object]]:
+    if args.gst:
+        cv2 = _import_cv2("--gst")
+        capture, label = cv2.VideoCapture(args.gst, cv2.CAP_GSTREAMER), "gst"
+        hint = "; check that the pipeline ends in appsink and that OpenCV was built with GStreamer"
+    elif args.camera is not None:
+        cv2 = _import_cv2("--camera")
+        capture, label, hint = cv2.VideoCapture(int(args.camera)), "camera{}".format(args.camera), ""
+    else:
+        if not os.path.isfile(args.video):
+            raise UserError("no such video file: {}".format(args.video))
+        cv2 = _import_cv2("--video")
+        capture, label, hint = cv2.VideoCapture(args.video), args.video, ""
+    if not capture.isOpened():
+        raise UserError("OpenCV cannot open {}{}".format(label, hint))
+    try:
+        index = 0
+        while True:
+            ok, frame = capture.read()
+            if not ok or frame is None:
+                break
+            yield "{}#{}".format(label, index), bgr_to_pil(frame)
+            index += 1
+    finally:
+        capture.release()
+
+
+def limited(frames: Iterator, max_frames: Optional[int]) -> Iterator:
+    for count, item in enumerate(frames):
+        if max_frames is not None and count >= max_frames:
+            break
+        yield item
+
+
+def batched(frames: Iterator, size: int) -> Iterator[List]:
+    batch = []
+    for item in frames:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+# -- runners ----------------------------------------------------------------------------------------------------
+
+def _trt_engine_for(args) -> str:
+    from .trt.build import BuildOptions
+    from .trt.engine_cache import ensure_engine
+    from .trt.onnx_info import inspect_onnx
+    from .trt.profiles import is_dynamic
+
+    inputs = inspect_onnx(args.model).inputs
+    dynamic = any(shape and is_dynamic(shape[0]) for shape in inputs.values())
+    batch = args.batch or 1
+    options = BuildOptions(min_batch=1 if dynamic else None, opt_batch=batch if dynamic else None,
+                           max_batch=batch if dynamic else None, dla_core=args.dla_core,
+                           gpu_fallback=args.dla_core is not None)
+    engine, _ = ensure_engine(args.model, options, cache_dir=args.engine_cache, log=note)
+    return engine
+
+
+def open_runner(args):
+    """(runner, path whose metadata describes the model)."""
+    path = args.model
+    if not os.path.isfile(path):
+        raise UserError("no such model file: {}".format(path))
+    if path.lower().endswith(".onnx"):
+        if not args.trt:
+            from .runners.onnxruntime import OnnxRuntimeRunner
+            if args.cuda_graph:
+                note("--cuda-graph applies to TensorRT engines only; ignored for ONNX Runtime")
+            providers = [p.strip() for p in args.providers.split(",") if p.strip()]
+            return OnnxRuntimeRunner(path, providers=providers), path
+        path = _trt_engine_for(args)
+    elif not path.lower().endswith(ENGINE_SUFFIXES):
+        raise UserError("{}: expected an .onnx model or a TensorRT engine ({})".format(path, ", ".join(ENGINE_SUFFIXES)))
+    from .runners.tensorrt import TensorRTRunner
+    return TensorRTRunner(path, use_cuda_graph=args.cuda_graph), path
+
+
+def choose_batch(runner, requested: Optional[int]) -> Tuple[str, int, bool]:
+    """(input name, batch size, static) for the model's single image input."""
+    from .trt.profiles import check_input_shape
+
+    inputs = runner.get_input_metadata()
+    if len(inputs) != 1:
+        raise UserError("expected a classifier with one image input, the model has {}".format(sorted(inputs)))
+    name, meta = next(iter(inputs.items()))
+    first = meta.shape[0] if meta.shape else None
+    if isinstance(first, int) and first > 0:
+        if requested is not None and requested != first:
+            note("the model has a static batch of {}; using it instead of --batch {}".format(first, requested))
+        return name, first, True
+    batch = requested or 1
+    profile = runner.profile(name) if hasattr(runner, "profile") else None
+    if profile is not None:
+        engine_shape = tuple(-1 if dim is None else dim for dim in meta.shape)
+        check_input_shape(name, engine_shape, (batch,) + tuple(profile[2][1:]), profile)
+    return name, batch, False
+
+
+def _output_name(runner) -> str:
+    outputs = list(runner.get_output_metadata())
+    return "logits" if "logits" in outputs else outputs[0]
+
+
+# -- the run ----------------------------------------------------------------------------------------------------
+
+def classify(runner, frames: Iterator, spec: PreprocessSpec, input_name: str, batch_size: int, static: bool,
+             k: int, labels: Optional[List[str]]) -> Iterator[Dict[str, object]]:
+    """Per-image results; the runner's clocks hold one entry per timed batch when this is exhausted."""
+    output_name, warmed = _output_name(runner), False
+    for batch in batched(frames, batch_size):
+        names = [name for name, _ in batch]
+        array = np.stack([preprocess_image(image, spec) for _, image in batch]).astype(np.float32, copy=False)
+        if static and len(batch) < batch_size:  # a static engine takes full batches: pad with the last image
+            array = np.concatenate([array, np.repeat(array[-1:], batch_size - len(batch), axis=0)])
+        feed = {input_name: array}
+        if not warmed:  # the first run pays for lazy initialization; it is not timed
+            runner.infer(feed)
+            del runner.inference_times[:]
+            del getattr(runner, "compute_times", [])[:]
+            warmed = True
+        logits = np.asarray(runner.infer(feed)[output_name])[:len(batch)]
+        probabilities = softmax(logits.reshape(len(batch), -1))
+        for row, name in enumerate(names):
+            indices = [int(i) for i in top_k(probabilities[row], k)]
+            yield {"path": name, "topk": indices,
+                   "names": [labels[i] if labels else str(i) for i in indices],
+                   "probs": [round(float(probabilities[row][i]), 6) for i in indices]}
+
+
+def _print_result(result: Dict[str, object], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result), flush=True)
+        return
+    print(result["path"])
+    for rank, (index, name, prob) in enumerate(zip(result["topk"], result["names"], result["probs"]), 1):
+        label = name if name == str(index) else "{} ({})".format(name, index)
+        print("  {}. {:6.2%}  {}".format(rank, prob, label))
+
+
+def _print_summary(summary: Dict[str, object]) -> None:
+    runner = summary["runner"]
+    extra = runner.get("providers") or runner.get("device") or ""
+    if isinstance(extra, list):
+        extra = ", ".join(str(item) for item in extra)
+    elif isinstance(extra, dict):
+        extra = "{} (sm {})".format(extra.get("name"), extra.get("compute_capability"))
+    print("runner: {} {}".format(runner.get("backend"), extra).rstrip())
+    latency = summary["latency"]
+    if latency:
+        print("{} images in {} batches of {}: latency mean {:.2f} ms, p50 {:.2f}, p90 {:.2f}, p99 {:.2f} ms; "
+              "{:.1f} images/s (end to end per batch, preprocessing excluded, after 1 warm-up batch)".format(
+                  summary["images"], latency["batches"], summary["batch_size"], latency["mean_ms"],
+                  latency["p50_ms"], latency["p90_ms"], latency["p99_ms"], latency["images_per_s"]))
+    compute = summary.get("compute")
+    if compute:
+        print("GPU compute per batch: mean {:.2f} ms, p50 {:.2f}, p90 {:.2f}, p99 {:.2f} ms".format(
+            compute["mean_ms"], compute["p50_ms"], compute["p90_ms"], compute["p99_ms"]))
+    jetson = summary.get("jetson")
+    if jetson:
+        parts = [str(jetson.get("model") or "Jetson")]
+        mode = jetson.get("power_mode")
+        if mode:
+            parts.append("power mode {}{}".format(mode.get("name"), " ({})".format(mode["id"]) if "id" in mode else ""))
+        power = jetson.get("power")
+        if power:
+            parts.append("board power {:.1f} W (average {:.1f} W)".format(power["total_mw"] / 1000.0,
+                                                                          power["average_mw"] / 1000.0))
+        print("jetson: " + ", ".join(parts))
+
+
+def run(args: argparse.Namespace) -> int:
+    from .jetson import jetson_report
+
+    sources = [bool(args.inputs), bool(args.video), args.camera is not None, bool(args.gst)]
+    if sum(sources) != 1:
+        raise UserError("give image files/folders, or exactly one of --video, --camera, --gst")
+    for flag, value in (("--top-k", args.top_k), ("--batch", args.batch), ("--max-frames", args.max_frames)):
+        if value is not None and value < 1:
+            raise UserError("{} must be at least 1, got {}".format(flag, value))
+    if args.dla_core is not None and not (args.trt and args.model.lower().endswith(".onnx")):
+        raise UserError("--dla-core applies when --trt builds an engine from an .onnx model")
+    runner, info_path = open_runner(args)
+    info = read_model_info(info_path)
+    labels = load_labels(info.num_classes, args.labels)
+    frames = image_frames(args.inputs) if args.inputs else capture_frames(args)
+    with runner:
+        input_name, batch_size, static = choose_batch(runner, args.batch)
+        images = 0
+        for result in classify(runner, limited(frames, args.max_frames), info.preprocess, input_name, batch_size,
+                               static, args.top_k, labels):
+            _print_result(result, args.json)
+            images += 1
+        if images == 0:
+            raise UserError("no image could be classified")
+        described = runner.describe()
+        summary = {"model": args.model, "runner": described, "batch_size": batch_size, "images": images,
+                   "latency": latency_stats(runner.inference_times, images),
+                   "compute": latency_stats(getattr(runner, "compute_times", []), images) or None}
+    for message in described.get("notes") or []:
+        note(message)
+    jetson = jetson_report()
+    if jetson:
+        summary["jetson"] = jetson
+    if args.json:
+        print(json.dumps({"summary": summary}, default=str))
+    else:
+        _print_summary(summary)
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m deploy.infer", description=__doc__.split("\n\n")[0],
+        epilog="With --json, stdout holds one JSON line per image and a final {\"summary\": ...} line.")
+    parser.add_argument("model", metavar="MODEL", help="TensorRT engine (.engine/.plan) or ONNX model (.onnx)")
+    parser.add_argument("inputs", nargs="*", metavar="INPUTS", help="image files or folders (searched recursively)")
+    parser.add_argument("--top-k", type=int, default=5, help="classes to print per image (default 5)")
+    parser.add_argument("--batch", type=int, help="images per inference (default 1, or the model's static batch)")
+    parser.add_argument("--labels", metavar="FILE", help="class names, one per line (default: ImageNet's for "
+                                                         "1000-class models, else indices)")
+    parser.add_argument("--json", action="store_true", help="JSON lines on stdout (see below)")
+    parser.add_argument("--video", metavar="PATH", help="classify the frames of a video file (needs OpenCV)")
+    parser.add_argument("--camera", type=int, metavar="N", help="classify frames of camera N (needs OpenCV)")
+    parser.add_argument("--gst", metavar="PIPELINE", help="GStreamer pipeline ending in appsink, e.g. a Jetson CSI "
+                                                          "camera (needs OpenCV with GStreamer)")
+    parser.add_argument("--max-frames", type=int, metavar="N", help="stop after N images or frames")
+    parser.add_argument("--trt", action="store_true", help="with an .onnx model: build (first use) and run a cached "
+                                                           "TensorRT engine")
+    parser.add_argument("--engine-cache", metavar="DIR", help="where --trt keeps engines (default: beside the "
+                                                              "model, else ~/.cache/eca-deploy/engines)")
+    parser.add_argument("--dla-core", type=int, metavar="N", help="with --trt: build for this DLA core, with GPU "
+                                                                  "fallback")
+    parser.add_argument("--cuda-graph", action="store_true", help="TensorRT: replay the execution as a CUDA graph")
+    parser.add_argument("--providers", default="cpu", help="ONNX Runtime providers, comma-separated: cpu, cuda, "
+                                                           "tensorrt (default cpu); what really runs is reported")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = make_parser().parse_args(argv)
+    return run_main(lambda: run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
