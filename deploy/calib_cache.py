@@ -73,7 +73,8 @@ def decode_scale(text: str) -> float:
 def format_calibration_cache(scales: Mapping[str, float], trt_version: Union[str, int],
                              algorithm: str = DEFAULT_ALGORITHM) -> str:
     if algorithm not in ALGORITHMS:
-        raise UserError("unknown calibration algorithm {!r}; TensorRT knows {}".format(algorithm, ", ".join(ALGORITHMS)))
+        raise UserError("unknown calibration algorithm {!r}; TensorRT knows {}".format(
+            algorithm, ", ".join(ALGORITHMS)))
     lines = ["TRT-{}-{}".format(parse_trt_version(trt_version), algorithm)]
     for name, scale in scales.items():
         if "\n" in name or not name:
