@@ -16,7 +16,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python cli.py export eca_resnet50 -o $(OUT)/eca_resnet50.onnx
+	$(BIN)/python cli.py pipeline --out $(OUT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -rs

@@ -4,6 +4,7 @@
 Commands are imported only when run, so `--help` works without torch, TensorRT or CUDA bindings loaded.
 """
 import importlib
+import os
 import sys
 
 import click
@@ -12,6 +13,16 @@ import click
 COMMANDS = {
     "models": ("commands.models", "models_command", "List the model zoo with #Param and GFLOPs (Table A units)."),
     "export": ("commands.export", "export_command", "Export a zoo model to a checked, simplified ONNX model."),
+    "calibrate": ("commands.calibrate", "calibrate_command",
+                  "INT8 Q/DQ models, TensorRT calibration cache and FP16 model from calibration images."),
+    "build": ("commands.build", "build_command", "Build a TensorRT engine and its sidecar from an ONNX model, here."),
+    "bundle": ("commands.bundle", "bundle_command", "Pack ONNX models, caches, labels and deploy/ for a Jetson."),
+    "attention": ("commands.attention", "attention_command",
+                  "Per-class ECA/SE channel weights (seed Figure B) and their parity in a deployed model."),
+    "benchmark-engine": ("commands.benchmark_engine", "benchmark_engine_command",
+                         "Parity and speed of ONNX models and TensorRT engines against PyTorch."),
+    "pipeline": ("commands.pipeline", "pipeline_command",
+                 "Export, FP16, INT8, engines, benchmark and report in one run; unchanged steps are skipped."),
 }
 
 
@@ -49,7 +60,8 @@ def cli():
 
 
 def main():
-    cli(prog_name="cli.py")
+    # `python cli.py ...` and the installed `eca-deploy` console script show their own name in usage lines.
+    cli(prog_name=os.path.basename(sys.argv[0]) or "cli.py")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,228 @@
+"""Benchmark reports: a Markdown table, JSON, CSV and PNG plots, each written atomically."""
+import csv
+import io
+import os
+from typing import Dict, List, Optional, Sequence
+
+from deploy.fileio import atomic_path, write_json, write_text
+
+from .engine import BackendResult, BenchmarkResult
+
+CSV_FIELDS = (
+    "name", "kind", "precision", "batch_size", "throughput_img_s", "latency_mean_ms", "latency_p50_ms",
+    "latency_p90_ms", "latency_p99_ms", "compute_throughput_img_s", "compute_mean_ms", "compute_p50_ms",
+    "compute_p90_ms", "compute_p99_ms", "top1_accuracy", "top5_accuracy", "top1_agreement", "top5_agreement",
+    "max_abs_error", "mean_abs_error", "cosine_similarity", "top1_drop", "path",
+)
+
+
+def _fmt(value, pattern: str = "{:.2f}", missing: str = "-") -> str:
+    return missing if value is None else pattern.format(value)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines.extend("| " + " | ".join(str(cell) for cell in row) + " |" for row in rows)
+    return "\n".join(lines)
+
+
+def parity_table(result: BenchmarkResult) -> str:
+    header = ["model", "backend", "precision", "top-1 %", "top-5 %", "top-1 agree %", "top-5 agree %",
+              "max abs err", "mean abs err", "cosine", "top-1 drop"]
+    rows = []
+    for backend in result.backends:
+        rows.append([
+            backend.name, backend.runner.get("backend", backend.kind), backend.precision,
+            _fmt(backend.top1_accuracy), _fmt(backend.top5_accuracy),
+            _fmt(backend.top1_agreement, missing="ref"), _fmt(backend.top5_agreement, missing="ref"),
+            _fmt(backend.max_abs_error, "{:.3g}"), _fmt(backend.mean_abs_error, "{:.3g}"),
+            _fmt(backend.cosine_similarity, "{:.6f}"), _fmt(backend.top1_drop),
+        ])
+    return markdown_table(header, rows)
+
+
+def speed_table(result: BenchmarkResult) -> str:
+    with_compute = any(t.compute_ms for b in result.backends for t in b.timings)
+    header = ["model", "batch", "img/s", "mean ms", "p50 ms", "p90 ms", "p99 ms"]
+    if with_compute:
+        header += ["compute img/s", "compute p50 ms"]
+    rows = []
+    for backend in result.backends:
+        for timing in backend.timings:
+            lat = timing.latency_ms
+            row = [backend.name, timing.batch_size, _fmt(timing.throughput, "{:.1f}"), _fmt(lat["mean"]),
+                   _fmt(lat["p50"]), _fmt(lat["p90"]), _fmt(lat["p99"])]
+            if with_compute:
+                row += [_fmt(timing.compute_throughput, "{:.1f}"),
+                        _fmt(timing.compute_ms["p50"] if timing.compute_ms else None)]
+            rows.append(row)
+        for batch_size, reason in sorted(backend.skipped_batches.items()):
+            rows.append([backend.name, batch_size, "skipped: " + reason] + [""] * (len(header) - 3))
+    return markdown_table(header, rows)
+
+
+def speedups(result: BenchmarkResult) -> List[str]:
+    """Throughput of each artifact relative to the PyTorch reference, per batch size."""
+    lines = []
+    for backend in result.artifacts:
+        parts = []
+        for timing in backend.timings:
+            ref = result.reference.timing(timing.batch_size)
+            if ref is not None:
+                parts.append("batch {}: {:.2f}x".format(timing.batch_size, timing.throughput / ref.throughput))
+        if parts:
+            lines.append("- {} vs PyTorch: {}".format(backend.name, ", ".join(parts)))
+    return lines
+
+
+def environment_lines(env: Dict[str, object]) -> List[str]:
+    libs = ", ".join("{} {}".format(k, v) for k, v in sorted(env.get("libraries", {}).items()) if v)
+    gpus = ", ".join(g["name"] for g in env.get("gpus") or []) or "none"
+    lines = [
+        "- CPU: {} ({} cores usable), {}".format(env.get("cpu"), env.get("cpu_cores"), env.get("platform")),
+        "- GPU: {}".format(gpus),
+        "- threads: {} (torch.set_num_threads and ORT intra_op_num_threads)".format(env.get("threads")),
+        "- libraries: {}".format(libs),
+    ]
+    if env.get("onnxruntime_session"):
+        lines.append("- ONNX Runtime session: {}".format(
+            ", ".join("{}={}".format(k, v) for k, v in sorted(env["onnxruntime_session"].items()))))
+    mode = env.get("jetson_power_mode")
+    if mode:
+        lines.append("- Jetson power mode: {}".format(mode.get("name", mode) if isinstance(mode, dict) else mode))
+    return lines
+
+
+def to_markdown(result: BenchmarkResult, title: Optional[str] = None) -> str:
+    data = result.data
+    opts = result.options
+    parts = [
+        "# {}".format(title or "benchmark-engine: {}".format(result.arch)),
+        "",
+        "Reference: PyTorch {} with weights {}. Data: {} images from {} ({}), {}x{} input.".format(
+            result.arch, result.weights, data["num_images"], data["source"],
+            "labeled" if data["labeled"] else "unlabeled: accuracy cannot be measured, agreement can",
+            data["input_size"], data["input_size"]),
+        "Timing: {} iterations after 1 + {} warm-up runs per batch size, {} threads, device {}.".format(
+            opts["iterations"], opts["warmup"], opts["threads"], opts["device"]),
+        "",
+        "## Parity with the PyTorch reference",
+        "",
+        parity_table(result),
+        "",
+        "## Throughput and latency (end to end{})".format(
+            "; compute-only where the backend reports it" if opts["device"] != "cpu" else ""),
+        "",
+        speed_table(result),
+        "",
+    ]
+    ratio_lines = speedups(result)
+    if ratio_lines:
+        parts += ratio_lines + [""]
+    if result.notes:
+        parts += ["## Notes", ""] + ["- " + n for n in result.notes] + [""]
+    parts += ["## Environment", ""] + environment_lines(result.environment) + [""]
+    return "\n".join(parts)
+
+
+def csv_rows(result: BenchmarkResult) -> List[Dict[str, object]]:
+    rows = []
+    for backend in result.backends:
+        for timing in backend.timings or [None]:
+            rows.append(_csv_row(backend, timing))
+    return rows
+
+
+def _csv_row(backend: BackendResult, timing) -> Dict[str, object]:
+    row = {key: getattr(backend, key) for key in (
+        "name", "kind", "precision", "top1_accuracy", "top5_accuracy", "top1_agreement", "top5_agreement",
+        "max_abs_error", "mean_abs_error", "cosine_similarity", "top1_drop", "path")}
+    if timing is not None:
+        row.update({"batch_size": timing.batch_size, "throughput_img_s": timing.throughput,
+                    "compute_throughput_img_s": timing.compute_throughput})
+        row.update({"latency_{}_ms".format(k): v for k, v in timing.latency_ms.items()})
+        row.update({"compute_{}_ms".format(k): v for k, v in (timing.compute_ms or {}).items()})
+    return row
+
+
+def to_csv(result: BenchmarkResult) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in csv_rows(result):
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def _save_figure(figure, path: str) -> None:
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+
+
+def plot_latency(result: BenchmarkResult, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6.5, 4.2))
+    try:
+        for backend in result.backends:
+            if backend.timings:
+                axes.plot([t.batch_size for t in backend.timings], [t.latency_ms["p50"] for t in backend.timings],
+                          marker="o", label=backend.name)
+        axes.set_xscale("log", base=2)
+        axes.set_yscale("log")
+        axes.set_xlabel("batch size")
+        axes.set_ylabel("latency p50 (ms)")
+        axes.set_title("Latency against batch size ({} threads)".format(result.options["threads"]))
+        axes.grid(True, which="both", alpha=0.3)
+        axes.legend(fontsize=7)
+        _save_figure(figure, path)
+    finally:
+        plt.close(figure)
+
+
+def plot_accuracy_throughput(result: BenchmarkResult, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    labeled = result.data["labeled"]
+    figure, axes = plt.subplots(figsize=(6.5, 4.2))
+    try:
+        for backend in result.backends:
+            if not backend.timings:
+                continue
+            best = max(backend.timings, key=lambda t: t.throughput)
+            y = backend.top1_accuracy if labeled else (100.0 if backend.kind == "pytorch" else backend.top1_agreement)
+            if y is None:
+                continue
+            axes.scatter([best.throughput], [y], s=40)
+            axes.annotate("{} (b{})".format(backend.name, best.batch_size), (best.throughput, y), fontsize=7,
+                          xytext=(4, 4), textcoords="offset points")
+        axes.set_xlabel("throughput (images/s, best batch size)")
+        axes.set_ylabel("top-1 accuracy (%)" if labeled else "top-1 agreement with PyTorch (%)")
+        axes.set_title("Accuracy against throughput")
+        axes.grid(True, alpha=0.3)
+        _save_figure(figure, path)
+    finally:
+        plt.close(figure)
+
+
+def write_report(result: BenchmarkResult, directory, stem: str = "benchmark",
+                 title: Optional[str] = None) -> Dict[str, str]:
+    """Write ``stem``.md/.json/.csv and two PNG plots into ``directory``; return the paths by kind."""
+    directory = os.path.abspath(os.fspath(directory))
+    paths = {
+        "markdown": os.path.join(directory, stem + ".md"),
+        "json": os.path.join(directory, stem + ".json"),
+        "csv": os.path.join(directory, stem + ".csv"),
+        "latency_plot": os.path.join(directory, stem + "_latency.png"),
+        "accuracy_plot": os.path.join(directory, stem + "_accuracy_throughput.png"),
+    }
+    write_text(paths["markdown"], to_markdown(result, title))
+    write_json(paths["json"], result.to_dict())
+    write_text(paths["csv"], to_csv(result))
+    plot_latency(result, paths["latency_plot"])
+    plot_accuracy_throughput(result, paths["accuracy_plot"])
+    return paths

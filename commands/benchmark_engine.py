@@ -1,0 +1,84 @@
+"""`cli.py benchmark-engine`: parity and speed of ONNX models and TensorRT engines against PyTorch."""
+import click
+
+from .common import emit_json, json_option, note, stderr_is_tty
+
+
+def parse_batch_sizes(value):
+    if value is None or isinstance(value, tuple):
+        return value
+    try:
+        sizes = tuple(int(part) for part in str(value).split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter("give comma-separated positive integers, e.g. 1,8,32") from None
+    if not sizes or min(sizes) < 1:
+        raise click.BadParameter("give comma-separated positive integers, e.g. 1,8,32")
+    return tuple(sorted(set(sizes)))
+
+
+def _batch_sizes_callback(ctx, param, value):
+    return parse_batch_sizes(value)
+
+
+@click.command("benchmark-engine")
+@click.argument("artifacts", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--reference", "arch", required=True, help="Zoo model the artifacts were exported from.")
+@click.option("--weights", type=click.Path(dir_okay=False), help="Checkpoint of the reference (default: random).")
+@click.option("--input-size", type=click.IntRange(min=32), help="Reference input size (default: the zoo's, 224).")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False),
+              help="Image folder (ImageFolder tree or flat). Default: the shipped sample photos, unlabeled.")
+@click.option("--labels", "labels_file", type=click.Path(dir_okay=False), help="Labels file for a flat --data.")
+@click.option("--num-images", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--batch-sizes", default="1,8,32", show_default=True, callback=_batch_sizes_callback)
+@click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Uncounted runs per batch size after the first one.")
+@click.option("--iterations", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for every backend (default: all cores).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--cuda-graph", is_flag=True, help="Replay CUDA graphs (TensorRT engines, PyTorch on CUDA).")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False),
+              help="Write benchmark.md/.json/.csv and PNG plots here.")
+@click.option("--max-top1-drop", type=float,
+              help="Fail (exit 1) when an artifact loses more top-1 points than this vs the reference.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Which images are drawn from --data.")
+@json_option
+def benchmark_engine_command(artifacts, arch, weights, input_size, data_dir, labels_file, num_images, batch_sizes,
+                             warmup, iterations, threads, device, cuda_graph, report_dir, max_top1_drop, seed,
+                             as_json):
+    """Measure ARTIFACTS (ONNX models of any precision, TensorRT engines) against the PyTorch reference.
+
+    Every backend gets the same preprocessed real images: top-1/top-5 accuracy (with labels), agreement with
+    PyTorch, logit errors, then images/s and latency mean/p50/p90/p99 per batch size.
+    """
+    from benchmark.engine import BenchmarkOptions, benchmark_engine
+    from benchmark.report import to_markdown, write_report
+
+    options = BenchmarkOptions(batch_sizes=batch_sizes, warmup=warmup, iterations=iterations, threads=threads,
+                               device=device, cuda_graph=cuda_graph, num_images=num_images, seed=seed,
+                               progress=stderr_is_tty() and not as_json)
+    result = benchmark_engine(artifacts, arch, weights=weights, data_dir=data_dir, labels_file=labels_file,
+                              input_size=input_size, options=options)
+    if weights is None:
+        note("no --weights given: the reference {} has random weights (seed 0)".format(arch))
+    for message in result.notes:
+        note(message)
+    payload = result.to_dict()
+    if report_dir:
+        payload["report_files"] = write_report(result, report_dir)
+    if as_json:
+        emit_json(payload)
+    else:
+        click.echo(to_markdown(result))
+        for path in payload.get("report_files", {}).values():
+            click.echo("wrote {}".format(path))
+    report_breaches(result, max_top1_drop)
+
+
+def report_breaches(result, max_top1_drop):
+    from deploy.errors import CheckFailedError
+
+    breaches = result.breaches(max_top1_drop)
+    if breaches:
+        basis = "accuracy" if result.data["labeled"] else "agreement with PyTorch"
+        raise CheckFailedError("top-1 drop above {:g} points ({}): {}".format(max_top1_drop, basis, ", ".join(
+            "{} {:.2f}".format(b.name, b.top1_drop) for b in breaches)))

@@ -1,0 +1,191 @@
+"""benchmark-engine as a library, on the digits model: parity, accuracy, timing, checks before timing."""
+import numpy as np
+import pytest
+
+from benchmark import engine
+from benchmark.engine import BenchmarkOptions, benchmark_engine, load_images, load_reference
+from deploy.errors import UserError
+from deploy.images import sample_images
+from deploy.runners.base import TensorMeta
+from tests.digits import INPUT_SIZE
+
+FAST = dict(batch_sizes=(1, 4), warmup=0, iterations=2, num_images=48, threads=2, progress=False)
+
+
+@pytest.fixture(autouse=True)
+def _private_image_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ECA_DEPLOY_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def fp32_result(digits_eca_onnx, digits_eca_checkpoint, digits_split):
+    return benchmark_engine([digits_eca_onnx], "eca_resnet18", weights=digits_eca_checkpoint,
+                            data_dir=digits_split[1], input_size=INPUT_SIZE, options=BenchmarkOptions(**FAST))
+
+
+def test_fp32_onnx_matches_pytorch_on_labeled_digits(fp32_result):
+    reference, (onnx,) = fp32_result.reference, fp32_result.artifacts
+    assert fp32_result.data["labeled"] and fp32_result.data["num_images"] == 48
+    assert reference.top1_accuracy >= 90.0  # a trained model on real images
+    assert onnx.top1_agreement == 100.0 and onnx.top5_agreement == 100.0
+    assert onnx.max_abs_error < 1e-3 and onnx.cosine_similarity > 0.99999
+    assert onnx.top1_accuracy == reference.top1_accuracy and onnx.top1_drop == 0.0
+    assert onnx.runner["providers"] == ["CPUExecutionProvider"] and onnx.runner["threads"] == 2
+
+
+def test_timings_per_backend_and_batch_size(fp32_result):
+    for backend in fp32_result.backends:
+        assert [t.batch_size for t in backend.timings] == [1, 4]
+        for timing in backend.timings:
+            lat = timing.latency_ms
+            assert timing.iterations == 2 and timing.throughput > 0
+            assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"]
+            assert timing.compute_ms is None  # CPU backends report end-to-end time only
+    env = fp32_result.environment
+    assert env["threads"] == 2 and env["libraries"]["onnxruntime"] and env["libraries"]["tensorrt"] is None
+    assert env["onnxruntime_session"]["threads"] == 2
+
+
+def test_int8_stays_within_bounds(digits_eca_onnx, digits_eca_checkpoint, digits_split, tmp_path):
+    from calibration.api import calibrate
+
+    result = calibrate(digits_eca_onnx, data_dir=digits_split[0], targets=("cpu",), num_images=64, fp16=False,
+                       progress=False, output=str(tmp_path / "digits.int8.cpu.onnx"))
+    bench = benchmark_engine([result.int8_models["cpu"]], "eca_resnet18", weights=digits_eca_checkpoint,
+                             data_dir=digits_split[1], input_size=INPUT_SIZE,
+                             options=BenchmarkOptions(**dict(FAST, num_images=96, batch_sizes=(8,))))
+    (int8,) = bench.artifacts
+    assert int8.precision.startswith("int8")
+    assert int8.top1_agreement >= 95.0 and int8.cosine_similarity > 0.99
+    assert int8.top1_drop <= 3.0 and bench.breaches(3.0) == []
+
+
+def test_mismatches_fail_before_any_timing(digits_eca_onnx, digits_eca_checkpoint, monkeypatch):
+    def no_timing(*args, **kwargs):
+        raise AssertionError("timed before checking the artifacts")
+
+    monkeypatch.setattr(engine, "benchmark_runner", no_timing)
+    monkeypatch.setattr(engine, "load_images", no_timing)
+    options = BenchmarkOptions(**FAST)
+    with pytest.raises(UserError, match=r"takes 32x32 input .* 224x224; pass --input-size 32"):
+        benchmark_engine([digits_eca_onnx], "eca_resnet18", weights=digits_eca_checkpoint, options=options)
+    with pytest.raises(UserError, match="has 10 classes but the reference eca_resnet18 has 1000"):
+        benchmark_engine([digits_eca_onnx], "eca_resnet18", input_size=INPUT_SIZE, options=options)
+
+
+def test_a_different_preprocessing_is_refused(digits_eca_onnx, digits_eca_checkpoint, tmp_path):
+    import onnx
+
+    from exporter.onnx_graph import set_metadata
+
+    model = onnx.load(digits_eca_onnx)
+    set_metadata(model, {"resize_size": "40"})  # same crop, other resize: the images would not match
+    path = str(tmp_path / "resized.onnx")
+    onnx.save(model, path)
+    reference = load_reference("eca_resnet18", digits_eca_checkpoint, INPUT_SIZE)
+    with pytest.raises(UserError, match=r"resized.onnx expects preprocessing 32x32 \(resize 40, bilinear\).* "
+                                        r"the reference uses 32x32 \(resize 37, bilinear\)"):
+        engine.inspect_artifacts([path], reference)
+
+
+def test_an_engine_without_tensorrt_is_refused_up_front(tmp_path, digits_eca_checkpoint):
+    engine_path = tmp_path / "model.engine"
+    engine_path.write_bytes(b"not really an engine")
+    reference = load_reference("eca_resnet18", digits_eca_checkpoint, INPUT_SIZE)
+    with pytest.raises(UserError, match="TensorRT is not installed"):
+        engine.inspect_artifacts([str(engine_path)], reference)
+
+
+def test_sample_images_only_without_data(tmp_path):
+    spec = load_reference("resnet18", input_size=64).spec
+    images = load_images(None, None, spec, num_images=100, progress=False)
+    assert not images.labeled and len(images.array) == len(sample_images()) == 9
+    assert images.array.shape[1:] == (3, 64, 64)
+    with pytest.raises(UserError, match="data folder not found"):
+        load_images(str(tmp_path / "missing"), None, spec, num_images=8, progress=False)
+
+
+def test_fixed_batch_models_get_padded_chunks():
+    class Doubler:
+        inference_times = []
+
+        def get_input_metadata(self):
+            return {"input": TensorMeta((4, 3, 2, 2), np.dtype(np.float32))}
+
+        def infer(self, feed):
+            assert feed["input"].shape[0] == 4
+            return {"logits": feed["input"].reshape(4, -1)[:, :3] * 2}
+
+    images = np.arange(6 * 12, dtype=np.float32).reshape(6, 3, 2, 2)
+    logits = engine.run_all(Doubler(), images, chunk=8, fixed=4)
+    assert logits.shape == (6, 3)
+    np.testing.assert_array_equal(logits, images.reshape(6, -1)[:, :3] * 2)
+
+
+def test_latency_stats_and_top1_drop():
+    stats = engine.latency_stats([0.001, 0.002, 0.003, 0.004])
+    assert stats["mean"] == pytest.approx(2.5) and stats["p50"] == pytest.approx(2.5)
+    ref = engine.BackendResult("ref", "", "pytorch", "fp32", {}, top1_accuracy=90.0)
+    labeled = engine.BackendResult("a", "a.onnx", "onnx", "int8", {}, top1_accuracy=88.5, top1_agreement=97.0)
+    unlabeled = engine.BackendResult("b", "b.onnx", "onnx", "int8", {}, top1_agreement=97.0)
+    assert engine.top1_drop(labeled, ref) == pytest.approx(1.5)
+    assert engine.top1_drop(unlabeled, engine.BackendResult("r", "", "pytorch", "fp32", {})) == pytest.approx(3.0)
+
+
+def test_report_files_markdown_json_csv_png(fp32_result, tmp_path):
+    import csv
+    import json
+
+    from benchmark.report import write_report
+
+    files = write_report(fp32_result, tmp_path / "report")
+    markdown = open(files["markdown"], encoding="utf-8").read()
+    assert "| eca_digits.onnx | onnxruntime | fp32 | " in markdown and "p99 ms" in markdown
+    assert "CPU: " in markdown and "threads: 2" in markdown
+    data = json.load(open(files["json"], encoding="utf-8"))
+    assert data["artifacts"][0]["top1_agreement"] == 100.0 and data["environment"]["threads"] == 2
+    rows = list(csv.DictReader(open(files["csv"], encoding="utf-8")))
+    assert [(r["name"], r["batch_size"]) for r in rows] == [
+        ("pytorch eca_resnet18", "1"), ("pytorch eca_resnet18", "4"), ("eca_digits.onnx", "1"),
+        ("eca_digits.onnx", "4")]
+    assert float(rows[2]["latency_p50_ms"]) > 0
+    for key in ("latency_plot", "accuracy_plot"):
+        with open(files[key], "rb") as handle:
+            assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in (tmp_path / "report").iterdir() if p.name.endswith(".part")]
+
+
+def test_batches_beyond_an_engine_profile_are_skipped_not_failed():
+    from deploy.runners.base import BaseRunner
+
+    class ProfiledRunner(BaseRunner):
+        """Stands in for TensorRTRunner's interface (TensorRT cannot run here): a profile up to batch 4."""
+
+        compute_times = []
+
+        def activate_impl(self):
+            pass
+
+        def deactivate_impl(self):
+            pass
+
+        def get_input_metadata(self):
+            return {"input": TensorMeta((None, 3, 2, 2), np.dtype(np.float32))}
+
+        def profile(self, name):
+            return ((1, 3, 2, 2), (4, 3, 2, 2), (4, 3, 2, 2))
+
+        def infer_impl(self, feed):
+            assert len(feed["input"]) <= 4
+            self.compute_times.append(1e-4)
+            return {"logits": feed["input"].reshape(len(feed["input"]), -1)[:, :5]}
+
+    images = engine.EvalImages(np.random.RandomState(0).rand(10, 3, 2, 2).astype(np.float32), None, [], "test")
+    result = engine.BackendResult("fake", "fake.engine", "engine", "int8", {})
+    options = BenchmarkOptions(batch_sizes=(1, 4, 8), warmup=0, iterations=3, progress=False)
+    logits = engine.benchmark_runner(ProfiledRunner(), result, images, options)
+    assert logits.shape == (10, 5)
+    assert [t.batch_size for t in result.timings] == [1, 4]
+    assert result.skipped_batches == {8: "beyond the engine's profile (max batch 4)"}
+    assert result.timings[1].compute_ms["p50"] == pytest.approx(0.1)  # compute-only time, in ms
+    assert result.timings[1].compute_throughput == pytest.approx(4 / 1e-4)

@@ -1,0 +1,21 @@
+"""The recorded environment: CPU model from /proc/cpuinfo, library versions, guarded probes."""
+from benchmark import environment
+
+
+def test_cpu_model_prefers_model_name_over_the_numeric_model(tmp_path):
+    x86 = tmp_path / "x86"
+    x86.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel\t\t: 17\nmodel name\t: AMD EPYC 9B14\n")
+    jetson = tmp_path / "jetson"
+    jetson.write_text("processor\t: 0\nBogoMIPS\t: 62.50\nCPU part\t: 0xd42\n\nModel\t: NVIDIA Jetson AGX Orin\n")
+    assert environment.cpu_model(str(x86)) == "AMD EPYC 9B14"
+    assert environment.cpu_model(str(jetson)) == "NVIDIA Jetson AGX Orin"
+
+
+def test_environment_records_versions_threads_and_absent_tools():
+    env = environment.collect_environment(threads=2, ort_settings={"threads": 2})
+    assert env["threads"] == 2 and env["cpu_cores"] >= 1 and env["cpu"]
+    libraries = env["libraries"]
+    assert libraries["torch"] and libraries["onnxruntime"] and libraries["onnx"] and libraries["numpy"]
+    assert libraries["tensorrt"] is None  # never installed here; recorded as absent, not an error
+    assert env["onnxruntime_session"] == {"threads": 2}
+    assert env["jetson"] is None and env["jetson_power_mode"] is None

@@ -1,0 +1,71 @@
+"""Every module imports, and every command's --help works, where TensorRT and the CUDA bindings cannot be imported.
+
+The check runs in a subprocess whose import system refuses tensorrt, pycuda and cuda (cuda-python) even when
+they are installed, so it means the same on a machine with TensorRT. It also proves that nothing even tries to
+import them at module load (each attempt is logged).
+"""
+import json
+
+from tests.blocking import attempts_from_project, run_blocked
+
+PACKAGES = ("models", "exporter", "calibration", "deploy", "benchmark", "commands")
+BLOCKED = ["tensorrt", "pycuda", "cuda"]
+
+SCRIPT = r'''
+import contextlib, importlib, io, json, os, pkgutil, sys
+from click.testing import CliRunner
+
+packages = {packages!r}
+modules = ["cli"]
+for package in packages:
+    if os.path.isdir(package):
+        imported = importlib.import_module(package)
+        modules.append(package)
+        modules += [m.name for m in pkgutil.walk_packages(imported.__path__, package + ".")]
+failures = {{}}
+for name in modules:
+    try:
+        importlib.import_module(name)
+    except Exception as exc:
+        failures[name] = "{{}}: {{}}".format(type(exc).__name__, exc)
+
+import cli
+helps = {{}}
+runner = CliRunner()
+for args in [["--help"]] + [[name, "--help"] for name in sorted(cli.COMMANDS)]:
+    result = runner.invoke(cli.cli, args, prog_name="cli.py")
+    helps[" ".join(args)] = [result.exit_code, "Usage:" in result.output, (result.output or repr(result.exception))[-300:]]
+
+from deploy import build, infer
+for name, main in (("deploy.infer", infer.main), ("deploy.build", build.main)):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        try:
+            main(["--help"])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code
+    helps[name] = [code, "usage:" in out.getvalue(), out.getvalue()[-300:]]
+
+print(json.dumps({{"modules": modules, "failures": failures, "helps": helps,
+                  "loaded": sorted(m for m in {blocked!r} if m in sys.modules)}}))
+'''
+
+
+def test_all_modules_import_and_all_help_works_without_tensorrt(tmp_path):
+    proc = run_blocked(["-c", SCRIPT.format(packages=PACKAGES, blocked=BLOCKED)], str(tmp_path), BLOCKED,
+                       timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["failures"] == {}
+    # torch itself probes `cuda.bindings` (and catches the ImportError); none of our modules may try.
+    assert attempts_from_project(proc.stderr) == []
+    assert report["loaded"] == []
+    for module in ("deploy.infer", "deploy.build", "deploy.trt.compat", "deploy.runners.tensorrt", "commands.build",
+                   "commands.bundle"):
+        assert module in report["modules"]
+    import cli
+    assert {"cli.py --help".split(" ", 1)[1]} | {"{} --help".format(c) for c in cli.COMMANDS} | {
+        "deploy.infer", "deploy.build"} == set(report["helps"])
+    for args, (code, has_usage, tail) in report["helps"].items():
+        assert code == 0 and has_usage, (args, tail)
