@@ -25,12 +25,16 @@ def _parse_k_size(value):
 @click.option("--k-size", help="ECA kernels: 'adaptive', one odd int, or one per stage like 3,5,5,7.")
 @click.option("--eca-convs", type=click.IntRange(min=1), help="Stack n 1-D convs in each ECA module.")
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim.")
+# Choices and default mirror exporter.attention_forms (FORMS, DEFAULT_FORM), not imported here: it loads onnx.
+@click.option("--attention-form", type=click.Choice(["nchwc", "lean"]), default="lean", show_default=True,
+              help="How attention gates are written: nchwc runs faster in ONNX Runtime FP32 on x86 CPUs; lean is the "
+                   "plain graph, for TensorRT and for INT8 calibration.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
               help="fp16 also writes the strongly typed FP16 model beside the FP32 one.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Default: MODEL.onnx")
 @json_option
 def export_command(model, weights, num_classes, input_size, opset, batch, dynamic_batch, k_size, eca_convs,
-                   no_simplify, precision, output, as_json):
+                   no_simplify, attention_form, precision, output, as_json):
     """Export MODEL (a zoo name) to ONNX, check it with onnx.checker and compare it to PyTorch in ONNX Runtime."""
     from deploy.errors import CheckFailedError, UserError
     from exporter import export_model
@@ -43,7 +47,8 @@ def export_command(model, weights, num_classes, input_size, opset, batch, dynami
     if eca_convs is not None:
         options["num_convs"] = eca_convs
     result = export_model(model, output or "{}.onnx".format(model), weights=weights, num_classes=num_classes,
-                          input_size=input_size, opset=opset, batch=batch, do_simplify=not no_simplify, **options)
+                          input_size=input_size, opset=opset, batch=batch, do_simplify=not no_simplify,
+                          attention_form=attention_form, **options)
     payload = result.to_dict()
     if precision == "fp16":
         from calibration.fp16 import convert_to_fp16_file

@@ -20,7 +20,7 @@ SMALL = dict(input_size=64, stem_width=16, parity_batch_sizes=(1, 3))
 @pytest.fixture(scope="module")
 def eca_export(tmp_path_factory):
     path = tmp_path_factory.mktemp("export") / "eca.onnx"
-    return export_model("eca_resnet18", str(path), num_classes=10, **SMALL)
+    return export_model("eca_resnet18", str(path), num_classes=10, attention_form="lean", **SMALL)
 
 
 def _ops(path):
@@ -52,7 +52,9 @@ def test_metadata_carries_preprocessing_and_provenance(eca_export):
 
 def test_eca_block_exports_lean(eca_export):
     # Per ECA block: GlobalAveragePool, Reshape to (N,1,C), Conv, Sigmoid, Reshape back, Mul. No shape chains.
+    # (The nchwc form's structure is tested in test_attention_forms.py.)
     ops = _ops(eca_export.path)
+    assert ops.count("Conv") == 20 + 8  # the backbone's convs and one 1-D conv per block, nothing inserted
     blocks = 8
     assert ops.count("Sigmoid") == blocks
     assert ops.count("Mul") == blocks
