@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Set
 
 from deploy.errors import CheckFailedError, UserError
+from exporter.onnx_graph import GraphIndex
 
 from .ranges import GATE_OPS
 
@@ -68,32 +69,6 @@ class QuantizedModel:
 
 # -- graph analysis ----------------------------------------------------------------------------------------
 
-class Graph:
-    """Producers and consumers of an onnx graph, by tensor name."""
-
-    def __init__(self, model):
-        self.nodes = list(model.graph.node)
-        self.initializers = {init.name for init in model.graph.initializer}
-        self.outputs = {output.name for output in model.graph.output}
-        self.producer = {}
-        self.consumers: Dict[str, list] = {}
-        for node in self.nodes:
-            for name in node.output:
-                self.producer[name] = node
-            for name in node.input:
-                self.consumers.setdefault(name, []).append(node)
-
-    def is_constant(self, name: str) -> bool:
-        node = self.producer.get(name)
-        return name in self.initializers or (node is not None and node.op_type == "Constant")
-
-    def parents(self, node) -> list:
-        return [self.producer[name] for name in node.input if name in self.producer]
-
-    def children(self, node) -> list:
-        return [child for name in node.output for child in self.consumers.get(name, [])]
-
-
 def attention_nodes(model) -> Set[str]:
     """Nodes of channel/spatial attention branches: on a path from a global pooling to a sigmoid gate.
 
@@ -101,7 +76,7 @@ def attention_nodes(model) -> Set[str]:
     each gate it stops at the pooling. Nodes reached both ways are the branch: for ECA the pool, reshape,
     1-D conv and sigmoid; the classifier head (pool -> flatten -> Gemm, no gate) is not part of it.
     """
-    graph = Graph(model)
+    graph = GraphIndex(model)
     forward = _reach(graph, [n for n in graph.nodes if n.op_type in POOLING_OPS], graph.children,
                      stop=lambda n: n.op_type == "Mul")
     backward = _reach(graph, [n for n in graph.nodes if n.op_type in GATE_OPS], graph.parents,
@@ -134,7 +109,7 @@ def residual_adds(model) -> Dict[str, int]:
     output, that one is the conv side (a projection shortcut's conv when the other branch ends in the ECA
     Mul); otherwise the input farther from the common ancestor is: the residual branch, not the identity.
     """
-    graph = Graph(model)
+    graph = GraphIndex(model)
     attention = attention_nodes(model)  # CBAM sums its two MLP branches: an Add, but not a residual one
     result = {}
     for node in graph.nodes:
@@ -269,7 +244,7 @@ def remove_input_qdq(model, node_name: str, index: int) -> bool:
 
     The pair itself is deleted when nothing else reads it. Returns whether there was a pair to bypass.
     """
-    graph = Graph(model)
+    graph = GraphIndex(model)
     node = next((n for n in graph.nodes if n.name == node_name), None)
     if node is None:
         return False

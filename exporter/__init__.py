@@ -1,5 +1,21 @@
-"""PyTorch zoo model -> checked, simplified ONNX model that carries its preprocessing and provenance."""
-from .api import ExportResult, export_model
-from .parity import ParityReport, check_parity
+"""PyTorch zoo model -> checked, simplified ONNX model that carries its preprocessing and provenance.
 
-__all__ = ["ExportResult", "ParityReport", "check_parity", "export_model"]
+The public names load lazily (PEP 562), so later stages can use the ONNX graph utilities in
+``exporter.onnx_graph`` and ``exporter.attention_forms`` without importing torch.
+"""
+import importlib
+
+_EXPORTS = {
+    "ExportResult": "exporter.api",
+    "export_model": "exporter.api",
+    "ParityReport": "exporter.parity",
+    "check_parity": "exporter.parity",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError("module {!r} has no attribute {!r}".format(__name__, name))

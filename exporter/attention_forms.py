@@ -37,13 +37,15 @@ and in ORT's INT8 (NHWC) path the inserted convolutions are plain extra work (IN
 later stages (INT8 calibration, FP16, TensorRT) can start from the lean graph whatever form a file is in.
 """
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper, shape_inference
 
 from deploy.errors import UserError
+
+from .onnx_graph import GraphIndex
 
 FORMS = ("nchwc", "lean")
 # The export default stays lean until `calibrate` starts from to_lean(model): a Q/DQ model made from the nchwc
@@ -97,7 +99,7 @@ def apply_nchwc(model: onnx.ModelProto) -> FormReport:
     """Rewrite every attention gate of a lean ``model`` (in place) into the NCHWc-friendly form."""
     report = FormReport("nchwc")
     shapes = _static_shapes(model)
-    graph = _Graph(model)
+    graph = GraphIndex(model)
     gated = {}  # Mul name -> (node, "channel" or "spatial")
     for mul in [n for n in model.graph.node if n.op_type == "Mul"]:
         gate = _classify_gate(mul, shapes, graph)
@@ -124,7 +126,7 @@ def apply_nchwc(model: onnx.ModelProto) -> FormReport:
         del gated[mul.name]
     report.channel_gates = sum(kind == "channel" for _, kind in gated.values())
     report.spatial_gates = len(gated) - report.channel_gates
-    graph = _Graph(model)
+    graph = GraphIndex(model)
     shapes = _static_shapes(model)
     for mul, _ in gated.values():
         report.residual_adds += _fuse_residual(model, graph, mul.output[0], shapes)
@@ -286,30 +288,6 @@ def _is_inserted(node: onnx.NodeProto) -> bool:
 
 
 # -- helpers -------------------------------------------------------------------------------------------------
-
-class _Graph:
-    def __init__(self, model: onnx.ModelProto):
-        self.initializers = {init.name: init for init in model.graph.initializer}
-        self.producer: Dict[str, onnx.NodeProto] = {}
-        self.consumers: Dict[str, List[onnx.NodeProto]] = {}
-        for node in model.graph.node:
-            for name in node.output:
-                self.producer[name] = node
-            for name in node.input:
-                self.consumers.setdefault(name, []).append(node)
-
-    def is_constant(self, name: str) -> bool:
-        node = self.producer.get(name)
-        return name in self.initializers or (node is not None and node.op_type == "Constant")
-
-    def constant(self, name: str) -> Optional[np.ndarray]:
-        if name in self.initializers:
-            return numpy_helper.to_array(self.initializers[name])
-        node = self.producer.get(name)
-        if node is not None and node.op_type == "Constant" and node.attribute:
-            return numpy_helper.to_array(node.attribute[0].t)
-        return None
-
 
 def _static_shapes(model: onnx.ModelProto) -> Dict[str, list]:
     """Tensor name -> dims (int, or the dim_param string, or None) from ONNX shape inference."""

@@ -2,10 +2,11 @@
 import io
 import logging
 import warnings
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
+import numpy as np
 import onnx
-import torch
+from onnx import numpy_helper
 
 from deploy.errors import UserError
 
@@ -15,8 +16,10 @@ OUTPUT_NAME = "logits"
 log = logging.getLogger(__name__)
 
 
-def trace_to_onnx(model: torch.nn.Module, input_size: int, opset: int, batch: Optional[int]) -> onnx.ModelProto:
+def trace_to_onnx(model, input_size: int, opset: int, batch: Optional[int]) -> onnx.ModelProto:
     """TorchScript-based export: it gives the plain static graph TensorRT and onnxsim handle best."""
+    import torch  # here, so the graph utilities below serve calibration without loading torch
+
     example = torch.zeros(batch or 1, 3, input_size, input_size)
     dynamic_axes = None if batch else {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
     buffer = io.BytesIO()
@@ -63,3 +66,40 @@ def op_histogram(model: onnx.ModelProto) -> Dict[str, int]:
     for node in model.graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return dict(sorted(counts.items()))
+
+
+class GraphIndex:
+    """Producers and consumers of an ONNX graph by tensor name, for the graph passes of export and calibration.
+
+    A snapshot: a pass that adds or removes nodes builds a new index.
+    """
+
+    def __init__(self, model: onnx.ModelProto):
+        self.nodes: List[onnx.NodeProto] = list(model.graph.node)
+        self.initializers: Dict[str, onnx.TensorProto] = {init.name: init for init in model.graph.initializer}
+        self.outputs = {output.name for output in model.graph.output}
+        self.producer: Dict[str, onnx.NodeProto] = {}
+        self.consumers: Dict[str, List[onnx.NodeProto]] = {}
+        for node in self.nodes:
+            for name in node.output:
+                self.producer[name] = node
+            for name in node.input:
+                self.consumers.setdefault(name, []).append(node)
+
+    def is_constant(self, name: str) -> bool:
+        node = self.producer.get(name)
+        return name in self.initializers or (node is not None and node.op_type == "Constant")
+
+    def constant(self, name: str) -> Optional[np.ndarray]:
+        if name in self.initializers:
+            return numpy_helper.to_array(self.initializers[name])
+        node = self.producer.get(name)
+        if node is not None and node.op_type == "Constant" and node.attribute:
+            return numpy_helper.to_array(node.attribute[0].t)
+        return None
+
+    def parents(self, node: onnx.NodeProto) -> List[onnx.NodeProto]:
+        return [self.producer[name] for name in node.input if name in self.producer]
+
+    def children(self, node: onnx.NodeProto) -> List[onnx.NodeProto]:
+        return [child for name in node.output for child in self.consumers.get(name, [])]
