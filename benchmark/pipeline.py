@@ -24,7 +24,7 @@ STATE_FORMAT = 1
 DEFAULT_ARCH = "eca_resnet50"
 INT8_TARGETS = ("cpu", "tensorrt")
 ENGINE_SOURCES = ("fp16", "int8_tensorrt")  # the ONNX models TensorRT builds engines from
-TABLE_A_COST = "546 s measured on 2 cores shared with other jobs"
+TABLE_A_COST = "about 1 minute on 2 idle cores, 9 minutes on 2 busy ones"
 TABLE_A_HOW_TO = ("Not measured in this run: it exports, quantizes and times 8 models ({}). Produce it with "
                   "`cli.py pipeline --table-a` (or `make bench`).")
 
