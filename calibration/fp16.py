@@ -67,6 +67,7 @@ def convert_to_fp16_file(fp32_path, output=None, keep_fp32_ops: Sequence[str] = 
     """Write the FP16 model of ``fp32_path`` (default ``<stem>.fp16.onnx`` beside it) and check it loads."""
     import onnx
     from deploy.fileio import atomic_path
+    from exporter.attention_forms import to_lean
     fp32_path = os.fspath(fp32_path)
     if not os.path.isfile(fp32_path):
         raise UserError("no such model file: {}".format(fp32_path))
@@ -74,6 +75,7 @@ def convert_to_fp16_file(fp32_path, output=None, keep_fp32_ops: Sequence[str] = 
         model = onnx.load(fp32_path)
     except Exception as exc:  # onnx raises DecodeError and others for a corrupt file
         raise UserError("{} is not a readable ONNX model: {}".format(fp32_path, exc)) from None
+    to_lean(model)  # the nchwc form's convs of ones only help ORT's FP32 CPU layout; FP16 is for GPUs
     converted = convert_to_fp16(model, keep_fp32_ops)
     output = os.path.abspath(os.fspath(output) if output else fp16_path_for(fp32_path))
     with atomic_path(output) as tmp:

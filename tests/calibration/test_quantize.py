@@ -349,3 +349,26 @@ def test_non_classifiers_are_user_errors(digits_eca_onnx, tmp_path):
         calibrate(extractor, data_dir=str(tmp_path))
     with pytest.raises(UserError, match="target"):
         calibrate(digits_eca_onnx, targets=("gpu",), data_dir=str(tmp_path))
+
+
+def test_an_nchwc_export_calibrates_as_the_lean_one(digits_eca_onnx, digits_images, tmp_path):
+    # `export --attention-form nchwc` only helps ORT's FP32 layout; INT8 and FP16 must come out as from lean.
+    from exporter.attention_forms import convert
+    subset = digits_images[0]
+    subset = type(subset)(array=subset.array[:32], labels=None, paths=subset.paths[:32], skipped=[])
+    outputs = {}
+    for form in ("lean", "nchwc"):
+        os.makedirs(str(tmp_path / form))
+        model = onnx.load(digits_eca_onnx)
+        if form == "nchwc":
+            assert convert(model, "nchwc").channel_gates > 0
+        path = str(tmp_path / form / "m.onnx")
+        onnx.save(model, path)
+        result = calibrate(path, targets=("cpu", "tensorrt"), method="minmax", images=subset, progress=False)
+        outputs[form] = [result.int8_models["cpu"], result.int8_models["tensorrt"], result.fp16_model]
+    x = digits_images[1].array[:64]
+    for lean, nchwc in zip(outputs["lean"], outputs["nchwc"]):
+        # Same graph and the same numbers; only the Reshape shape constants keep the nchwc form's 0 (copy the
+        # batch dimension) where the lean export wrote -1.
+        assert [n.op_type for n in onnx.load(lean).graph.node] == [n.op_type for n in onnx.load(nchwc).graph.node]
+        np.testing.assert_array_equal(_run(lean, x), _run(nchwc, x))
