@@ -184,10 +184,20 @@ def _fill(staging: str, models, caches, labels, max_batch, notes) -> List[str]:
         shutil.copy2(path, os.path.join(staging, os.path.basename(path)))
     if len(caches) > 1:
         notes.append("several calibration caches: build_engines.sh passes none; add --calib-cache by hand")
+    notes.extend(_cache_version_note(path) for path in caches)
     write_text(os.path.join(staging, "build_engines.sh"), _script(blocks))
     os.chmod(os.path.join(staging, "build_engines.sh"), 0o755)
     write_text(os.path.join(staging, "README.md"), _readme(models, caches, labels, commands))
     return commands
+
+
+def _cache_version_note(path: str) -> str:
+    """TensorRT ignores, and deploy.build refuses, a cache stamped for another version: say which it is for."""
+    from .calib_cache import format_trt_version, read_calibration_cache
+    stamped = format_trt_version(read_calibration_cache(path).trt_version)
+    return ("{} is stamped for TensorRT {}; the target's TensorRT must match ({}), else recalibrate with "
+            "`cli.py calibrate --trt-version <version>`".format(
+                os.path.basename(path), stamped, "; ".join("{}: {}".format(t, v) for t, v in TARGETS)))
 
 
 def _list_files(root: str) -> List[str]:

@@ -27,6 +27,7 @@ def test_folder_bundle_contents(artifacts, tmp_path):
     result = bundle([model, labels, cache], tmp_path / "out" / "jetson", max_batch=4)
     root = result.output
     assert result.kind == "folder" and result.models == ["tiny_eca.onnx"] and result.caches == ["tiny_eca.cache"]
+    assert any("tiny_eca.cache is stamped for TensorRT 10.3.0" in note for note in result.notes)
     for name in ("tiny_eca.onnx", "tiny_eca.onnx.json", "tiny_eca.cache", "labels.txt", "README.md",
                  "build_engines.sh", "deploy/infer.py", "deploy/build.py", "deploy/trt/build.py",
                  "deploy/data/imagenet_classes.tsv", "deploy/samples/chelsea.jpg"):
