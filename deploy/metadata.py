@@ -68,27 +68,38 @@ def read_sidecar(model_path) -> Optional[dict]:
         raise UserError("cannot read sidecar {}: {}".format(path, exc)) from None
 
 
-def read_onnx_metadata(path) -> Dict[str, str]:
-    """The ``metadata_props`` of an ONNX file as a dict, without needing onnx on the device."""
+def load_onnx_proto(path):
+    """(onnx module, ModelProto without external weights) of an existing file, or (None, None) where the onnx
+    package is not installed (Jetsons often lack it). A missing or corrupt file is a UserError."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise UserError("no such model file: {}".format(path))
     try:
-        import onnx  # noqa: WPS433 (optional on Jetson)
+        import onnx  # optional on Jetson
     except ImportError:
-        onnx = None
-    if onnx is not None:
-        try:
-            model = onnx.load(path, load_external_data=False)
-        except Exception as exc:  # onnx raises DecodeError, ValueError, ... for a corrupt file
-            raise UserError("{} is not a readable ONNX model: {}".format(path, exc)) from None
+        return None, None
+    try:
+        return onnx, onnx.load(path, load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError, ValueError, ... for a corrupt file
+        raise UserError("{} is not a readable ONNX model: {}".format(path, exc)) from None
+
+
+def read_onnx_metadata(path) -> Dict[str, str]:
+    """The ``metadata_props`` of an ONNX file as a dict, without needing onnx on the device."""
+    path = os.fspath(path)
+    _, model = load_onnx_proto(path)
+    if model is not None:
         return {prop.key: prop.value for prop in model.metadata_props}
     try:
         import onnxruntime as ort
-        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-        return dict(session.get_modelmeta().custom_metadata_map)
     except ImportError:
-        pass
+        ort = None
+    if ort is not None:
+        try:
+            session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
+            raise UserError("{} is not a readable ONNX model: {}".format(path, str(exc).splitlines()[0])) from None
+        return dict(session.get_modelmeta().custom_metadata_map)
     sidecar = read_sidecar(path)
     if sidecar is None:
         raise UserError("cannot read metadata of {}: install onnx or onnxruntime, or ship {}".format(

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Dict, Optional, Tuple
 
 from ..errors import UserError
-from ..metadata import read_sidecar
+from ..metadata import load_onnx_proto, read_sidecar
 
 _QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
@@ -37,11 +37,7 @@ class OnnxInfo:
     precision: OnnxPrecision = OnnxPrecision()
 
 
-def _from_onnx(path: str, onnx) -> OnnxInfo:
-    try:
-        model = onnx.load(path, load_external_data=False)
-    except Exception as exc:  # onnx raises DecodeError, ValueError, ... on a corrupt file
-        raise UserError("{} is not a readable ONNX model: {}".format(path, exc)) from None
+def _from_onnx(model, onnx) -> OnnxInfo:
     graph = model.graph
     FLOAT16 = onnx.TensorProto.FLOAT16
     initializers = {init.name for init in graph.initializer}
@@ -95,14 +91,9 @@ def _from_sidecar(path: str) -> Optional[OnnxInfo]:
 
 def inspect_onnx(path) -> OnnxInfo:
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise UserError("no such model file: {}".format(path))
-    try:
-        import onnx
-    except ImportError:
-        onnx = None
-    if onnx is not None:
-        return _from_onnx(path, onnx)
+    onnx, model = load_onnx_proto(path)
+    if model is not None:
+        return _from_onnx(model, onnx)
     sidecar_info = _from_sidecar(path)
     if sidecar_info is not None:
         return sidecar_info
