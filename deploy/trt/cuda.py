@@ -419,7 +419,10 @@ class CtypesCudartBackend(CudaBackend):
         self._call("cudaStreamBeginCapture", ctypes.c_void_p(stream), ctypes.c_int(_CAPTURE_THREAD_LOCAL))
 
     def end_capture(self, stream):
-        return self._out_pointer("cudaStreamEndCapture", ctypes.c_void_p(stream))
+        # cudaStreamEndCapture(stream, cudaGraph_t* pGraph): unlike the other calls, the out pointer comes last.
+        graph = ctypes.c_void_p()
+        self._call("cudaStreamEndCapture", ctypes.c_void_p(stream), ctypes.byref(graph))
+        return int(graph.value or 0)
 
     def instantiate(self, graph):
         # cudaGraphInstantiate changed its C signature in CUDA 12; ...WithFlags is the same in 11.4+ and 12.
