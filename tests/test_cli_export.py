@@ -104,3 +104,22 @@ def test_models_table_in_binary_units():
     line = next(l for l in result.stdout.splitlines() if l.startswith("resnet18 "))
     assert "11.148M" in line and "1.699" in line
     assert "20.943M" in result.stdout and "3.428" in result.stdout
+
+
+def test_export_fp16_writes_a_strongly_typed_model_beside_fp32(tmp_path):
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    out = tmp_path / "r18.onnx"
+    result = _run(["export", "resnet18", "-o", str(out), "--precision", "fp16", "--json"] + SMALL)
+    assert result.exit_code == 0, result.output
+    fp16_path = json.loads(result.stdout)["fp16"]["path"]
+    assert fp16_path == str(tmp_path / "r18.fp16.onnx")
+    model = onnx.load(fp16_path)
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # float32 I/O kept
+    assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in model.graph.initializer)
+    assert {p.key: p.value for p in model.metadata_props}["precision"] == "fp16"
+    x = np.random.RandomState(0).randn(2, 3, 64, 64).astype(np.float32)
+    runs = [ort.InferenceSession(p, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+            for p in (str(out), fp16_path)]
+    assert np.array_equal(runs[0].argmax(1), runs[1].argmax(1))
