@@ -118,7 +118,3 @@ def check_engine_compatible(sidecar: dict, running_version: str, device: Optiona
                         "sidecar. {}".format(engine_path, sidecar_path(engine_path), os.path.getsize(engine_path),
                                              size, rebuild))
     return notes
-
-
-def load_engine_sidecar(engine_path) -> Optional[dict]:
-    return read_sidecar(engine_path)
