@@ -24,6 +24,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .cliutil import note, run_main
+from .compare import topk_indices
 from .errors import MissingDependencyError, UserError
 from .images import collect_images
 from .metadata import read_model_info
@@ -60,11 +61,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits.astype(np.float64) - np.max(logits, axis=-1, keepdims=True)
     exp = np.exp(shifted)
     return exp / np.sum(exp, axis=-1, keepdims=True)
-
-
-def top_k(probabilities: np.ndarray, k: int) -> np.ndarray:
-    k = min(k, probabilities.shape[-1])
-    return np.argsort(-probabilities, axis=-1, kind="stable")[..., :k]
 
 
 def latency_stats(times_s: Sequence[float], images: int) -> Optional[Dict[str, float]]:
@@ -235,7 +231,7 @@ def classify(runner, frames: Iterator, spec: PreprocessSpec, input_name: str, ba
         logits = np.asarray(runner.infer(feed)[output_name])[:len(batch)]
         probabilities = softmax(logits.reshape(len(batch), -1))
         for row, name in enumerate(names):
-            indices = [int(i) for i in top_k(probabilities[row], k)]
+            indices = [int(i) for i in topk_indices(probabilities[row], k)]
             yield {"path": name, "topk": indices,
                    "names": [labels[i] if labels else str(i) for i in indices],
                    "probs": [round(float(probabilities[row][i]), 6) for i in indices]}
