@@ -29,6 +29,7 @@ from .errors import MissingDependencyError, UserError
 from .images import collect_images
 from .metadata import read_model_info
 from .preprocess import PreprocessSpec, decode_image, preprocess_image
+from .runners.base import pad_batch
 
 IMAGENET_CLASSES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "imagenet_classes.tsv")
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
@@ -220,8 +221,8 @@ def classify(runner, frames: Iterator, spec: PreprocessSpec, input_name: str, ba
     for batch in batched(frames, batch_size):
         names = [name for name, _ in batch]
         array = np.stack([preprocess_image(image, spec) for _, image in batch]).astype(np.float32, copy=False)
-        if static and len(batch) < batch_size:  # a static engine takes full batches: pad with the last image
-            array = np.concatenate([array, np.repeat(array[-1:], batch_size - len(batch), axis=0)])
+        if static:  # a static engine takes full batches: pad with the last image
+            array = pad_batch(array, batch_size)
         feed = {input_name: array}
         if not warmed:  # the first run pays for lazy initialization; it is not timed
             runner.infer(feed)

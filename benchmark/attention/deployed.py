@@ -17,7 +17,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from deploy.errors import UserError
-from deploy.runners import OnnxRuntimeRunner
+from deploy.runners import OnnxRuntimeRunner, pad_batch
 
 from .hooks import AttentionBlock
 
@@ -131,8 +131,8 @@ class DeployedAttention:
 
     def _run(self, chunk: np.ndarray, pad_to: Optional[int]):
         count = len(chunk)
-        if pad_to and count < pad_to:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad_to - count, axis=0)])
+        if pad_to:
+            chunk = pad_batch(chunk, pad_to)
         out = self._runner.infer({self._input: chunk.astype(self._input_dtype, copy=False)})
         weights = {name: out[output][:count].reshape(count, -1).astype(np.float32, copy=False)
                    for name, output in self._outputs.items()}

@@ -1,8 +1,8 @@
 """Runners share one interface (after Polygraphy): context-managed, named inputs and outputs, timed."""
-from .base import BaseRunner, TensorMeta
+from .base import BaseRunner, TensorMeta, pad_batch
 from .onnxruntime import OnnxRuntimeRunner
 
-__all__ = ["BaseRunner", "OnnxRuntimeRunner", "TensorMeta", "TensorRTRunner"]
+__all__ = ["BaseRunner", "OnnxRuntimeRunner", "TensorMeta", "TensorRTRunner", "pad_batch"]
 
 
 def __getattr__(name):
