@@ -17,6 +17,7 @@ from typing import Dict, Mapping, Union
 
 from .errors import UserError
 from .fileio import write_text
+from .trt.version import TrtVersion, parse_version_or_number
 
 # TensorRT's CalibrationAlgoType names, as they appear in the header.
 ALGORITHMS = ("EntropyCalibration2", "EntropyCalibration", "MinMaxCalibration", "LegacyCalibration")
@@ -37,29 +38,16 @@ class CalibrationCache:
 
 
 def parse_trt_version(version: Union[str, int]) -> int:
-    """TensorRT's own version integer: '8.6' -> 8600, '8.6.1' -> 8601, '10.3.0' -> 100300.
+    """TensorRT's cache header number for a version: '8.6' -> 8600, '8.6.1' -> 8601, '10.3.0' -> 100300.
 
-    TensorRT 8.x defines NV_TENSORRT_VERSION as major*1000 + minor*100 + patch; TensorRT 10 changed it to
-    major*10000 + minor*100 + patch (its caches start with ``TRT-100300-``). A fourth (build) part is ignored,
-    and an integer (or all-digit string) of 1000 or more is taken as already encoded.
+    The encoding lives in ``deploy.trt.version`` (the one codec); an integer of 1000 or more is taken as encoded.
     """
-    text = str(version).strip()
-    if text.isdigit() and int(text) >= 1000:
-        return int(text)
-    parts = text.split(".")
-    if not 2 <= len(parts) <= 4 or not all(part.isdigit() for part in parts):
-        raise UserError("bad TensorRT version {!r}; give major.minor[.patch], e.g. 8.6 or 10.3.0".format(version))
-    major, minor = int(parts[0]), int(parts[1])
-    patch = int(parts[2]) if len(parts) > 2 else 0
-    if minor > 99 or patch > 99:
-        raise UserError("bad TensorRT version {!r}: minor and patch must be below 100".format(version))
-    return major * (10000 if major >= 10 else 1000) + minor * 100 + patch
+    return parse_version_or_number(version).cache_number
 
 
 def format_trt_version(number: int) -> str:
     """The inverse of parse_trt_version: 8601 -> '8.6.1', 100300 -> '10.3.0'."""
-    major_unit = 10000 if number >= 100000 else 1000
-    return "{}.{}.{}".format(number // major_unit, (number % major_unit) // 100, number % 100)
+    return str(TrtVersion.from_cache_number(number))
 
 
 def encode_scale(scale: float) -> str:

@@ -26,11 +26,13 @@ def note(message: str) -> None:
 
 
 def add_build_options(parser) -> None:
-    """The build options of ``deploy.trt.build.BUILD_CLI_OPTIONS`` on an argparse parser."""
-    from .trt.build import BUILD_CLI_OPTIONS
+    """The build options of ``deploy.trt.plan.BUILD_CLI_OPTIONS`` on an argparse parser."""
+    from .trt.plan import BUILD_CLI_OPTIONS
     for option in BUILD_CLI_OPTIONS:
         if option.kind == "flag":
             parser.add_argument(option.flag, dest=option.dest, action="store_true", help=option.help)
+        elif option.kind == "choice":
+            parser.add_argument(option.flag, dest=option.dest, choices=option.choices, help=option.help)
         else:
             parser.add_argument(option.flag, dest=option.dest, type=int if option.kind == "int" else str,
                                 metavar=option.metavar, help=option.help)

@@ -1,15 +1,17 @@
-"""TensorRT engines: build from ONNX, sidecars, the engine cache, and the CUDA bindings the runner needs.
+"""TensorRT engines through Polygraphy: the build plan, the build, sidecars, the engine cache.
 
-Nothing here imports ``tensorrt`` or a CUDA binding at module load; they are imported inside the functions that
-use them, so ``--help`` and the ONNX Runtime path work on machines without them.
+Nothing here imports ``tensorrt`` or Polygraphy at module load; they are imported inside the functions that use
+them, so ``--help``, the dry run and the ONNX Runtime path work on machines without them.
 
-- ``compat``: the only module that knows how TensorRT 8.5/8.6 (JetPack 5), 10.x (JetPack 6) and 11.x differ.
-- ``build``: options, the version-dependent build plan, the build itself and the equivalent trtexec line.
+- ``version``: the one TensorRT version codec (parsing, the calibration-cache number, what each version can do).
+- ``plan``: build options, the honest precision and flags per TensorRT version, the trtexec/polygraphy lines.
+- ``build``: the Polygraphy calls that build an engine, and the check that INT8 layers exist.
 - ``profiles``: batch ranges and optimization-profile shapes, and their checks at run time.
 - ``onnx_info``: input shapes and precision (FP16, Q/DQ) of an ONNX model, without TensorRT.
-- ``calibrator``: the legacy implicit-INT8 path from a calibration cache, with its header check.
+- ``calibrator``: legacy implicit INT8 from a calibration cache, with its version check.
 - ``sidecar``: the JSON written beside each engine, and the check made before an engine is loaded.
 - ``engine_cache``: engines built on first use, named by model hash, TensorRT version, device and precision.
-- ``cuda``: device memory, streams, events and CUDA graphs through cuda-python, pycuda or libcudart.so.
+- ``cuda``: CUDA events, graphs and the device name (what polygraphy.cuda lacks).
 - ``inspect``: layer precisions read back from a built engine.
+- ``compat``: lazy imports of TensorRT and Polygraphy with install hints.
 """

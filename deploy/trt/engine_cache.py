@@ -16,11 +16,10 @@ from typing import Dict, Optional, Tuple
 from ..errors import UserError
 from ..fileio import sha256_file
 from ..metadata import read_sidecar
-from .build import BuildOptions, build_engine, plan_build
-from .compat import TrtCompat, import_tensorrt
-from . import cuda
-from .cuda import DeviceInfo
-from .onnx_info import inspect_onnx
+from .build import build_engine
+from .compat import import_tensorrt
+from .cuda import DeviceInfo, device_info
+from .plan import BuildOptions, plan_build
 
 CACHE_ENV = "ECA_DEPLOY_ENGINE_CACHE"
 
@@ -78,17 +77,11 @@ def ensure_engine(onnx_path, options: Optional[BuildOptions] = None, cache_dir: 
     if not os.path.isfile(onnx_path):
         raise UserError("no such model file: {}".format(onnx_path))
     trt = import_tensorrt("build the engine for --trt")
-    compat = TrtCompat(trt)
-    backend = cuda.load_cuda_backend()
-    try:
-        device = backend.device_info()
-    finally:
-        backend.close()
-    plan = plan_build(compat, options, inspect_onnx(onnx_path).precision)
+    device = device_info()
+    plan = plan_build(onnx_path, "cache.engine", trt.__version__, options)  # for the precision the name carries
     sha = sha256_file(onnx_path)
     directory = cache_dir or default_cache_dir(onnx_path)
-    name = engine_cache_name(onnx_path, sha, compat.version_string, device_tag(device, options.dla_core),
-                             plan.cache_tag)
+    name = engine_cache_name(onnx_path, sha, trt.__version__, device_tag(device, options.dla_core), plan.precision)
     engine_path = os.path.join(directory, name)
     usable, reason = cached_engine_usable(engine_path, sha, options)
     if usable and not rebuild:

@@ -15,7 +15,7 @@ from typing import Dict, List, Optional
 
 from ..errors import UserError
 from ..metadata import read_sidecar, sidecar_path
-from .compat import TrtVersion
+from .version import TrtVersion
 from .cuda import DeviceInfo
 
 SIDECAR_FORMAT = "eca-deploy/engine-sidecar/1"
@@ -24,28 +24,31 @@ SIDECAR_FORMAT = "eca-deploy/engine-sidecar/1"
 _CROSS_MAJOR = {(8, 10), (10, 11)}
 
 
-def make_sidecar(*, engine_path: str, engine_size: int, trt_version: str, device: Optional[DeviceInfo],
-                 dla_core: Optional[int], precision: str, strongly_typed: bool, profiles: List[Dict[str, object]],
-                 build_options: Dict[str, object], metadata: Dict[str, str], onnx_path: str, onnx_sha256: str,
-                 layer_precisions: Dict[str, int], calibration: Optional[Dict[str, object]], trtexec: str,
+def make_sidecar(plan, *, engine_size: int, trt_version: str, device: Optional[DeviceInfo], metadata: Dict[str, str],
+                 onnx_sha256: str, layer_precisions: Dict[str, int], calibration: Optional[Dict[str, object]],
                  notes: List[str]) -> Dict[str, object]:
+    """The sidecar of ``plan`` (a deploy.trt.plan.BuildPlan) once built: its precision and flags are the plan's."""
+    options = plan.options
+    planned = plan.to_dict()
     return {
         "format": SIDECAR_FORMAT,
-        "engine": os.path.basename(engine_path),
+        "engine": os.path.basename(plan.engine),
         "engine_size": int(engine_size),
         "tensorrt_version": str(trt_version),
-        "device": dict(device.to_dict(), dla_core=dla_core) if device else {"dla_core": dla_core},
-        "precision": precision,
-        "strongly_typed": bool(strongly_typed),
-        "version_compatible": bool(build_options.get("version_compatible")),
-        "hardware_compatibility_level": "ampere_plus" if build_options.get("hardware_compatible") else "none",
-        "profiles": profiles,
-        "build_options": build_options,
+        "device": dict(device.to_dict(), dla_core=options.dla_core) if device else {"dla_core": options.dla_core},
+        "precision": plan.precision,
+        "trt_flags": plan.trt_flags,
+        "strongly_typed": bool(plan.strongly_typed),
+        "version_compatible": bool(options.version_compatible),
+        "hardware_compatibility_level": "ampere_plus" if options.hardware_compatible else "none",
+        "profiles": planned["profiles"],
+        "build_options": options.to_dict(),
         "metadata": dict(metadata),
-        "source_onnx": {"path": os.path.abspath(onnx_path), "sha256": onnx_sha256},
+        "source_onnx": {"path": os.path.abspath(plan.onnx), "sha256": onnx_sha256},
         "layer_precisions": layer_precisions,
         "calibration": calibration,
-        "trtexec": trtexec,
+        "trtexec": planned["trtexec"],
+        "polygraphy": planned["polygraphy"],
         "notes": list(notes),
     }
 

@@ -1,0 +1,330 @@
+"""What a build will do, decided without TensorRT: options, the honest precision, flags per TensorRT version, and
+the equivalent trtexec and ``polygraphy convert`` lines. ``deploy.build --dry-run``, ``cli.py build --dry-run`` and
+the bundle's build script all print this one plan, so they cannot disagree.
+
+Precisions (the engine's file name, its sidecar and ``build --json`` say the same one):
+
+- ``fp32``: no reduced-precision flags (TF32 off too);
+- ``fp16``: from the FP16 ONNX, or an FP32 ONNX with FP16 enabled (weak typing, 8.x/10.x); never INT8;
+- ``int8``: from the Q/DQ ONNX (explicit quantization), FP16 allowed for the layers left in float;
+- ``int8-implicit``: only with ``--implicit-int8 --calib-cache FILE`` on TensorRT 8.5-10.x.
+
+Per version: weakly typed builder flags where they exist (8.5/8.6 always; 10.x when FP16 must be enabled on an
+FP32 model, for INT8 with FP16 float layers, and for a calibrator); a strongly typed network where the ONNX types
+alone are the precision (10.x), and always on 11.x, which removed the FP16/INT8 flags and calibrators.
+"""
+import os
+import re
+import shlex
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from ..errors import UserError
+from .onnx_info import OnnxPrecision, inspect_onnx
+from .profiles import ShapeProfile, format_shape, resolve_batch_range, resolve_profiles
+from .version import DEFAULT_TARGET, TrtVersion
+
+PRECISIONS = ("fp32", "fp16", "int8", "int8-implicit")
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class CliOption:
+    """One build option, declared once for both fronts (argparse in deploy.build, click in cli.py build)."""
+
+    flag: str
+    dest: str
+    kind: str  # "int", "path", "flag", "text" or "choice"
+    help: str
+    metavar: Optional[str] = None
+    choices: Tuple[str, ...] = ()
+
+
+BUILD_CLI_OPTIONS = (
+    CliOption("--precision", "precision", "choice", "Engine precision (default: the model's own: fp32, fp16 or "
+              "int8 for a Q/DQ model). fp16 on an FP32 model needs TensorRT 8.x/10.x.", choices=PRECISIONS[:3]),
+    CliOption("--implicit-int8", "implicit_int8", "flag", "Legacy implicit INT8 from --calib-cache (TensorRT "
+              "8.5-10.x); the engine is named int8-implicit."),
+    CliOption("--calib-cache", "calib_cache", "path", "Calibration cache for --implicit-int8.", "FILE"),
+    CliOption("--min-batch", "min_batch", "int", "Smallest batch of the optimization profile (default 1).", "N"),
+    CliOption("--opt-batch", "opt_batch", "int", "Batch TensorRT tunes for (default: the min batch).", "N"),
+    CliOption("--max-batch", "max_batch", "int", "Largest batch of the optimization profile (default 8).", "N"),
+    CliOption("--workspace", "workspace_mib", "int", "Builder workspace limit in MiB (default: TensorRT's).", "MIB"),
+    CliOption("--timing-cache", "timing_cache", "path", "Read, and update, this timing cache file.", "FILE"),
+    CliOption("--dla-core", "dla_core", "int", "Build for this DLA core (Jetson; FP16/INT8 engines).", "N"),
+    CliOption("--gpu-fallback", "gpu_fallback", "flag", "With --dla-core: run layers DLA lacks on the GPU."),
+    CliOption("--opt-level", "opt_level", "int", "Builder optimization level 0-5 (TensorRT 8.6+).", "0-5"),
+    CliOption("--version-compatible", "version_compatible", "flag",
+              "Engine also loads on later TensorRT versions (8.6+)."),
+    CliOption("--hardware-compatible", "hardware_compatible", "flag",
+              "Engine runs on any Ampere-or-newer GPU (8.6+)."),
+    CliOption("--dry-run", "dry_run", "flag", "Print the build plan (flags, trtexec and polygraphy lines) and build "
+              "nothing; works without TensorRT."),
+    CliOption("--trt-version", "trt_version", "text", "TensorRT version to plan for in --dry-run (default: the "
+              "installed one, else {} as on JetPack 6.1/6.2).".format(DEFAULT_TARGET), "X.Y[.Z]"),
+)
+
+
+@dataclass
+class BuildOptions:
+    precision: Optional[str] = None
+    implicit_int8: bool = False
+    calib_cache: Optional[str] = None
+    min_batch: Optional[int] = None
+    opt_batch: Optional[int] = None
+    max_batch: Optional[int] = None
+    workspace_mib: Optional[int] = None
+    timing_cache: Optional[str] = None
+    dla_core: Optional[int] = None
+    gpu_fallback: bool = False
+    opt_level: Optional[int] = None
+    version_compatible: bool = False
+    hardware_compatible: bool = False
+
+    @classmethod
+    def from_mapping(cls, values: Dict[str, object]) -> "BuildOptions":
+        known = set(cls.__dataclass_fields__)
+        return cls(**{key: value for key, value in values.items() if key in known})
+
+    def validate(self, check_files: bool = True) -> "BuildOptions":
+        """Checks that need no TensorRT, so a typo fails before a slow import or a long build."""
+        if any(v is not None for v in (self.min_batch, self.opt_batch, self.max_batch)):
+            resolve_batch_range(self.min_batch, self.opt_batch, self.max_batch)
+        if self.precision is not None and self.precision not in PRECISIONS[:3]:
+            raise UserError("--precision must be one of {}, got {!r} (implicit INT8 is --implicit-int8)".format(
+                ", ".join(PRECISIONS[:3]), self.precision))
+        if self.implicit_int8 and not self.calib_cache:
+            raise UserError("--implicit-int8 needs --calib-cache FILE (the scales TensorRT should use)")
+        if self.calib_cache and not self.implicit_int8:
+            raise UserError("--calib-cache is only for --implicit-int8; the Q/DQ ONNX model carries its own scales")
+        if self.implicit_int8 and self.precision not in (None, "int8"):
+            raise UserError("--implicit-int8 builds INT8; leave out --precision {}".format(self.precision))
+        if check_files and self.calib_cache and not os.path.isfile(self.calib_cache):
+            raise UserError("no such calibration cache: {}".format(self.calib_cache))
+        if self.workspace_mib is not None and self.workspace_mib < 1:
+            raise UserError("--workspace must be a positive number of MiB, got {}".format(self.workspace_mib))
+        if self.opt_level is not None and not 0 <= self.opt_level <= 5:
+            raise UserError("--opt-level must be between 0 and 5, got {}".format(self.opt_level))
+        if self.dla_core is not None and self.dla_core < 0:
+            raise UserError("--dla-core must be 0 or more, got {}".format(self.dla_core))
+        if self.gpu_fallback and self.dla_core is None:
+            raise UserError("--gpu-fallback only applies together with --dla-core")
+        return self
+
+    def to_dict(self) -> Dict[str, object]:
+        return asdict(self)
+
+
+@dataclass
+class BuildPlan:
+    """One engine to build: from which ONNX, to which file, in which precision, with which TensorRT settings."""
+
+    onnx: str
+    engine: str
+    precision: str
+    trt_version: str
+    strongly_typed: bool
+    fp16: bool  # BuilderFlag.FP16 (weak typing only)
+    int8: bool  # BuilderFlag.INT8 (weak typing only)
+    profiles: List[ShapeProfile]
+    options: BuildOptions
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def version(self) -> TrtVersion:
+        return TrtVersion.parse(self.trt_version)
+
+    @property
+    def trt_flags(self) -> List[str]:
+        """Network and builder flags by their TensorRT names."""
+        flags = ["STRONGLY_TYPED"] if self.strongly_typed else []
+        flags += [name for name, on in (("FP16", self.fp16), ("INT8", self.int8)) if on]
+        if self.options.dla_core is not None and self.options.gpu_fallback:
+            flags.append("GPU_FALLBACK")
+        if self.options.version_compatible:
+            flags.append("VERSION_COMPATIBLE")
+        return flags
+
+    def to_dict(self) -> Dict[str, object]:
+        return {"onnx": self.onnx, "engine": self.engine, "precision": self.precision,
+                "trt_flags": self.trt_flags, "trt_version": self.trt_version, "strongly_typed": self.strongly_typed,
+                "profiles": [p.to_dict() for p in self.profiles], "trtexec": trtexec_command(self),
+                "polygraphy": polygraphy_command(self), "polygraphy_run": polygraphy_run_command(self),
+                "notes": list(self.notes)}
+
+
+def _model_precision(precision: OnnxPrecision) -> str:
+    return "int8" if precision.qdq else ("fp16" if precision.fp16 else "fp32")
+
+
+def resolve_precision(version: TrtVersion, options: BuildOptions, model: OnnxPrecision) -> Tuple[str, bool, bool,
+                                                                                                   bool, List[str]]:
+    """(precision, strongly_typed, fp16 flag, int8 flag, notes): the documented way for this version, or UserError."""
+    own = _model_precision(model)
+    wanted = "int8-implicit" if options.implicit_int8 else (options.precision or own)
+    notes = []
+    if model.qdq and wanted != "int8":
+        raise UserError("the model has Q/DQ nodes, so it builds as int8 only; build the FP32 or FP16 ONNX model for "
+                        "{}".format(wanted))
+    if own == "fp16" and wanted in ("fp32", "int8-implicit"):
+        raise UserError("the model is FP16; build the FP32 ONNX model for {}".format(wanted))
+    if wanted == "int8" and not model.qdq:
+        raise UserError("int8 engines are built from the Q/DQ ONNX model (cli.py calibrate); legacy implicit INT8 "
+                        "is --implicit-int8 --calib-cache FILE (TensorRT 8.5-10.x)")
+    if wanted == "int8-implicit":
+        if not version.has_implicit_int8:
+            raise UserError("implicit INT8 from a calibration cache was removed in TensorRT 11.0; this plan is for "
+                            "TensorRT {} (build the Q/DQ ONNX model instead)".format(version))
+        if version.major >= 10:
+            notes.append("implicit INT8 calibration is deprecated since TensorRT 10.1 and gone in 11; the Q/DQ "
+                         "ONNX model is the portable INT8 artifact")
+        return wanted, False, False, True, notes
+    if wanted == "fp16" and own == "fp32":
+        if not version.has_weak_typing:
+            raise UserError("TensorRT {} has no FP16 builder flag (removed in 11.0): build the FP16 ONNX model "
+                            "(cli.py export --precision fp16)".format(version))
+        return wanted, False, True, False, notes
+    if wanted == "int8":
+        if version.has_weak_typing:  # INT8 from the Q/DQ nodes; FP16 lets the float layers run in half precision
+            return wanted, False, True, True, notes
+        notes.append("TensorRT {} builds the Q/DQ model strongly typed: layers left in float run in the ONNX "
+                     "model's float type".format(version))
+        return wanted, True, False, False, notes
+    if wanted == "fp16" and not version.has_strongly_typed_flag and version.has_weak_typing:
+        return wanted, False, True, False, notes  # 8.x: FP16 ONNX still needs the FP16 flag
+    # The ONNX types are the precision: strongly typed where TensorRT has it (10.x, always on 11.x).
+    return wanted, not version.has_weak_typing or version.has_strongly_typed_flag, False, False, notes
+
+
+def check_version_options(version: TrtVersion, options: BuildOptions) -> None:
+    if not version.supported:
+        raise UserError("TensorRT {} is too old: this tool needs 8.5 or newer (JetPack 5.1)".format(version))
+    for enabled, name in ((options.version_compatible, "--version-compatible"),
+                          (options.hardware_compatible, "--hardware-compatible"),
+                          (options.opt_level is not None, "--opt-level")):
+        if enabled and not version.has_compatibility_options:
+            raise UserError("{} needs TensorRT 8.6 or newer; this plan is for TensorRT {}".format(name, version))
+    if options.dla_core is not None and not version.has_dla:
+        raise UserError("DLA (--dla-core) is a JetPack feature of TensorRT 8.x and 10.x; this plan is for TensorRT "
+                        "{}".format(version))
+
+
+_PRECISION_TAG = re.compile(r"(?:^|[._-])(fp32|fp16|int8(?:-implicit)?)(?=[._-]|$)")
+
+
+def default_engine_path(onnx_path: str, precision: str) -> str:
+    """MODEL.<precision>.engine beside the model, so the name says the precision."""
+    base = onnx_path[:-5] if onnx_path.endswith(".onnx") else onnx_path
+    for suffix in PRECISIONS[::-1]:  # model.fp16.onnx -> model.fp16.engine, not model.fp16.fp16.engine
+        for sep in (".", "_", "-"):
+            if base.endswith(sep + suffix):
+                return base + ".engine"
+    return "{}.{}.engine".format(base, precision)
+
+
+def check_engine_name(engine_path: str, precision: str) -> None:
+    """An engine named for another precision would lie; refuse it."""
+    stem = os.path.basename(engine_path).rsplit(".", 1)[0]
+    named = [match.group(1) for match in _PRECISION_TAG.finditer(stem)]
+    if named and named[-1] != precision:
+        raise UserError("{} is named {} but the engine will be {}; name it for its precision (e.g. {})".format(
+            engine_path, named[-1], precision, default_engine_path("MODEL.onnx", precision)))
+
+
+def plan_build(onnx_path: str, output: Optional[str], trt_version: str,
+               options: Optional[BuildOptions] = None, check_files: bool = True) -> BuildPlan:
+    """The plan for one engine: read the model's precision and inputs, then decide what this version does."""
+    options = (options or BuildOptions()).validate(check_files)
+    onnx_path = os.fspath(onnx_path)
+    if check_files and not os.path.isfile(onnx_path):
+        raise UserError("no such model file: {}".format(onnx_path))
+    version = TrtVersion.parse(trt_version)
+    check_version_options(version, options)
+    info = inspect_onnx(onnx_path)
+    precision, strongly_typed, fp16, int8, notes = resolve_precision(version, options, info.precision)
+    if options.dla_core is not None and precision == "fp32":
+        raise UserError("DLA runs FP16 and INT8 layers only; build the FP16 or Q/DQ ONNX model for --dla-core")
+    if options.dla_core:
+        notes.append("the polygraphy line builds for DLA core 0: its command line has no core option")
+    if info.precision.source == "unknown":
+        notes.append("could not read the model's precision (install onnx, or ship the bundle's model.onnx.json); "
+                     "planned it as fp32")
+    engine = os.fspath(output) if output else default_engine_path(onnx_path, precision)
+    check_engine_name(engine, precision)
+    if os.path.abspath(engine) == os.path.abspath(onnx_path):
+        raise UserError("the engine would overwrite its ONNX model {}".format(onnx_path))
+    profiles = resolve_profiles(info.inputs, options.min_batch, options.opt_batch, options.max_batch)
+    return BuildPlan(onnx_path, engine, precision, str(version), strongly_typed, fp16, int8, profiles, options, notes)
+
+
+# -- the equivalent command lines -------------------------------------------------------------------------------
+
+# How far ``polygraphy run`` may let TensorRT differ from ONNX Runtime per precision (its 1e-5 default is for FP32).
+RUN_TOLERANCE = {"fp32": "1e-3", "fp16": "1e-2", "int8": "1e-1", "int8-implicit": "1e-1"}
+
+
+def trtexec_command(plan: BuildPlan, trtexec: str = "trtexec", relative: bool = False) -> str:
+    """The trtexec line that builds the same engine (trtexec's flag names for this TensorRT version)."""
+    name = os.path.basename if relative else str
+    options, args = plan.options, [trtexec, "--onnx=" + name(plan.onnx), "--saveEngine=" + name(plan.engine)]
+    if plan.strongly_typed and plan.version.has_strongly_typed_flag:
+        args.append("--stronglyTyped")
+    if plan.version.has_weak_typing:
+        args.append("--noTF32")  # Polygraphy's CreateConfig clears TF32; trtexec would enable it
+    args += [flag for flag, on in (("--fp16", plan.fp16), ("--int8", plan.int8)) if on]
+    if options.calib_cache:
+        args.append("--calib=" + name(options.calib_cache))
+    for which in ("min", "opt", "max") if plan.profiles else ():
+        args.append("--{}Shapes={}".format(which, ",".join(
+            "{}:{}".format(p.input_name, format_shape(getattr(p, which))) for p in plan.profiles)))
+    args += _optional(options, name, {
+        "workspace_mib": ["--memPoolSize=workspace:{}"], "timing_cache": ["--timingCacheFile={}"],
+        "dla_core": ["--useDLACore={}"], "gpu_fallback": ["--allowGPUFallback"],
+        "opt_level": ["--builderOptimizationLevel={}"], "version_compatible": ["--versionCompatible"],
+        "hardware_compatible": ["--hardwareCompatibilityLevel=ampere+"]})
+    return _quote(args)
+
+
+def _polygraphy_build_args(plan: BuildPlan, name) -> List[str]:
+    options, args = plan.options, []
+    if plan.strongly_typed and plan.version.has_strongly_typed_flag:
+        args.append("--strongly-typed")
+    args += [flag for flag, on in (("--fp16", plan.fp16), ("--int8", plan.int8)) if on]
+    if options.calib_cache:
+        args += ["--calibration-cache", name(options.calib_cache)]
+    for which in ("min", "opt", "max") if plan.profiles else ():
+        args += ["--trt-{}-shapes".format(which)] + ["{}:[{}]".format(p.input_name, ",".join(
+            str(d) for d in getattr(p, which))) for p in plan.profiles]
+    return args + _optional(options, name, {  # Polygraphy's CLI always picks DLA core 0
+        "workspace_mib": ["--pool-limit", "workspace:{}M"], "timing_cache": ["--load-timing-cache", "{}", "--save-timing-cache", "{}"],
+        "dla_core": ["--use-dla"], "gpu_fallback": ["--allow-gpu-fallback"],
+        "opt_level": ["--builder-optimization-level", "{}"], "version_compatible": ["--version-compatible"],
+        "hardware_compatible": ["--hardware-compatibility-level", "ampere_plus"]})
+
+
+def _optional(options: BuildOptions, name, table: Dict[str, List[str]]) -> List[str]:
+    args = []
+    for key, template in table.items():
+        value = getattr(options, key)
+        if value is not None and value is not False:
+            value = name(value) if key == "timing_cache" else value
+            args += [part.format(value) for part in template]
+    return args
+
+
+def polygraphy_command(plan: BuildPlan, relative: bool = False) -> str:
+    """The ``polygraphy convert`` line for the same engine (the console script makes the same Polygraphy calls)."""
+    name = os.path.basename if relative else str
+    return _quote(["polygraphy", "convert", name(plan.onnx), "--convert-to", "trt", "-o", name(plan.engine)]
+                  + _polygraphy_build_args(plan, name))
+
+
+def polygraphy_run_command(plan: BuildPlan, relative: bool = False) -> str:
+    """``polygraphy run``: the same build against ONNX Runtime on random inputs, to bisect a mismatch."""
+    name, tolerance = (os.path.basename if relative else str), RUN_TOLERANCE[plan.precision]
+    return _quote(["polygraphy", "run", name(plan.onnx), "--trt"] + _polygraphy_build_args(plan, name)
+                  + ["--onnxrt", "--atol", tolerance, "--rtol", tolerance])
+
+
+def _quote(args: Sequence[str]) -> str:
+    return " ".join(shlex.quote(str(arg)) for arg in args)
