@@ -88,36 +88,42 @@ def model_sidecar(path: str) -> Dict[str, object]:
 
 
 def _build_options(path: str, sidecar: Dict[str, object], caches: List[str], max_batch: Optional[int], notes):
+    """Each model builds in its own precision; implicit INT8 from a bundled cache is offered, never implied."""
     from .trt.build import BuildOptions
     from .trt.profiles import is_dynamic
 
     dynamic = any(shape and is_dynamic(shape[0]) for shape in sidecar["inputs"].values())
     if max_batch is not None and not dynamic:
         notes.append("{} has a static batch; --max-batch is not used for it".format(os.path.basename(path)))
-    calib = None
-    if len(caches) == 1 and not sidecar["precision"]["qdq"]:
-        calib = os.path.basename(caches[0])
-    return BuildOptions(max_batch=max_batch if dynamic else None, calib_cache=calib)
+    return BuildOptions(max_batch=max_batch if dynamic else None)
 
 
-def build_lines(path: str, sidecar: Dict[str, object], options) -> List[str]:
-    """The deploy.build command for one model, and the trtexec equivalents as comments."""
-    from .trt.build import planned_trtexec
+def build_lines(path: str, sidecar: Dict[str, object], options, caches: Sequence[str] = ()) -> List[str]:
+    """The deploy.build command for one model, then per target TensorRT its plan, trtexec and polygraphy lines
+    as comments: all from ``deploy.trt.plan.plan_build``, the plan ``deploy.build --dry-run`` prints."""
+    from .trt.plan import plan_build, polygraphy_command, trtexec_command
 
-    model = os.path.basename(path)
-    engine = model[:-5] + ".engine"
-    command = ["python3", "-m", "deploy.build", model, "-o", engine]
-    if options.max_batch is not None:
-        command += ["--max-batch", str(options.max_batch)]
-    if options.calib_cache:
-        command += ["--calib-cache", options.calib_cache]
-    lines = [" ".join(shlex.quote(part) for part in command)]
+    model, planned, comments = os.path.basename(path), [], []
     for target, version in TARGETS:
         try:
-            line = planned_trtexec(path, engine, version, options, JETSON_TRTEXEC)
-            lines.append("# equivalent on {}: {}".format(target, line))
+            plan = plan_build(path, None, version, options)
         except UserError as exc:
-            lines.append("# {}: not buildable with trtexec ({})".format(target, exc))
+            comments.append("# {}: cannot build ({})".format(target, exc))
+            continue
+        planned.append(plan)
+        comments += ["# {}: {} [{}]".format(target, plan.precision, " ".join(plan.trt_flags) or "no flags"),
+                     "#   " + trtexec_command(plan, JETSON_TRTEXEC, relative=True),
+                     "#   " + polygraphy_command(plan, relative=True)]
+    command = ["python3", "-m", "deploy.build", model]
+    if planned:
+        command += ["-o", os.path.basename(planned[0].engine)]
+    if options.max_batch is not None:
+        command += ["--max-batch", str(options.max_batch)]
+    lines = [" ".join(shlex.quote(part) for part in command)] + comments
+    if caches and not sidecar["precision"]["qdq"] and not sidecar["precision"]["fp16"]:
+        lines.append("# legacy implicit INT8 (TensorRT 8.5-10.x, the cache's version must match), on request only:")
+        lines += ["#   python3 -m deploy.build {} --implicit-int8 --calib-cache {}".format(
+            shlex.quote(model), shlex.quote(os.path.basename(cache))) for cache in caches]
     return lines
 
 
@@ -177,13 +183,11 @@ def _fill(staging: str, models, caches, labels, max_batch, notes) -> List[str]:
             shutil.copy2(path + ".data", os.path.join(staging, name + ".data"))
         sidecar = model_sidecar(path)
         write_json(os.path.join(staging, name + ".json"), sidecar)
-        lines = build_lines(path, sidecar, _build_options(path, sidecar, caches, max_batch, notes))
+        lines = build_lines(path, sidecar, _build_options(path, sidecar, caches, max_batch, notes), caches)
         commands.append(lines[0])
         blocks.append(lines)
     for path in caches + labels:
         shutil.copy2(path, os.path.join(staging, os.path.basename(path)))
-    if len(caches) > 1:
-        notes.append("several calibration caches: build_engines.sh passes none; add --calib-cache by hand")
     notes.extend(_cache_version_note(path) for path in caches)
     write_text(os.path.join(staging, "build_engines.sh"), _script(blocks))
     os.chmod(os.path.join(staging, "build_engines.sh"), 0o755)

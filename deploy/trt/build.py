@@ -5,7 +5,9 @@ matching Polygraphy calls (``NetworkFromOnnxPath``, ``CreateConfig``, ``EngineBy
 engine back (``EngineFromBytes``) to prove its precision, and writes engine and sidecar atomically (Polygraphy's
 ``SaveEngine`` writes in place, so a failed write could leave half an engine behind).
 """
+import contextlib
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional
@@ -84,6 +86,8 @@ def network_loader(plan: BuildPlan):
 
 
 def config_loader(trt, plan: BuildPlan, calibrator=None):
+    """Polygraphy's CreateConfig for the plan. Its default profiling verbosity, DETAILED, keeps the per-layer
+    formats that the INT8 check reads; tf32=False keeps FP32 layers in FP32."""
     from polygraphy.backend.trt import CreateConfig, PostprocessConfig, Profile
 
     options = plan.options
@@ -95,7 +99,6 @@ def config_loader(trt, plan: BuildPlan, calibrator=None):
         profiles = [profile]
     kwargs = dict(tf32=False, fp16=plan.fp16 or None, int8=plan.int8 or None, calibrator=calibrator,
                   profiles=profiles, load_timing_cache=options.timing_cache,
-                  profiling_verbosity=trt.ProfilingVerbosity.DETAILED,  # per-layer formats for the INT8 check
                   builder_optimization_level=options.opt_level,
                   version_compatible=options.version_compatible or None)
     if options.workspace_mib:
@@ -182,8 +185,9 @@ def build_engine(onnx_path, output: Optional[str] = None, options: Optional[Buil
                                                                              plan.precision))
     started = time.perf_counter()
     try:
-        engine_bytes = bytes(EngineBytesFromNetwork(network_loader(plan), config_loader(trt, plan, calibrator),
-                                                    save_timing_cache=options.timing_cache)())
+        with contextlib.redirect_stdout(sys.stderr):  # Polygraphy's warnings go to stdout; --json needs it clean
+            engine_bytes = bytes(EngineBytesFromNetwork(network_loader(plan), config_loader(trt, plan, calibrator),
+                                                        save_timing_cache=options.timing_cache)())
     except polygraphy_errors() as exc:
         if probe is not None and probe.requests:
             check_precision(plan, {}, probe.requests, notes)

@@ -21,8 +21,11 @@ def import_tensorrt(purpose: str = "build or run TensorRT engines"):
         raise MissingDependencyError("TensorRT's Python package (tensorrt)", purpose, install_hint()) from None
     try:
         import polygraphy.backend.trt  # noqa: F401 (our builder and runner drive TensorRT through it)
+        from polygraphy.logger import G_LOGGER
     except ImportError:
         raise MissingDependencyError("Polygraphy (polygraphy)", purpose, "pip install polygraphy==0.53.6") from None
+    # Polygraphy prints INFO lines on stdout, which must stay clean for --json; its warnings still show.
+    G_LOGGER.module_severity = G_LOGGER.WARNING
     version = TrtVersion.parse(trt.__version__)
     if not version.supported:
         raise UserError("TensorRT {} is too old: this tool needs 8.5 or newer (named I/O tensors)".format(version))

@@ -215,10 +215,8 @@ _PRECISION_TAG = re.compile(r"(?:^|[._-])(fp32|fp16|int8(?:-implicit)?)(?=[._-]|
 def default_engine_path(onnx_path: str, precision: str) -> str:
     """MODEL.<precision>.engine beside the model, so the name says the precision."""
     base = onnx_path[:-5] if onnx_path.endswith(".onnx") else onnx_path
-    for suffix in PRECISIONS[::-1]:  # model.fp16.onnx -> model.fp16.engine, not model.fp16.fp16.engine
-        for sep in (".", "_", "-"):
-            if base.endswith(sep + suffix):
-                return base + ".engine"
+    if any(base.endswith(sep + precision) for sep in "._-"):  # model.fp16.onnx -> model.fp16.engine
+        return base + ".engine"
     return "{}.{}.engine".format(base, precision)
 
 
