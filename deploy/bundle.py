@@ -138,7 +138,8 @@ def _script(blocks: List[List[str]]) -> str:
 
 def _readme(models: List[str], caches: List[str], labels: List[str], commands: List[str]) -> str:
     model = os.path.basename(models[0])
-    engine = model[:-5] + ".engine"
+    first = shlex.split(commands[0])  # the engine name (it carries the precision) as build_engines.sh writes it
+    engine = first[first.index("-o") + 1] if "-o" in first else model[:-5] + ".engine"
     labels_flag = " --labels {}".format(os.path.basename(labels[0])) if labels else ""
     lines = [
         "# eca-deploy bundle", "",
@@ -154,13 +155,14 @@ def _readme(models: List[str], caches: List[str], labels: List[str], commands: L
     lines += [
         "- `deploy/`: the runtime. It needs Python 3.8+, numpy and Pillow; on a Jetson, TensorRT and its CUDA",
         "  runtime come with JetPack (do not pip install tensorrt; `sudo apt install python3-libnvinfer` if it is",
-        "  missing, and create virtualenvs with `--system-site-packages`). cuda-python or pycuda are used when",
-        "  present, else libcudart.so through ctypes. OpenCV is needed only for --video/--camera/--gst.",
+        "  missing, and create virtualenvs with `--system-site-packages`). Building and running engines also needs",
+        "  Polygraphy (`pip install polygraphy==0.53.6`, pure Python). OpenCV is needed only for --video/--camera/--gst.",
         "", "## 1. Build the engines on the target", "",
         "Engines are tied to the TensorRT version and GPU that build them, so they are built here:", "",
         "    sh build_engines.sh", "", "which runs:", "",
     ] + ["    " + command for command in commands] + [
-        "", "The script's comments hold the equivalent trtexec lines for JetPack 6 and JetPack 5.", "",
+        "", "The script's comments hold the plan and the equivalent trtexec and polygraphy lines for JetPack 6 and",
+        "JetPack 5 (`python3 -m deploy.build MODEL.onnx --dry-run` prints the same plan).", "",
         "## 2. Run", "",
         "    python3 -m deploy.infer {} deploy/samples{}".format(engine, labels_flag),
         "    python3 -m deploy.infer {} --gst \"nvarguscamerasrc ! video/x-raw(memory:NVMM) ! nvvidconv ! "

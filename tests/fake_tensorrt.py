@@ -65,6 +65,7 @@ def fake_tensorrt(version: str):
     v = TrtVersion.parse(version)
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version
+    trt.rejects_cache = trt.ignores_qdq = False  # switches for the failures TensorRT is known to hide
     trt.BuilderFlag = enum.IntEnum("BuilderFlag", ["TF32", "GPU_FALLBACK", "PREFER_PRECISION_CONSTRAINTS",
                                                    "DIRECT_IO"] + (["FP16", "INT8"] if v.has_weak_typing else [])
                                    + (["VERSION_COMPATIBLE"] if v.has_compatibility_options else []), start=0)
@@ -87,7 +88,8 @@ def fake_tensorrt(version: str):
     trt.ILogger, trt.Logger = ILogger, ILogger
     trt.init_libnvinfer_plugins = lambda logger, namespace: True
     if v.has_implicit_int8:
-        for name in ("IInt8EntropyCalibrator2", "IInt8EntropyCalibrator", "IInt8MinMaxCalibrator"):
+        for name in ("IInt8EntropyCalibrator2", "IInt8EntropyCalibrator", "IInt8MinMaxCalibrator",
+                     "IInt8LegacyCalibrator", "IInt8Calibrator"):
             setattr(trt, name, type(name, (), {"__init__": lambda self: None}))
 
     class Network(list):
@@ -126,6 +128,9 @@ def fake_tensorrt(version: str):
         def set_shape(self, name, min, opt, max):
             self.shapes[name] = (tuple(min), tuple(opt), tuple(max))
 
+        def get_shape(self, name):
+            return self.shapes[name]
+
     class Builder:
         def __init__(self, logger):
             self.num_DLA_cores = 2 if v.has_dla else 0
@@ -147,11 +152,11 @@ def fake_tensorrt(version: str):
                       "calibrator": getattr(config, "int8_calibrator", None) is not None,
                       "int8": "INT8" in config.flags or network.model.qdq,
                       "fp16": "FP16" in config.flags or network.model.fp16}
-            if record["calibrator"]:
-                cache = config.int8_calibrator.read_calibration_cache()
-                record["int8"] = bool(cache)
-                if not cache:
+            if record["calibrator"]:  # TensorRT reads the cache; one it rejects makes it ask for data
+                record["int8"] = bool(config.int8_calibrator.read_calibration_cache()) and not trt.rejects_cache
+                if trt.rejects_cache:
                     config.int8_calibrator.get_batch(["input"])
+            record["int8"] = record["int8"] and not trt.ignores_qdq
             return json.dumps(record).encode()
 
     class Engine:

@@ -6,8 +6,8 @@ name the running TensorRT and a calibrator TensorRT pairs with it), during the b
 replays the cache; if TensorRT asks it for data, TensorRT rejected the cache), and after it (the build checks that
 INT8 layers exist).
 """
-import io
 import os
+import tempfile
 from dataclasses import dataclass
 from typing import Dict
 
@@ -76,7 +76,11 @@ def make_cache_calibrator(trt, check: CacheCheck):
     """(Polygraphy Calibrator replaying the cache, its data loader); the user's cache file is never rewritten."""
     from polygraphy.backend.trt import Calibrator
 
+    # A temporary copy: Polygraphy needs a real file (it stats it), and TensorRT writes the cache back to it.
+    copy = tempfile.TemporaryFile("w+b")
+    copy.write(check.data)
+    copy.flush()
     probe = NoCalibrationData()
-    calibrator = Calibrator(probe, cache=io.BytesIO(check.data),
+    calibrator = Calibrator(probe, cache=copy,
                             BaseClass=getattr(trt, CALIBRATOR_CLASSES[check.algorithm]))
     return calibrator, probe

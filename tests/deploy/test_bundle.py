@@ -40,12 +40,14 @@ def test_folder_bundle_contents(artifacts, tmp_path):
     assert sidecar["inputs"] == {"input": [None, 3, 32, 32]} and sidecar["precision"]["qdq"] is False
 
     script = open(os.path.join(root, "build_engines.sh")).read()
-    command = "python3 -m deploy.build tiny_eca.onnx -o tiny_eca.engine --max-batch 4 --calib-cache tiny_eca.cache"
+    command = "python3 -m deploy.build tiny_eca.onnx -o tiny_eca.fp32.engine --max-batch 4"
     assert result.build_commands == [command] and command in script
-    jp6 = next(line for line in script.splitlines() if "JetPack 6" in line)
-    assert "--int8 --calib=tiny_eca.cache" in jp6 and "--maxShapes=input:4x3x32x32" in jp6
-    assert "/usr/src/tensorrt/bin/trtexec --onnx=tiny_eca.onnx" in jp6
-    assert "python3 -m deploy.infer tiny_eca.engine deploy/samples --labels labels.txt" in open(
+    lines = script.splitlines()
+    jp6 = lines[lines.index("# JetPack 6, TensorRT 10.3: fp32 [STRONGLY_TYPED]") + 1]  # from the build plan
+    assert "--stronglyTyped" in jp6 and "--int8" not in jp6 and "--maxShapes=input:4x3x32x32" in jp6
+    assert "/usr/src/tensorrt/bin/trtexec --onnx=tiny_eca.onnx --saveEngine=tiny_eca.fp32.engine" in jp6
+    assert "#   python3 -m deploy.build tiny_eca.onnx --implicit-int8 --calib-cache tiny_eca.cache" in lines
+    assert "python3 -m deploy.infer tiny_eca.fp32.engine deploy/samples --labels labels.txt" in open(
         os.path.join(root, "README.md")).read()
 
 
