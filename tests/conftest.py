@@ -20,8 +20,8 @@ def _tensorrt_missing_reason():
 def _gpu_missing_reason():
     if shutil.which("nvidia-smi") is None and not os.path.exists("/dev/nvidia0"):
         return "no NVIDIA GPU on this machine"
-    if not any(importlib.util.find_spec(name) for name in ("cuda", "pycuda")):
-        return "no CUDA Python binding (cuda-python or pycuda) is installed"
+    if importlib.util.find_spec("polygraphy") is None:
+        return "Polygraphy (our CUDA and TensorRT backend) is not installed"
     return None
 
 

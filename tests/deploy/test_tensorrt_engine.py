@@ -1,6 +1,7 @@
 """Real TensorRT tests: build engines from small exported ONNX models, run them, compare with ONNX Runtime.
 
-They need the tensorrt package, an NVIDIA GPU and a CUDA binding, and skip with the reason otherwise (conftest).
+They need the tensorrt package, an NVIDIA GPU and Polygraphy (its libcudart wrapper), and skip with the reason
+otherwise (conftest). The CUDA-only test (events and graphs of deploy.trt.cuda) needs no TensorRT.
 """
 import json
 import os
@@ -19,7 +20,7 @@ from deploy.preprocess import preprocess_file
 from deploy.runners import OnnxRuntimeRunner, TensorRTRunner
 from deploy.trt.build import BuildOptions, build_engine
 
-pytestmark = [pytest.mark.tensorrt, pytest.mark.gpu]
+pytestmark = [pytest.mark.gpu]
 
 
 def images_batch(onnx_path, paths):
@@ -38,11 +39,43 @@ def digits_images(digits_split):
 
 
 @pytest.fixture(scope="module")
+def calibrated(digits_eca_onnx, digits_split, tmp_path_factory):
+    """The digits model's Q/DQ INT8 and FP16 ONNX models and calibration cache, stamped for this TensorRT."""
+    import tensorrt as trt
+    from calibration.api import calibrate
+    model = str(tmp_path_factory.mktemp("calibrated") / "digits.onnx")
+    shutil.copy(digits_eca_onnx, model)
+    return calibrate(model, digits_split[0], num_images=64, trt_version=trt.__version__, progress=False)
+
+
+def test_cuda_events_and_graphs_of_the_shipped_binding():
+    from polygraphy import cuda as pcuda
+    from deploy.trt.cuda import Event, Graph, device_info
+    assert device_info().major >= 5
+    data = np.arange(1 << 20, dtype=np.float32)
+    stream = pcuda.Stream()
+    source, target = pcuda.DeviceArray(data.shape, np.float32), pcuda.DeviceArray(data.shape, np.float32)
+    source.copy_from(data, stream)
+    stream.synchronize()
+    copy = lambda: pcuda.wrapper().memcpy(target.ptr, source.ptr, data.nbytes,  # noqa: E731
+                                          pcuda.MemcpyKind.DeviceToDevice, stream.ptr)
+    graph, start, end = Graph(stream.ptr, copy), Event(), Event()
+    start.record(stream.ptr)
+    graph.launch(stream.ptr)
+    end.record(stream.ptr)
+    assert Event.elapsed_ms(start, end) >= 0
+    np.testing.assert_array_equal(target.numpy(), data)
+    for item in (graph, start, end, source, target, stream):
+        item.free()
+
+
+@pytest.fixture(scope="module")
 def tiny_engine(tiny_imagenet_onnx, tmp_path_factory):
     path = str(tmp_path_factory.mktemp("engines") / "tiny.engine")
     return build_engine(tiny_imagenet_onnx, path, BuildOptions(min_batch=1, opt_batch=2, max_batch=4))
 
 
+@pytest.mark.tensorrt
 def test_fp32_engine_matches_onnxruntime(digits_eca_onnx, digits_images, tmp_path):
     import tensorrt as trt
     result = build_engine(digits_eca_onnx, str(tmp_path / "fp32.engine"), BuildOptions(max_batch=16))
@@ -55,28 +88,40 @@ def test_fp32_engine_matches_onnxruntime(digits_eca_onnx, digits_images, tmp_pat
     batch = images_batch(digits_eca_onnx, digits_images)
     with TensorRTRunner(result.engine_path) as runner:
         logits = runner.infer({"input": batch})["logits"]
-        assert len(runner.compute_times) == 1 and 0 < runner.compute_times[0] <= runner.inference_times[0]
-        assert runner.describe()["cuda_binding"] in ("cuda-python", "pycuda", "ctypes")
-    comparison = compare_logits(ort_logits(digits_eca_onnx, batch), logits, atol=1e-2, rtol=1e-2)  # TF32 is allowed
+        assert runner.compute_times == []  # GPU compute time is measured on the CUDA-graph path
+    assert sidecar["precision"] == "fp32" and sidecar["trt_flags"] in ([], ["STRONGLY_TYPED"])
+    comparison = compare_logits(ort_logits(digits_eca_onnx, batch), logits, atol=1e-3, rtol=1e-3)  # TF32 is off
     assert comparison and comparison.top1_agreement == 1.0, comparison.to_dict()
 
 
-def test_fp16_engine_keeps_top1(digits_eca_onnx, digits_images, tmp_path):
-    import onnx
-    from onnxconverter_common import float16
-    fp16_path = str(tmp_path / "digits_fp16.onnx")
-    onnx.save(float16.convert_float_to_float16(onnx.load(digits_eca_onnx), keep_io_types=True), fp16_path)
-    result = build_engine(fp16_path, str(tmp_path / "fp16.engine"), BuildOptions(max_batch=16))
-    assert result.precision == "fp16"
-    assert result.layer_precisions["fp16"] > 0 or sum(result.layer_precisions.values()) == \
-        result.layer_precisions["unknown"]
+@pytest.mark.tensorrt
+@pytest.mark.parametrize("which", ["fp16", "int8"])
+def test_fp16_and_int8_engines_are_what_they_say(calibrated, digits_eca_onnx, digits_images, tmp_path, which):
+    model = calibrated.fp16_model if which == "fp16" else calibrated.int8_models["tensorrt"]
+    result = build_engine(model, None, BuildOptions(max_batch=16))
+    assert result.precision == which and result.engine_path.endswith(which + ".engine")
+    assert result.layer_precisions[which] > 0  # the post-build check: the engine really runs that precision
+    if which == "fp16":
+        assert result.layer_precisions["int8"] == 0  # never INT8 under an FP16 name
     batch = images_batch(digits_eca_onnx, digits_images)
     with TensorRTRunner(result.engine_path) as runner:
         logits = runner.infer({"input": batch})["logits"]
     comparison = compare_logits(ort_logits(digits_eca_onnx, batch), logits)
-    assert comparison.cosine_similarity > 0.999 and comparison.top1_agreement >= 15 / 16, comparison.to_dict()
+    assert comparison.cosine_similarity > 0.99 and comparison.top1_agreement >= 14 / 16, comparison.to_dict()
 
 
+@pytest.mark.tensorrt
+def test_implicit_int8_from_the_calibration_cache(calibrated, tmp_path):
+    import tensorrt as trt
+    from deploy.trt.version import TrtVersion
+    if not TrtVersion.parse(trt.__version__).has_implicit_int8:
+        pytest.skip("TensorRT {} has no implicit INT8".format(trt.__version__))
+    model = calibrated.fp16_model.replace(".fp16.onnx", ".onnx")
+    result = build_engine(model, None, BuildOptions(implicit_int8=True, calib_cache=calibrated.calib_cache))
+    assert result.precision == "int8-implicit" and result.layer_precisions["int8"] > 0
+
+
+@pytest.mark.tensorrt
 def test_dynamic_profile_runs_batch_1_and_max(tiny_engine, tiny_imagenet_onnx):
     assert tiny_engine.profiles == [{"input": "input", "min": [1, 3, 32, 32], "opt": [2, 3, 32, 32],
                                      "max": [4, 3, 32, 32]}]
@@ -92,6 +137,7 @@ def test_dynamic_profile_runs_batch_1_and_max(tiny_engine, tiny_imagenet_onnx):
             runner.infer({"input": images_batch(tiny_imagenet_onnx, paths[:5])})
 
 
+@pytest.mark.tensorrt
 def test_cuda_graph_replays_the_same_result(tiny_engine, tiny_imagenet_onnx):
     batch = images_batch(tiny_imagenet_onnx, walk_images(SAMPLES_DIR)[:2])
     with TensorRTRunner(tiny_engine.engine_path) as plain:
@@ -101,8 +147,11 @@ def test_cuda_graph_replays_the_same_result(tiny_engine, tiny_imagenet_onnx):
             np.testing.assert_allclose(graphed.infer({"input": batch})["logits"], expected, rtol=1e-5, atol=1e-5)
         described = graphed.describe()
         assert described["cuda_graph"] or any("CUDA graph" in note for note in described["notes"])
+        if described["cuda_graph"]:
+            assert len(graphed.compute_times) == 3 and all(t > 0 for t in graphed.compute_times)
 
 
+@pytest.mark.tensorrt
 def test_stale_sidecar_is_refused_before_loading(tiny_engine, tmp_path):
     engine = str(tmp_path / "copy.engine")
     shutil.copy(tiny_engine.engine_path, engine)
@@ -116,6 +165,7 @@ def test_stale_sidecar_is_refused_before_loading(tiny_engine, tmp_path):
             TensorRTRunner(engine).activate()
 
 
+@pytest.mark.tensorrt
 def test_engine_cache_builds_once(tiny_imagenet_onnx, tmp_path):
     import tensorrt as trt
     from deploy.trt.engine_cache import ensure_engine
@@ -125,6 +175,7 @@ def test_engine_cache_builds_once(tiny_imagenet_onnx, tmp_path):
     assert ensure_engine(tiny_imagenet_onnx, options, cache_dir=str(tmp_path)) == (path, False)
 
 
+@pytest.mark.tensorrt
 def test_infer_with_trt_matches_onnxruntime(tiny_imagenet_onnx, tmp_path, capsys):
     def run(*extra):
         assert infer.main([tiny_imagenet_onnx, SAMPLES_DIR, "--json", "--top-k", "1"] + list(extra)) == 0
@@ -132,12 +183,13 @@ def test_infer_with_trt_matches_onnxruntime(tiny_imagenet_onnx, tmp_path, capsys
         return lines[:-1], lines[-1]["summary"]
 
     reference, _ = run()
-    results, summary = run("--trt", "--engine-cache", str(tmp_path), "--batch", "3")
+    results, summary = run("--trt", "--engine-cache", str(tmp_path), "--batch", "3", "--cuda-graph")
     assert summary["runner"]["backend"] == "tensorrt" and summary["compute"]["batches"] == 3
     for ours, theirs in zip(results, reference):
         assert abs(ours["probs"][0] - theirs["probs"][0]) < 1e-3
 
 
+@pytest.mark.tensorrt
 @pytest.mark.skipif(shutil.which("trtexec") is None, reason="trtexec is not on PATH")
 def test_trtexec_loads_the_plain_engine(tiny_engine):
     proc = subprocess.run(["trtexec", "--loadEngine=" + tiny_engine.engine_path, "--shapes=input:2x3x32x32",
