@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 OUT ?= out/demo
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test bench venv clean gpu-check
 
 venv: $(STAMP)
 
@@ -23,6 +23,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmark
+
+# On a lent GPU machine: uses .venv when it exists, else $(PYTHON) (never builds a venv there). No GPU: one line.
+GPU_PYTHON := $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
+gpu-check:
+	$(GPU_PYTHON) tools/gpu_check.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -1,0 +1,214 @@
+"""`make gpu-check`: everything a lent GPU can verify, one summary line per check, in under 5 minutes.
+
+Checks, each coping with what is missing on the machine (no onnxsim, no TensorRT, a CPU-only onnxruntime):
+
+1. cuda: the CUDA path deploy/ ships (Polygraphy's libcudart wrapper plus deploy.trt.cuda): a 64 MiB round trip,
+   a stream, events, a CUDA graph captured and replayed, and the out-of-memory message;
+2. benchmark-engine with the PyTorch reference on CUDA: FP32, FP16 channels-last (``--reference-precision fp16``,
+   skipped while benchmark-engine lacks that option) and with CUDA graphs;
+3. tensorrt: FP16 and INT8 (Q/DQ) engines of a small exported model, built with ``deploy.build`` and checked
+   with ``deploy.check`` when that module exists.
+
+Without a GPU it says so in one line and exits 0. It exits 1 when a check that could run failed.
+Run it from the repository root: ``python tools/gpu_check.py`` (the Makefile uses .venv's python when present).
+"""
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ARCH, SIZE = "eca_resnet18", 64  # small: exports in seconds, still a real ECA network
+STEP_TIMEOUT = 150  # seconds per subprocess; the whole script stays under 5 minutes on one GPU
+RESULTS = []
+
+
+def report(name: str, status: str, detail: str) -> None:
+    RESULTS.append(status)
+    print("{:<28} {:<5} {}".format(name, status, detail), flush=True)
+
+
+def has(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def gpu_present() -> bool:
+    return shutil.which("nvidia-smi") is not None or os.path.exists("/dev/nvidia0")
+
+
+def run(args, name: str):
+    """(ok, stdout, last stderr line) of a project command run with this interpreter from the repository root."""
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    try:
+        proc = subprocess.run([sys.executable] + args, cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=STEP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return False, "", "{} timed out after {} s".format(name, STEP_TIMEOUT)
+    errors = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    return proc.returncode == 0, proc.stdout, errors[-1] if errors else "exit {}".format(proc.returncode)
+
+
+# -- 1. the CUDA path -------------------------------------------------------------------------------------------
+
+def check_cuda() -> None:
+    if not has("polygraphy"):
+        report("cuda (deploy.trt.cuda)", "SKIP", "polygraphy is not installed (pip install polygraphy==0.53.6)")
+        return
+    import numpy as np
+    from polygraphy import cuda as pcuda
+    from polygraphy.exception import PolygraphyException
+
+    sys.path.insert(0, ROOT)
+    from deploy.trt.cuda import Event, Graph, device_info
+
+    try:
+        info = device_info()
+        data = np.random.default_rng(0).random(16 << 20, dtype=np.float32)  # 64 MiB
+        stream = pcuda.Stream()
+        source, target = pcuda.DeviceArray(data.shape, np.float32), pcuda.DeviceArray(data.shape, np.float32)
+        source.copy_from(data, stream)
+        copy = lambda: pcuda.wrapper().memcpy(target.ptr, source.ptr, data.nbytes,  # noqa: E731
+                                              pcuda.MemcpyKind.DeviceToDevice, stream.ptr)
+        graph, start, end = Graph(stream.ptr, copy), Event(), Event()
+        start.record(stream.ptr)
+        graph.launch(stream.ptr)
+        end.record(stream.ptr)
+        elapsed = Event.elapsed_ms(start, end)
+        back = np.empty_like(data)
+        target.copy_to(back, stream)
+        stream.synchronize()
+        same = bool(np.array_equal(back, data))
+        for item in (graph, start, end, source, target, stream):
+            item.free()
+        try:
+            pcuda.DeviceArray.raw((1 << 50,))  # 1 PiB: must fail with a message, not crash
+            oom = "no error for 1 PiB"
+        except (PolygraphyException, MemoryError, RuntimeError) as exc:
+            oom = "out-of-memory reported ({})".format(str(exc).strip().splitlines()[0][:40])
+        status = "PASS" if same and "reported" in oom else "FAIL"
+        report("cuda (deploy.trt.cuda)", status, "{} sm {}: 64 MiB round trip {}, graph replay {:.3f} ms, "
+               "{}".format(info.name, info.compute_capability, "ok" if same else "MISMATCH", elapsed, oom))
+    except Exception as exc:  # noqa: BLE001 (one line per check, whatever broke)
+        report("cuda (deploy.trt.cuda)", "FAIL", "{}: {}".format(type(exc).__name__, exc))
+
+
+# -- 2. the PyTorch reference on CUDA ---------------------------------------------------------------------------
+
+def export_model(folder: str):
+    """(FP32 ONNX, FP16 ONNX) of a small random-weight model, or (None, reason)."""
+    args = ["cli.py", "export", ARCH, "--input-size", str(SIZE), "--precision", "fp16",
+            "-o", os.path.join(folder, "model.onnx")]
+    if not has("onnxsim"):
+        args.append("--no-simplify")
+    ok, _, error = run(args, "export")
+    if not ok:
+        return None, "export failed: " + error
+    return os.path.join(folder, "model.onnx"), os.path.join(folder, "model.fp16.onnx")
+
+
+def _reference_p50(stdout: str) -> str:
+    try:
+        timings = json.loads(stdout)["reference"]["timings"]
+        first = timings[0]
+        latency = first.get("latency_ms") or first.get("latency") or {}
+        p50 = latency.get("p50", latency.get("p50_ms"))
+        return "batch {} p50 {:.2f} ms".format(first.get("batch_size"), float(p50))
+    except (ValueError, KeyError, IndexError, TypeError):
+        return "ran (latency not read from its JSON)"
+
+
+def check_torch_reference(model) -> None:
+    if not has("torch"):
+        report("benchmark-engine (cuda)", "SKIP", "torch is not installed")
+        return
+    if model is None:
+        report("benchmark-engine (cuda)", "SKIP", "no exported model to benchmark")
+        return
+    base = ["cli.py", "benchmark-engine", model, "--reference", ARCH, "--input-size", str(SIZE), "--device", "cuda",
+            "--num-images", "16", "--batch-sizes", "1,8", "--iterations", "10", "--json"]
+    for name, extra in (("fp32", []), ("fp16 channels-last", ["--reference-precision", "fp16"]),
+                        ("cuda graphs", ["--cuda-graph"])):
+        label = "benchmark-engine {}".format(name)
+        ok, out, error = run(base + extra, label)
+        if not ok and extra[:1] == ["--reference-precision"] and "no such option" in error.lower():
+            report(label, "SKIP", "benchmark-engine has no --reference-precision option yet")
+        elif ok:
+            report(label, "PASS", "PyTorch {} on CUDA: {}".format(ARCH, _reference_p50(out)))
+        else:
+            report(label, "FAIL", error)
+
+
+# -- 3. TensorRT engines ----------------------------------------------------------------------------------------
+
+def check_tensorrt(folder: str, models) -> None:
+    if not has("tensorrt"):
+        report("tensorrt fp16/int8 engines", "SKIP", "tensorrt is not importable here")
+        return
+    if models[0] is None:
+        report("tensorrt fp16/int8 engines", "SKIP", "no exported model")
+        return
+    fp32, fp16 = models
+    ok, _, error = run(["cli.py", "calibrate", fp32, "--data", os.path.join(ROOT, "deploy", "samples"),
+                        "--num-images", "8", "--no-fp16", "--json"], "calibrate")
+    int8 = fp32[:-5] + ".int8.tensorrt.onnx"
+    engines = []
+    for precision, source in (("fp16", fp16), ("int8", int8 if ok else None)):
+        if source is None:
+            report("tensorrt {} engine".format(precision), "FAIL", "calibrate failed: " + error)
+            continue
+        built, out, build_error = run(["-m", "deploy.build", source, "--json"], "deploy.build")
+        if not built:
+            report("tensorrt {} engine".format(precision), "FAIL", build_error)
+            continue
+        result = json.loads(out)
+        good = result["precision"] == precision and result["layer_precisions"].get(precision, 0) > 0
+        engines.append(result["engine_path"])
+        report("tensorrt {} engine".format(precision), "PASS" if good else "FAIL",
+               "TensorRT {}, flags [{}], layers {}".format(result["trt_version"], " ".join(result["trt_flags"]),
+                                                            result["layer_precisions"]))
+    if not os.path.exists(os.path.join(ROOT, "deploy", "check.py")):
+        report("deploy.check", "SKIP", "deploy.check is not in this checkout yet")
+        return
+    bundle = os.path.join(folder, "bundle")
+    ok, _, error = run(["cli.py", "bundle", fp32, fp16] + ([int8] if os.path.exists(int8) else []) + ["-o", bundle],
+                       "bundle")
+    if ok:  # the bundle's own script, as a user runs it on the device
+        proc = subprocess.run(["sh", "build_engines.sh"], cwd=bundle, capture_output=True, text=True,
+                              timeout=STEP_TIMEOUT)
+        ok, error = proc.returncode == 0, (proc.stderr.strip().splitlines() or ["build_engines.sh failed"])[-1]
+    if ok:
+        ok, _, error = run(["-m", "deploy.check", bundle, "--json"], "deploy.check")
+    report("deploy.check (bundle)", "PASS" if ok else "FAIL", "every artifact passes" if ok else error)
+
+
+def main() -> int:
+    if not gpu_present():
+        print("gpu-check: no NVIDIA GPU on this machine (no nvidia-smi, no /dev/nvidia0); nothing to check")
+        return 0
+    started = time.time()
+    print("gpu-check on {} ({}), {}".format(os.uname().nodename, sys.version.split()[0],
+                                            time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())))
+    check_cuda()
+    folder = tempfile.mkdtemp(prefix="gpu-check-")
+    try:
+        models = export_model(folder) if has("torch") else (None, "torch is not installed")
+        if models[0] is None:
+            report("export {}".format(ARCH), "FAIL" if has("torch") else "SKIP", models[1])
+        check_torch_reference(models[0])
+        check_tensorrt(folder, models)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    print("gpu-check: {} pass, {} fail, {} skipped in {:.0f} s".format(
+        RESULTS.count("PASS"), RESULTS.count("FAIL"), RESULTS.count("SKIP"), time.time() - started))
+    return 1 if "FAIL" in RESULTS else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
