@@ -1,6 +1,6 @@
 """`cli.py build`: an ONNX model -> a TensorRT engine and its sidecar, on this machine's GPU (or --dry-run: the plan).
 
-A thin click front over ``deploy.trt.build.run_build``, the function ``python -m deploy.build`` calls on the
+A thin click front over ``deploy.build.run_build``, the function ``python -m deploy.build`` calls on the
 target; the options are declared once, in ``deploy.trt.plan.BUILD_CLI_OPTIONS``.
 """
 import click
@@ -34,7 +34,7 @@ def build_command(model, output, as_json, **options):
     Precision comes from the model (FP32, FP16 or Q/DQ INT8 ONNX) unless --precision says otherwise; the engine's
     file name, sidecar and --json name it. Needs TensorRT here, except --dry-run.
     """
-    from deploy.trt.build import run_build
+    from deploy.build import run_build
 
     payload, lines = run_build(model, output, options, log=note)
     if as_json:

@@ -11,7 +11,7 @@ import json
 import sys
 import types
 
-from deploy.trt.onnx_info import inspect_onnx
+from deploy.onnx_info import inspect_onnx
 from deploy.trt.version import TrtVersion
 
 JETPACK5, JETPACK6, DESKTOP11 = "8.5.2.2", "10.3.0", "11.4.0"

@@ -18,7 +18,6 @@ from ..metadata import sidecar_path
 from .compat import import_tensorrt, polygraphy_errors
 from .inspect import known_layers, summarize_layer_precisions
 from .plan import MIB, BuildOptions, BuildPlan, plan_build
-from .profiles import format_shape
 from .version import TrtVersion
 
 
@@ -42,38 +41,6 @@ class BuildResult:
 
     def to_dict(self) -> Dict[str, object]:
         return asdict(self)
-
-
-def format_build_report(result: BuildResult) -> List[str]:
-    device = result.device or {}
-    where = device.get("name", "unknown GPU")
-    if device.get("compute_capability"):
-        where += " (sm {})".format(device["compute_capability"])
-    if device.get("dla_core") is not None:
-        where += ", DLA core {}".format(device["dla_core"])
-    lines = ["wrote {} ({:.1f} MiB): TensorRT {}, {} [{}], on {}, built in {:.1f} s".format(
-        result.engine_path, result.engine_size / MIB, result.trt_version, result.precision,
-        " ".join(result.trt_flags) or "no flags", where, result.build_seconds),
-        "wrote {} (sidecar)".format(result.sidecar_path)]
-    for p in result.profiles:
-        lines.append("profile {}: min {} opt {} max {}".format(
-            p["input"], format_shape(p["min"]), format_shape(p["opt"]), format_shape(p["max"])))
-    counts = ", ".join("{} {}".format(n, name) for name, n in result.layer_precisions.items() if n)
-    lines.append("layers: {}".format(counts or "not reported by the engine inspector"))
-    lines.append("equivalent trtexec: {}".format(result.trtexec))
-    lines.append("equivalent polygraphy: {}".format(result.polygraphy))
-    return lines
-
-
-def format_plan(plans: List[BuildPlan]) -> List[str]:
-    """The dry run, as text: one block per engine."""
-    lines = []
-    for plan in plans:
-        lines += ["{} -> {}: {} on TensorRT {} [{}]".format(plan.onnx, plan.engine, plan.precision, plan.trt_version,
-                                                          " ".join(plan.trt_flags) or "no flags")]
-        lines += ["  trtexec: " + plan.to_dict()["trtexec"], "  polygraphy: " + plan.to_dict()["polygraphy"]]
-        lines += ["  note: " + note for note in plan.notes]
-    return lines
 
 
 # -- the Polygraphy calls (our glue; tests check them per precision and version) ----------------------------------
@@ -223,16 +190,3 @@ def dry_run(onnx_path, output: Optional[str] = None, options: Optional[BuildOpti
                           "with --trt-version".format(DEFAULT_TARGET))
     return plan
 
-
-def run_build(model: str, output: Optional[str], values: Dict[str, object], log=None):
-    """What both fronts (cli.py build, python -m deploy.build) do: (JSON payload, text lines)."""
-    options = BuildOptions.from_mapping(values)
-    if values.get("dry_run"):
-        plan = dry_run(model, output, options, values.get("trt_version"))
-        return {"dry_run": True, "engines": [plan.to_dict()]}, format_plan([plan])
-    if values.get("trt_version"):
-        raise UserError("--trt-version only applies to --dry-run; a build uses the installed TensorRT")
-    result = build_engine(model, output, options, log=log)
-    for message in result.notes if log is not None else ():
-        log(message)
-    return result.to_dict(), format_build_report(result)

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..errors import UserError
-from .onnx_info import OnnxPrecision, inspect_onnx
+from ..onnx_info import OnnxPrecision, inspect_onnx
 from .profiles import ShapeProfile, format_shape, resolve_batch_range, resolve_profiles
 from .version import DEFAULT_TARGET, TrtVersion
 

@@ -11,7 +11,8 @@ import pytest
 from deploy.errors import CheckFailedError, UserError
 from deploy.metadata import sidecar_path
 from deploy.trt import build as build_module
-from deploy.trt.build import build_engine, run_build
+from deploy.build import run_build
+from deploy.trt.build import build_engine
 from deploy.trt.plan import BuildOptions
 from tests.deploy.trt_models import write_model
 from tests.fake_tensorrt import DESKTOP11, JETPACK5, JETPACK6, install

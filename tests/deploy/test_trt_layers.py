@@ -10,7 +10,7 @@ from deploy.trt import compat as compat_module
 from deploy.trt.cuda import DeviceInfo
 from deploy.trt.engine_cache import cached_engine_usable, default_cache_dir, device_tag, engine_cache_name
 from deploy.trt.inspect import summarize_layer_precisions
-from deploy.trt.onnx_info import inspect_onnx
+from deploy.onnx_info import inspect_onnx
 from deploy.trt.plan import BuildOptions
 from deploy.trt.profiles import BatchRange, ShapeProfile, check_input_shape, resolve_batch_range, resolve_profiles
 from deploy.trt.sidecar import check_engine_compatible
