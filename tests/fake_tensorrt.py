@@ -145,7 +145,8 @@ def fake_tensorrt(version: str):
             return Profile()
 
         def build_serialized_network(self, network, config):
-            typed = network.get_flag(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if v.major == 10 else v.major > 10
+            flag = trt.NetworkDefinitionCreationFlag
+            typed = network.get_flag(flag.STRONGLY_TYPED) if v.major == 10 else v.major > 10
             record = {"flags": sorted(config.flags), "strongly_typed": bool(typed), "pools": config.pools,
                       "dla_core": config.DLA_core, "profiles": [{k: list(s) for k, s in p.items()}
                                                                 for p in config.profiles],
@@ -171,7 +172,8 @@ def fake_tensorrt(version: str):
 
         def get_engine_information(self, form):
             kind = "Int8" if self.record["int8"] else ("FP16" if self.record["fp16"] else "FP32")
-            return json.dumps({"Layers": [{"Inputs": [{"Format/Datatype": "Row major linear {} format".format(kind)}]}]})
+            layer = {"Inputs": [{"Format/Datatype": "Row major linear {} format".format(kind)}]}
+            return json.dumps({"Layers": [layer]})
 
     class Runtime:
         def __init__(self, logger):

@@ -1,14 +1,13 @@
 """TensorRT runner over Polygraphy's ``TrtRunner``, with the sidecar check before the engine loads and CUDA graphs.
 
-Before deserializing, the engine's sidecar is checked against the running TensorRT and GPU, so a stale engine
-fails with a message instead of a crash. The plain path is Polygraphy's ``TrtRunner.infer`` (named I/O tensors,
-TensorRT 8.5 to 11). ``TrtRunner`` has no CUDA graphs, so with ``use_cuda_graph`` this runner binds fixed
-Polygraphy ``DeviceArray`` buffers on TrtRunner's own context and stream, captures ``execute_async_v3`` once per
-input shape and replays it (``deploy.trt.cuda.Graph``); where capture fails it says so in ``notes`` and falls back
-to the plain path, as trtexec does.
+The sidecar is checked against the running TensorRT and GPU first, so a stale engine fails with a message
+instead of a crash. The plain path is ``TrtRunner.infer`` (named I/O tensors, TensorRT 8.5 to 11). TrtRunner has
+no CUDA graphs, so with ``use_cuda_graph`` this runner binds fixed Polygraphy ``DeviceArray`` buffers on
+TrtRunner's own context and stream, captures ``execute_async_v3`` once per input shape and replays it; where
+capture fails it says so in ``notes`` and falls back to the plain path, as trtexec does.
 
-Clocks: ``inference_times`` (BaseRunner) is end to end, host to host. ``compute_times`` is the GPU time of the
-engine alone between CUDA events, recorded on the CUDA-graph path only (TrtRunner copies and computes in one call).
+``inference_times`` (BaseRunner) is end to end, host to host. ``compute_times`` is the engine alone between CUDA
+events, on the CUDA-graph path only (TrtRunner copies and computes in one call).
 """
 import os
 from typing import Dict, List, Optional
@@ -27,19 +26,16 @@ class TensorRTRunner(BaseRunner):
     def __init__(self, engine_path, use_cuda_graph: bool = False, check_sidecar: bool = True,
                  name: Optional[str] = None):
         super().__init__(name or os.path.basename(os.fspath(engine_path)))
-        self.engine_path = os.fspath(engine_path)
-        self.use_cuda_graph = use_cuda_graph
+        self.engine_path, self.use_cuda_graph = os.fspath(engine_path), use_cuda_graph
         self.check_sidecar = check_sidecar
         self.compute_times: List[float] = []
         self.notes: List[str] = []
-        self._trt_runner = self._version = self._device = None
+        self._runner = self._version = self._device = self._graph = None  # _graph: (shapes, buffers, graph, events)
         self._inputs: Dict[str, TensorMeta] = {}
         self._outputs: Dict[str, TensorMeta] = {}
         self._profiles: Dict[str, tuple] = {}
-        self._graph_state = None  # (shapes, buffers, graph, events) on the CUDA-graph path
         self._graph_failed = False
 
-    # -- lifecycle -------------------------------------------------------------------------------------
     def activate_impl(self) -> None:
         from polygraphy.backend.common import BytesFromPath
         from polygraphy.backend.trt import EngineFromBytes, TrtRunner
@@ -64,21 +60,17 @@ class TensorRTRunner(BaseRunner):
         except polygraphy_errors() as exc:
             raise UserError("TensorRT {} cannot load {}: {}; rebuild it here".format(
                 self._version, self.engine_path, str(exc).strip().splitlines()[-1])) from None
-        self._trt_runner = runner
-        self._read_tensors(trt, runner.engine)
-
-    def _read_tensors(self, trt, engine) -> None:
+        self._runner = runner
+        engine = runner.engine
         for index in range(engine.num_io_tensors):
             name = engine.get_tensor_name(index)
             shape = tuple(int(dim) for dim in engine.get_tensor_shape(name))
             meta = TensorMeta(tuple(None if dim < 0 else dim for dim in shape),
                               np.dtype(trt.nptype(engine.get_tensor_dtype(name))))
-            if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
-                self._inputs[name] = meta
-                if any(dim < 0 for dim in shape):
-                    self._profiles[name] = self._profile_shape(engine, name)
-            else:
-                self._outputs[name] = meta
+            is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+            (self._inputs if is_input else self._outputs)[name] = meta
+            if is_input and any(dim < 0 for dim in shape):
+                self._profiles[name] = self._profile_shape(engine, name)
 
     def _profile_shape(self, engine, name: str):
         from ..trt.version import TrtVersion
@@ -90,12 +82,10 @@ class TensorRTRunner(BaseRunner):
 
     def deactivate_impl(self) -> None:
         self._free_graph()
-        if self._trt_runner is not None:
-            self._trt_runner.deactivate()
-        self._trt_runner = None
-        self._inputs, self._outputs, self._profiles = {}, {}, {}
+        if self._runner is not None:
+            self._runner.deactivate()
+        self._runner, self._inputs, self._outputs, self._profiles = None, {}, {}, {}
 
-    # -- metadata --------------------------------------------------------------------------------------
     def get_input_metadata(self) -> Dict[str, TensorMeta]:
         return dict(self._inputs)
 
@@ -106,35 +96,31 @@ class TensorRTRunner(BaseRunner):
         """(min, opt, max) shapes of a dynamic input, or None for a static one."""
         return self._profiles.get(input_name)
 
-    # -- inference -------------------------------------------------------------------------------------
     def infer_impl(self, feed_dict: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         arrays = {}
         for name, meta in self._inputs.items():
-            array = np.ascontiguousarray(feed_dict[name], dtype=meta.dtype)
-            check_input_shape(name, tuple(-1 if d is None else d for d in meta.shape), array.shape,
+            arrays[name] = np.ascontiguousarray(feed_dict[name], dtype=meta.dtype)
+            check_input_shape(name, tuple(-1 if d is None else d for d in meta.shape), arrays[name].shape,
                               self._profiles.get(name))
-            arrays[name] = array
         if self.use_cuda_graph and not self._graph_failed:
-            outputs = self._infer_graph(arrays)
-            if outputs is not None:
-                return outputs
-        outputs = self._trt_runner.infer(arrays)
+            from ..trt.cuda import CudaError
+            try:
+                return self._infer_graph(arrays)
+            except (CudaError, UserError) as exc:
+                self._graph_failed = True
+                self._free_graph()
+                self.notes.append("CUDA graph capture failed ({}); running without CUDA graphs".format(exc))
+        outputs = self._runner.infer(arrays)
         return {name: np.array(outputs[name]) for name in self._outputs}
 
-    def _infer_graph(self, arrays: Dict[str, np.ndarray]) -> Optional[Dict[str, np.ndarray]]:
-        from ..trt.cuda import CudaError, Event
+    def _infer_graph(self, arrays: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        from ..trt.cuda import Event
 
         shapes = {name: array.shape for name, array in arrays.items()}
-        try:
-            if self._graph_state is None or self._graph_state[0] != shapes:
-                self._capture(arrays, shapes)
-        except (CudaError, UserError) as exc:
-            self._graph_failed = True
-            self._free_graph()
-            self.notes.append("CUDA graph capture failed ({}); running without CUDA graphs".format(exc))
-            return None
-        _, buffers, graph, (start, end) = self._graph_state
-        stream = self._trt_runner.stream
+        if self._graph is None or self._graph[0] != shapes:
+            self._capture(arrays, shapes)
+        _, buffers, graph, (start, end) = self._graph
+        stream = self._runner.stream
         for name, array in arrays.items():
             buffers[name].copy_from(array, stream=stream)
         start.record(stream.ptr)
@@ -148,23 +134,21 @@ class TensorRTRunner(BaseRunner):
         return outputs
 
     def _capture(self, arrays: Dict[str, np.ndarray], shapes) -> None:
-        from polygraphy import cuda as pcuda
+        from polygraphy import cuda
 
         from ..trt.cuda import Event, Graph
 
         self._free_graph()
-        runner = self._trt_runner
-        context, stream = runner.context, runner.stream
-        buffers = {}
+        context, stream, buffers = self._runner.context, self._runner.stream, {}
         for name, array in arrays.items():
             if not context.set_input_shape(name, array.shape):
                 raise UserError("TensorRT refused shape {} for input {!r}".format(array.shape, name))
         for name, meta in list(self._inputs.items()) + list(self._outputs.items()):
             shape = arrays[name].shape if name in arrays else tuple(context.get_tensor_shape(name))
-            buffers[name] = pcuda.DeviceArray(shape=shape, dtype=meta.dtype)
+            buffers[name] = cuda.DeviceArray(shape=shape, dtype=meta.dtype)
             context.set_tensor_address(name, buffers[name].ptr)
-        for name, array in arrays.items():
-            buffers[name].copy_from(array, stream=stream)
+            if name in arrays:
+                buffers[name].copy_from(arrays[name], stream=stream)
 
         def execute():
             if not context.execute_async_v3(stream.ptr):
@@ -172,24 +156,20 @@ class TensorRTRunner(BaseRunner):
         execute()  # TensorRT finishes its lazy setup for these shapes outside the capture
         stream.synchronize()
         events = (Event(), Event())
-        self._graph_state = (shapes, buffers, None, events)  # freed by _free_graph if the capture fails
-        self._graph_state = (shapes, buffers, Graph(stream.ptr, execute), events)
+        self._graph = (shapes, buffers, None, events)  # freed by _free_graph if the capture fails
+        self._graph = (shapes, buffers, Graph(stream.ptr, execute), events)
 
     def _free_graph(self) -> None:
-        if self._graph_state is not None:
-            _, buffers, graph, events = self._graph_state
-            for item in list(buffers.values()) + list(events) + ([graph] if graph is not None else []):
+        if self._graph is not None:
+            _, buffers, graph, events = self._graph
+            for item in list(buffers.values()) + list(events) + [graph] * (graph is not None):
                 item.free()
-        self._graph_state = None
+        self._graph = None
 
     def describe(self) -> Dict[str, object]:
         info = super().describe()
-        info.update({
-            "engine": self.engine_path,
-            "tensorrt_version": self._version,
-            "cuda_binding": "polygraphy.cuda (libcudart)",
-            "device": self._device.to_dict() if self._device else None,
-            "cuda_graph": bool(self.use_cuda_graph and not self._graph_failed),
-            "notes": list(self.notes),
-        })
+        info.update({"engine": self.engine_path, "tensorrt_version": self._version,
+                     "cuda_binding": "polygraphy.cuda (libcudart)",
+                     "device": self._device.to_dict() if self._device else None,
+                     "cuda_graph": bool(self.use_cuda_graph and not self._graph_failed), "notes": list(self.notes)})
         return info

@@ -103,7 +103,8 @@ def check_precision(plan: BuildPlan, counts: Dict[str, int], calibration_request
     """A build that silently lost its INT8 must not pass for an INT8 engine."""
     if calibration_requests:
         raise CheckFailedError("TensorRT did not accept the calibration cache {} (it asked for calibration data "
-                               "instead), so the INT8 layers would have no real scales".format(plan.options.calib_cache))
+                               "instead), so the INT8 layers would have no real scales".format(
+                                   plan.options.calib_cache))
     if known_layers(counts) == 0:
         notes.append("the engine inspector reported no per-layer formats, so the layer precisions are unchecked")
         return
@@ -171,9 +172,9 @@ def build_engine(onnx_path, output: Optional[str] = None, options: Optional[Buil
                            metadata=metadata, onnx_sha256=sha256_file(plan.onnx), layer_precisions=counts,
                            calibration=calibration.to_dict() if calibration else None, notes=notes)
     write_json(sidecar_path(plan.engine), sidecar)
-    return BuildResult(plan.onnx, plan.engine, sidecar_path(plan.engine), trt.__version__, sidecar["device"], plan.precision,
-                       plan.strongly_typed, plan.trt_flags, plan_dict["profiles"], counts, len(engine_bytes),
-                       build_seconds, plan_dict["trtexec"], plan_dict["polygraphy"], notes)
+    return BuildResult(plan.onnx, plan.engine, sidecar_path(plan.engine), trt.__version__, sidecar["device"],
+                       plan.precision, plan.strongly_typed, plan.trt_flags, plan_dict["profiles"], counts,
+                       len(engine_bytes), build_seconds, plan_dict["trtexec"], plan_dict["polygraphy"], notes)
 
 
 def dry_run(onnx_path, output: Optional[str] = None, options: Optional[BuildOptions] = None,

@@ -1,9 +1,9 @@
-"""The CUDA calls Polygraphy's ``polygraphy.cuda`` lacks: events, CUDA graphs and the device's name.
+"""The CUDA calls ``polygraphy.cuda`` lacks: events, CUDA graphs and the device's name.
 
-Polygraphy wraps libcudart with ctypes (memory, copies, streams: ``DeviceArray``, ``Stream``) but has no events or
-graph calls (checked in 0.53.6). This is our one CUDA binding: the same ctypes style, on the very library handle
-Polygraphy loaded (``polygraphy.cuda.wrapper().handle``), so both always talk to one CUDA runtime. Every symbol
-used here exists in CUDA 11.4 (JetPack 5) and later; the ctypes calls were verified on an H200 (CUDA 13).
+Polygraphy wraps libcudart with ctypes (memory, copies, streams) but has no events or graph calls (0.53.6). This
+is our one CUDA binding: the same ctypes style, on the very library handle Polygraphy loaded, so both talk to one
+CUDA runtime. Every symbol exists in CUDA 11.4 (JetPack 5) and later; the same calls passed on an H200 in the
+ctypes backend this replaces (this module itself has not run on a GPU yet).
 """
 import ctypes
 from dataclasses import dataclass
@@ -16,11 +16,7 @@ _ATTR_CC_MAJOR, _ATTR_CC_MINOR = 75, 76  # cudaDevAttrComputeCapabilityMajor / M
 
 
 class CudaError(UserError):
-    """A failed CUDA call. A UserError so the CLI reports it in one line (out of memory, no device, ...)."""
-
-    def __init__(self, call: str, message: str):
-        super().__init__("CUDA {} failed: {}".format(call, message))
-        self.call = call
+    """A failed CUDA call; a UserError, so the CLI reports it in one line (out of memory, no device, ...)."""
 
 
 @dataclass(frozen=True)
@@ -38,7 +34,7 @@ class DeviceInfo:
 
 
 def cudart():
-    """The libcudart handle Polygraphy loaded; MissingDependencyError/UserError when there is none."""
+    """The libcudart handle Polygraphy loaded; MissingDependencyError or UserError when there is none."""
     try:
         from polygraphy import cuda
         from polygraphy.exception import PolygraphyException
@@ -48,29 +44,23 @@ def cudart():
         lib = cuda.wrapper().handle
     except (PolygraphyException, OSError) as exc:
         raise UserError("no CUDA runtime (libcudart.so) could be loaded: {}".format(exc)) from None
-    lib.cudaGetErrorString.restype = ctypes.c_char_p
-    lib.cudaGetErrorString.argtypes = [ctypes.c_int]
+    lib.cudaGetErrorString.restype, lib.cudaGetErrorString.argtypes = ctypes.c_char_p, [ctypes.c_int]
     return lib
 
 
-def call(name: str, *args) -> None:
-    lib = cudart()
-    status = getattr(lib, name)(*args)
+def call(name: str, *args, out: bool = False) -> int:
+    """``name(*args)``, raising CudaError on failure; with ``out``, the pointer it writes through its first argument."""
+    lib, pointer = cudart(), ctypes.c_void_p()
+    status = getattr(lib, name)(*((ctypes.byref(pointer),) if out else ()) + args)
     if status != 0:
         message = lib.cudaGetErrorString(int(status))
-        raise CudaError(name, message.decode() if message else "error {}".format(status))
-
-
-def _out_pointer(name: str, *args) -> int:
-    pointer = ctypes.c_void_p()
-    call(name, ctypes.byref(pointer), *args)
+        raise CudaError("CUDA {} failed: {}".format(name, message.decode() if message else status))
     return int(pointer.value or 0)
 
 
 def device_info() -> DeviceInfo:
-    device = ctypes.c_int()
+    device, major, minor = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
     call("cudaGetDevice", ctypes.byref(device))
-    major, minor = ctypes.c_int(), ctypes.c_int()
     call("cudaDeviceGetAttribute", ctypes.byref(major), ctypes.c_int(_ATTR_CC_MAJOR), device)
     call("cudaDeviceGetAttribute", ctypes.byref(minor), ctypes.c_int(_ATTR_CC_MINOR), device)
     # cudaDeviceProp starts with char name[256] in every CUDA version; the buffer is larger than the struct.
@@ -84,7 +74,7 @@ class Event:
     """A CUDA event; ``elapsed_ms(start, end)`` is the GPU time between two recorded events."""
 
     def __init__(self):
-        self.ptr = _out_pointer("cudaEventCreate")
+        self.ptr = call("cudaEventCreate", out=True)
 
     def record(self, stream_ptr: int) -> None:
         call("cudaEventRecord", ctypes.c_void_p(self.ptr), ctypes.c_void_p(stream_ptr))
@@ -99,11 +89,11 @@ class Event:
     def free(self) -> None:
         if self.ptr:
             call("cudaEventDestroy", ctypes.c_void_p(self.ptr))
-            self.ptr = 0
+        self.ptr = 0
 
 
 class Graph:
-    """What ``capture`` recorded on a stream, instantiated once and replayed with ``launch``."""
+    """The work ``work()`` enqueues on a stream, captured once, instantiated, and replayed with ``launch``."""
 
     def __init__(self, stream_ptr: int, work) -> None:
         call("cudaStreamBeginCapture", ctypes.c_void_p(stream_ptr), ctypes.c_int(_CAPTURE_THREAD_LOCAL))
@@ -114,7 +104,7 @@ class Graph:
             call("cudaStreamEndCapture", ctypes.c_void_p(stream_ptr), ctypes.byref(graph))
         self.graph = int(graph.value or 0)
         # cudaGraphInstantiate changed its C signature in CUDA 12; ...WithFlags is the same in 11.4+ and 12.
-        self.exec = _out_pointer("cudaGraphInstantiateWithFlags", ctypes.c_void_p(self.graph), ctypes.c_ulonglong(0))
+        self.exec = call("cudaGraphInstantiateWithFlags", ctypes.c_void_p(self.graph), ctypes.c_ulonglong(0), out=True)
 
     def launch(self, stream_ptr: int) -> None:
         call("cudaGraphLaunch", ctypes.c_void_p(self.exec), ctypes.c_void_p(stream_ptr))

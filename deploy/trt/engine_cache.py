@@ -1,13 +1,8 @@
-"""Engines built on first use from an ONNX model, cached under names that make stale engines impossible to pick.
+"""Engines built on first use, cached under names that make stale engines impossible to pick.
 
-After jetson-inference (``model.onnx.<maxBatch>.<gpuFallback>.<trtVersion>.<device>.<precision>.engine``, which
-also checks the model's checksum), the name carries the model's sha256 (short), the TensorRT version, the device
-(GPU name and compute capability, or the DLA core) and the precision:
-
-    model.onnx.3f2a9c0d1b7e.trt10.3.0.orin-sm87.fp16.engine
-
-so a changed model or an upgraded JetPack never loads an old engine. Build options that the name does not carry
-(batch range, workspace, ...) are compared with the cached engine's sidecar; a mismatch rebuilds it.
+As jetson-inference does, the name carries the model's sha256 (short), the TensorRT version, the device (GPU and
+compute capability, or DLA core) and the precision: ``model.onnx.3f2a9c0d1b7e.trt10.3.0.orin-sm87.fp16.engine``.
+Build options the name lacks (batch range, workspace, ...) are compared with the cached engine's sidecar.
 """
 import os
 import re

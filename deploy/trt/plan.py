@@ -1,17 +1,6 @@
-"""What a build will do, decided without TensorRT: options, the honest precision, flags per TensorRT version, and
-the equivalent trtexec and ``polygraphy convert`` lines. ``deploy.build --dry-run``, ``cli.py build --dry-run`` and
-the bundle's build script all print this one plan, so they cannot disagree.
-
-Precisions (the engine's file name, its sidecar and ``build --json`` say the same one):
-
-- ``fp32``: no reduced-precision flags (TF32 off too);
-- ``fp16``: from the FP16 ONNX, or an FP32 ONNX with FP16 enabled (weak typing, 8.x/10.x); never INT8;
-- ``int8``: from the Q/DQ ONNX (explicit quantization), FP16 allowed for the layers left in float;
-- ``int8-implicit``: only with ``--implicit-int8 --calib-cache FILE`` on TensorRT 8.5-10.x.
-
-Per version: weakly typed builder flags where they exist (8.5/8.6 always; 10.x when FP16 must be enabled on an
-FP32 model, for INT8 with FP16 float layers, and for a calibrator); a strongly typed network where the ONNX types
-alone are the precision (10.x), and always on 11.x, which removed the FP16/INT8 flags and calibrators.
+"""What a build will do, decided without TensorRT: options, the honest precision and flags per TensorRT version,
+and the equivalent trtexec and polygraphy lines. ``deploy.build --dry-run``, ``cli.py build --dry-run`` and the
+bundle's build script print this one plan, so they cannot disagree. The README's build section has the table.
 """
 import os
 import re
@@ -157,12 +146,14 @@ def _model_precision(precision: OnnxPrecision) -> str:
     return "int8" if precision.qdq else ("fp16" if precision.fp16 else "fp32")
 
 
-def resolve_precision(version: TrtVersion, options: BuildOptions, model: OnnxPrecision) -> Tuple[str, bool, bool,
-                                                                                                   bool, List[str]]:
-    """(precision, strongly_typed, fp16 flag, int8 flag, notes): the documented way for this version, or UserError."""
-    own = _model_precision(model)
+def resolve_precision(version: TrtVersion, options: BuildOptions, model: OnnxPrecision):
+    """(precision, strongly_typed, fp16 flag, int8 flag, notes): the documented way on this version, or UserError.
+
+    Weakly typed flags where they exist and are needed; a strongly typed network where the ONNX types alone are
+    the precision (10.x), and always on 11.x (no FP16/INT8 flags, no calibrators).
+    """
+    own = "int8" if model.qdq else ("fp16" if model.fp16 else "fp32")
     wanted = "int8-implicit" if options.implicit_int8 else (options.precision or own)
-    notes = []
     if model.qdq and wanted != "int8":
         raise UserError("the model has Q/DQ nodes, so it builds as int8 only; build the FP32 or FP16 ONNX model for "
                         "{}".format(wanted))
@@ -171,29 +162,23 @@ def resolve_precision(version: TrtVersion, options: BuildOptions, model: OnnxPre
     if wanted == "int8" and not model.qdq:
         raise UserError("int8 engines are built from the Q/DQ ONNX model (cli.py calibrate); legacy implicit INT8 "
                         "is --implicit-int8 --calib-cache FILE (TensorRT 8.5-10.x)")
+    weak = version.has_weak_typing
     if wanted == "int8-implicit":
         if not version.has_implicit_int8:
             raise UserError("implicit INT8 from a calibration cache was removed in TensorRT 11.0; this plan is for "
                             "TensorRT {} (build the Q/DQ ONNX model instead)".format(version))
-        if version.major >= 10:
-            notes.append("implicit INT8 calibration is deprecated since TensorRT 10.1 and gone in 11; the Q/DQ "
-                         "ONNX model is the portable INT8 artifact")
+        notes = ["implicit INT8 calibration is deprecated since TensorRT 10.1 and gone in 11; the Q/DQ ONNX model "
+                 "is the portable INT8 artifact"] if version.major >= 10 else []
         return wanted, False, False, True, notes
-    if wanted == "fp16" and own == "fp32":
-        if not version.has_weak_typing:
-            raise UserError("TensorRT {} has no FP16 builder flag (removed in 11.0): build the FP16 ONNX model "
-                            "(cli.py export --precision fp16)".format(version))
-        return wanted, False, True, False, notes
-    if wanted == "int8":
-        if version.has_weak_typing:  # INT8 from the Q/DQ nodes; FP16 lets the float layers run in half precision
-            return wanted, False, True, True, notes
-        notes.append("TensorRT {} builds the Q/DQ model strongly typed: layers left in float run in the ONNX "
-                     "model's float type".format(version))
-        return wanted, True, False, False, notes
-    if wanted == "fp16" and not version.has_strongly_typed_flag and version.has_weak_typing:
-        return wanted, False, True, False, notes  # 8.x: FP16 ONNX still needs the FP16 flag
-    # The ONNX types are the precision: strongly typed where TensorRT has it (10.x, always on 11.x).
-    return wanted, not version.has_weak_typing or version.has_strongly_typed_flag, False, False, notes
+    if wanted == "fp16" and own == "fp32" and not weak:
+        raise UserError("TensorRT {} has no FP16 builder flag (removed in 11.0): build the FP16 ONNX model "
+                        "(cli.py export --precision fp16)".format(version))
+    if wanted == "int8" and not weak:
+        return wanted, True, False, False, ["TensorRT {} builds the Q/DQ model strongly typed: layers left in float "
+                                            "run in the ONNX model's float type".format(version)]
+    if wanted == "int8" or (wanted == "fp16" and (own == "fp32" or weak and not version.has_strongly_typed_flag)):
+        return wanted, False, True, wanted == "int8", []  # FP16 also lets an INT8 model's float layers run in half
+    return wanted, not weak or version.has_strongly_typed_flag, False, False, []  # the ONNX types are the precision
 
 
 def check_version_options(version: TrtVersion, options: BuildOptions) -> None:
@@ -257,70 +242,63 @@ def plan_build(onnx_path: str, output: Optional[str], trt_version: str,
 
 # -- the equivalent command lines -------------------------------------------------------------------------------
 
-# How far ``polygraphy run`` may let TensorRT differ from ONNX Runtime per precision (its 1e-5 default is for FP32).
+# (option, trtexec spelling, Polygraphy CLI spelling); {} is the value. trtexec's memPoolSize unit is MiB.
+_SPELLINGS = (
+    ("workspace_mib", ["--memPoolSize=workspace:{}"], ["--pool-limit", "workspace:{}M"]),
+    ("timing_cache", ["--timingCacheFile={}"], ["--load-timing-cache", "{}", "--save-timing-cache", "{}"]),
+    ("dla_core", ["--useDLACore={}"], ["--use-dla"]),  # Polygraphy's CLI always uses DLA core 0
+    ("gpu_fallback", ["--allowGPUFallback"], ["--allow-gpu-fallback"]),
+    ("opt_level", ["--builderOptimizationLevel={}"], ["--builder-optimization-level", "{}"]),
+    ("version_compatible", ["--versionCompatible"], ["--version-compatible"]),
+    ("hardware_compatible", ["--hardwareCompatibilityLevel=ampere+"],
+     ["--hardware-compatibility-level", "ampere_plus"]),
+)
+# How far ``polygraphy run`` may let TensorRT differ from ONNX Runtime (its 1e-5 default is for FP32).
 RUN_TOLERANCE = {"fp32": "1e-3", "fp16": "1e-2", "int8": "1e-1", "int8-implicit": "1e-1"}
+
+
+def _tool_args(plan: BuildPlan, polygraphy: bool, name) -> List[str]:
+    options, args = plan.options, []
+    if plan.strongly_typed and plan.version.has_strongly_typed_flag:
+        args.append("--strongly-typed" if polygraphy else "--stronglyTyped")
+    if not polygraphy and plan.version.has_weak_typing:
+        args.append("--noTF32")  # Polygraphy clears TF32 by default; trtexec would enable it
+    args += [flag for flag, on in (("--fp16", plan.fp16), ("--int8", plan.int8)) if on]
+    if options.calib_cache:
+        args += ["--calibration-cache", name(options.calib_cache)] if polygraphy else ["--calib=" + name(
+            options.calib_cache)]
+    for which in ("min", "opt", "max") if plan.profiles else ():
+        shapes = [(p.input_name, getattr(p, which)) for p in plan.profiles]
+        if polygraphy:
+            args += ["--trt-{}-shapes".format(which)] + ["{}:[{}]".format(n, ",".join(map(str, s))) for n, s in shapes]
+        else:
+            args.append("--{}Shapes={}".format(which, ",".join("{}:{}".format(n, format_shape(s)) for n, s in shapes)))
+    for key, trtexec, polygraphy_cli in _SPELLINGS:
+        value = getattr(options, key)
+        if value is not None and value is not False:
+            value = name(value) if key == "timing_cache" else value
+            args += [part.format(value) for part in (polygraphy_cli if polygraphy else trtexec)]
+    return args
 
 
 def trtexec_command(plan: BuildPlan, trtexec: str = "trtexec", relative: bool = False) -> str:
     """The trtexec line that builds the same engine (trtexec's flag names for this TensorRT version)."""
     name = os.path.basename if relative else str
-    options, args = plan.options, [trtexec, "--onnx=" + name(plan.onnx), "--saveEngine=" + name(plan.engine)]
-    if plan.strongly_typed and plan.version.has_strongly_typed_flag:
-        args.append("--stronglyTyped")
-    if plan.version.has_weak_typing:
-        args.append("--noTF32")  # Polygraphy's CreateConfig clears TF32; trtexec would enable it
-    args += [flag for flag, on in (("--fp16", plan.fp16), ("--int8", plan.int8)) if on]
-    if options.calib_cache:
-        args.append("--calib=" + name(options.calib_cache))
-    for which in ("min", "opt", "max") if plan.profiles else ():
-        args.append("--{}Shapes={}".format(which, ",".join(
-            "{}:{}".format(p.input_name, format_shape(getattr(p, which))) for p in plan.profiles)))
-    args += _optional(options, name, {
-        "workspace_mib": ["--memPoolSize=workspace:{}"], "timing_cache": ["--timingCacheFile={}"],
-        "dla_core": ["--useDLACore={}"], "gpu_fallback": ["--allowGPUFallback"],
-        "opt_level": ["--builderOptimizationLevel={}"], "version_compatible": ["--versionCompatible"],
-        "hardware_compatible": ["--hardwareCompatibilityLevel=ampere+"]})
-    return _quote(args)
-
-
-def _polygraphy_build_args(plan: BuildPlan, name) -> List[str]:
-    options, args = plan.options, []
-    if plan.strongly_typed and plan.version.has_strongly_typed_flag:
-        args.append("--strongly-typed")
-    args += [flag for flag, on in (("--fp16", plan.fp16), ("--int8", plan.int8)) if on]
-    if options.calib_cache:
-        args += ["--calibration-cache", name(options.calib_cache)]
-    for which in ("min", "opt", "max") if plan.profiles else ():
-        args += ["--trt-{}-shapes".format(which)] + ["{}:[{}]".format(p.input_name, ",".join(
-            str(d) for d in getattr(p, which))) for p in plan.profiles]
-    return args + _optional(options, name, {  # Polygraphy's CLI always picks DLA core 0
-        "workspace_mib": ["--pool-limit", "workspace:{}M"], "timing_cache": ["--load-timing-cache", "{}", "--save-timing-cache", "{}"],
-        "dla_core": ["--use-dla"], "gpu_fallback": ["--allow-gpu-fallback"],
-        "opt_level": ["--builder-optimization-level", "{}"], "version_compatible": ["--version-compatible"],
-        "hardware_compatible": ["--hardware-compatibility-level", "ampere_plus"]})
-
-
-def _optional(options: BuildOptions, name, table: Dict[str, List[str]]) -> List[str]:
-    args = []
-    for key, template in table.items():
-        value = getattr(options, key)
-        if value is not None and value is not False:
-            value = name(value) if key == "timing_cache" else value
-            args += [part.format(value) for part in template]
-    return args
+    return _quote([trtexec, "--onnx=" + name(plan.onnx), "--saveEngine=" + name(plan.engine)]
+                  + _tool_args(plan, False, name))
 
 
 def polygraphy_command(plan: BuildPlan, relative: bool = False) -> str:
     """The ``polygraphy convert`` line for the same engine (the console script makes the same Polygraphy calls)."""
     name = os.path.basename if relative else str
     return _quote(["polygraphy", "convert", name(plan.onnx), "--convert-to", "trt", "-o", name(plan.engine)]
-                  + _polygraphy_build_args(plan, name))
+                  + _tool_args(plan, True, name))
 
 
 def polygraphy_run_command(plan: BuildPlan, relative: bool = False) -> str:
     """``polygraphy run``: the same build against ONNX Runtime on random inputs, to bisect a mismatch."""
     name, tolerance = (os.path.basename if relative else str), RUN_TOLERANCE[plan.precision]
-    return _quote(["polygraphy", "run", name(plan.onnx), "--trt"] + _polygraphy_build_args(plan, name)
+    return _quote(["polygraphy", "run", name(plan.onnx), "--trt"] + _tool_args(plan, True, name)
                   + ["--onnxrt", "--atol", tolerance, "--rtol", tolerance])
 
 

@@ -1,18 +1,16 @@
-"""The one TensorRT version codec: parse "10.3.0.30", encode/decode the calibration-cache number, and say what a
-version can do. Every other module asks here instead of comparing major versions itself.
+"""The one TensorRT version codec: parsing ("10.3.0.30"), the calibration-cache number, and what each version
+can do. Other modules ask here instead of comparing major versions themselves.
 
-Sources: TensorRT's Python API references (8.5, 8.6, 10.x, 11.x), "Migrating from TensorRT 10.x to 11.x" and
-"Removed Python APIs and Replacements"; NV_TENSORRT_VERSION in NvInferVersion.h for the cache number.
+Sources: TensorRT Python API references (8.5, 8.6, 10.x, 11.x), "Migrating from TensorRT 10.x to 11.x",
+"Removed Python APIs and Replacements", and NV_TENSORRT_VERSION in NvInferVersion.h (the cache number).
 """
 import re
 from typing import NamedTuple, Optional, Tuple, Union
 
 from ..errors import UserError
 
-# The oldest TensorRT this project builds for: JetPack 5.1 ships 8.5.2 (named I/O tensors start at 8.5).
-MIN_VERSION = (8, 5)
-# The dry run's target when TensorRT is not installed: JetPack 6.1/6.2 ship TensorRT 10.3.
-DEFAULT_TARGET = "10.3.0"
+MIN_VERSION = (8, 5)  # JetPack 5.1; the named I/O tensor API starts here
+DEFAULT_TARGET = "10.3.0"  # what a dry run plans for without TensorRT: JetPack 6.1/6.2
 
 
 class TrtVersion(NamedTuple):
@@ -29,71 +27,38 @@ class TrtVersion(NamedTuple):
         if not match:
             raise UserError("bad TensorRT version {!r}; give major.minor[.patch], e.g. 8.6 or 10.3.0".format(text))
         major, minor, patch, build = match.groups()
-        return cls(int(major), int(minor), int(patch or 0), int(build) if build is not None else None)
+        return cls(int(major), int(minor), int(patch or 0), None if build is None else int(build))
 
     @property
     def release(self) -> Tuple[int, int, int]:
         return (self.major, self.minor, self.patch)
 
     def __str__(self) -> str:
-        parts = list(self.release) + ([self.build] if self.build is not None else [])
-        return ".".join(str(part) for part in parts)
+        return ".".join(str(part) for part in self.release + (() if self.build is None else (self.build,)))
 
     def same_release(self, other: "TrtVersion") -> bool:
         """Equal as far as both are known: "10.3.0" (pip) matches "10.3.0.30" (JetPack)."""
-        if self.release != other.release:
-            return False
-        return self.build is None or other.build is None or self.build == other.build
+        return self.release == other.release and None in (self.build, other.build) or self == other
 
-    # -- what the version can do (documented ranges) -------------------------------------------------------
-    @property
-    def supported(self) -> bool:
-        return self.release[:2] >= MIN_VERSION
+    # What the version has (documented ranges).
+    supported = property(lambda self: self.release[:2] >= MIN_VERSION)
+    has_weak_typing = property(lambda self: self.major < 11)  # BuilderFlag.FP16/INT8; 11.0 removed them
+    has_strongly_typed_flag = property(lambda self: self.major == 10)  # 11.x is always strongly typed
+    has_implicit_int8 = property(lambda self: self.major < 11)  # calibrators: deprecated 10.1, removed 11.0
+    has_dla = property(lambda self: self.major < 11)  # a JetPack feature; TensorRT 11.4 has no JetPack
+    has_tensor_profile_shape = property(lambda self: self.major >= 10)  # 8.x: get_profile_shape
+    # --version-compatible, --hardware-compatible, --opt-level: 8.6 and later (not JetPack 5).
+    has_compatibility_options = property(lambda self: self.release[:2] >= (8, 6))
 
-    @property
-    def has_weak_typing(self) -> bool:
-        """BuilderFlag.FP16/INT8 exist (8.x, 10.x); 11.0 removed them, every network is strongly typed."""
-        return self.major < 11
-
-    @property
-    def has_strongly_typed_flag(self) -> bool:
-        """NetworkDefinitionCreationFlag.STRONGLY_TYPED / trtexec --stronglyTyped: 10.x only (11 is always strong)."""
-        return self.major == 10
-
-    @property
-    def has_implicit_int8(self) -> bool:
-        """INT8 calibrators and calibration caches: up to 10.x (deprecated in 10.1, removed in 11.0)."""
-        return self.major < 11
-
-    @property
-    def has_dla(self) -> bool:
-        """DLA is a JetPack (8.x, 10.x) feature; TensorRT 11.4 does not support JetPack."""
-        return self.major < 11
-
-    @property
-    def has_tensor_profile_shape(self) -> bool:
-        """ICudaEngine.get_tensor_profile_shape; 8.x has get_profile_shape instead (removed in 10.0)."""
-        return self.major >= 10
-
-    @property
-    def has_compatibility_options(self) -> bool:
-        """--version-compatible, --hardware-compatible and --opt-level start at 8.6 (not on JetPack 5)."""
-        return self.release[:2] >= (8, 6)
-
-    # -- the calibration cache header number ---------------------------------------------------------------
     @property
     def cache_number(self) -> int:
-        """NV_TENSORRT_VERSION as a cache header writes it: 8.6.1 -> 8601 (major*1000), 10.3.0 -> 100300
-        (TensorRT 10 changed the macro to major*10000)."""
-        unit = 10000 if self.major >= 10 else 1000
-        return self.major * unit + self.minor * 100 + self.patch
+        """A calibration cache header's number: 8.6.1 -> 8601 (major*1000); 10.3.0 -> 100300 (10 uses *10000)."""
+        return self.major * (10000 if self.major >= 10 else 1000) + self.minor * 100 + self.patch
 
     @classmethod
     def from_cache_number(cls, number: int) -> "TrtVersion":
-        """The inverse of ``cache_number``: 8601 -> 8.6.1, 100300 -> 10.3.0."""
-        number = int(number)
-        unit = 10000 if number >= 100000 else 1000
-        return cls(number // unit, number % unit // 100, number % 100)
+        unit = 10000 if int(number) >= 100000 else 1000
+        return cls(int(number) // unit, int(number) % unit // 100, int(number) % 100)
 
 
 def parse_version_or_number(version: Union[str, int]) -> TrtVersion:

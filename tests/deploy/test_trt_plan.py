@@ -118,7 +118,8 @@ def test_version_codec():
     assert TrtVersion.parse("10.3.0.30").same_release(TrtVersion.parse("10.3.0"))
     assert TrtVersion.parse("8.6.1").cache_number == 8601 and TrtVersion.parse("10.3.0").cache_number == 100300
     assert str(TrtVersion.from_cache_number(100300)) == "10.3.0" and str(TrtVersion.from_cache_number(8502)) == "8.5.2"
-    assert parse_version_or_number("8601") == TrtVersion(8, 6, 1) and parse_version_or_number("8.6").release == (8, 6, 0)
+    assert parse_version_or_number("8601") == TrtVersion(8, 6, 1)
+    assert parse_version_or_number("8.6").release == (8, 6, 0)
     with pytest.raises(UserError, match="bad TensorRT version"):
         TrtVersion.parse("ten")
     assert [TrtVersion.parse(v).has_weak_typing for v in (JP5, JP6, TRT11)] == [True, True, False]
