@@ -45,10 +45,10 @@ def check_calibration_cache(path, running: TrtVersion) -> CacheCheck:
     stamped = TrtVersion.from_cache_number(cache.trt_version)
     if cache.trt_version != running.cache_number:
         raise UserError(
-            "calibration cache {} was written for TensorRT {} (header TRT-{}-...) but this is TensorRT {}, which "
-            "expects TRT-{}-...; TensorRT would skip it without an error and build INT8 layers with default "
-            "quantization params. Recalibrate with `cli.py calibrate --trt-version {}`, or build the Q/DQ ONNX model "
-            "instead".format(path, stamped, cache.trt_version, running, running.cache_number, running))
+            "calibration cache {} was written for TensorRT {} (header TRT-{}-...) but the build is for TensorRT {}, "
+            "which expects TRT-{}-...; TensorRT would skip it without an error and build INT8 layers with default "
+            "quantization params. Recalibrate with `cli.py calibrate --trt-version {}`, or build the Q/DQ ONNX "
+            "model instead".format(path, stamped, cache.trt_version, running, running.cache_number, running))
     if cache.algorithm not in CALIBRATOR_CLASSES:
         raise UserError("calibration cache {} uses algorithm {!r}; supported: {}".format(
             path, cache.algorithm, ", ".join(sorted(CALIBRATOR_CLASSES))))

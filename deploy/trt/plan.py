@@ -200,7 +200,8 @@ _PRECISION_TAG = re.compile(r"(?:^|[._-])(fp32|fp16|int8(?:-implicit)?)(?=[._-]|
 def default_engine_path(onnx_path: str, precision: str) -> str:
     """MODEL.<precision>.engine beside the model, so the name says the precision."""
     base = onnx_path[:-5] if onnx_path.endswith(".onnx") else onnx_path
-    if any(base.endswith(sep + precision) for sep in "._-"):  # model.fp16.onnx -> model.fp16.engine
+    named = [match.group(1) for match in _PRECISION_TAG.finditer(os.path.basename(base))]
+    if named and named[-1] == precision:  # model.fp16.onnx -> model.fp16.engine, m.int8.tensorrt -> m.int8.tensorrt
         return base + ".engine"
     return "{}.{}.engine".format(base, precision)
 
@@ -225,6 +226,9 @@ def plan_build(onnx_path: str, output: Optional[str], trt_version: str,
     check_version_options(version, options)
     info = inspect_onnx(onnx_path)
     precision, strongly_typed, fp16, int8, notes = resolve_precision(version, options, info.precision)
+    if options.implicit_int8 and check_files:  # a cache stamped for another TensorRT would be skipped silently
+        from .calibrator import check_calibration_cache
+        check_calibration_cache(options.calib_cache, version)
     if options.dla_core is not None and precision == "fp32":
         raise UserError("DLA runs FP16 and INT8 layers only; build the FP16 or Q/DQ ONNX model for --dla-core")
     if options.dla_core:

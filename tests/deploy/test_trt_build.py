@@ -79,7 +79,7 @@ def test_implicit_int8_replays_a_checked_cache(models, monkeypatch, tmp_path):
                                        implicit_int8=True, calib_cache=str(cache))
     assert engine["calibrator"] and engine["flags"] == ["INT8"] and result.precision == "int8-implicit"
     assert sidecar["calibration"]["version"] == "8.5.2" and cache.read_text().startswith("TRT-8502-")
-    with pytest.raises(UserError, match=r"written for TensorRT 8\.5\.2 .* but this is TensorRT 10\.3\.0"):
+    with pytest.raises(UserError, match=r"written for TensorRT 8\.5\.2 .* but the build is for TensorRT 10\.3\.0"):
         built(models, "fp32", JETPACK6, monkeypatch, tmp_path, name="int8-implicit", implicit_int8=True,
               calib_cache=str(cache))
 

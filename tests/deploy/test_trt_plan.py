@@ -50,6 +50,9 @@ def test_implicit_int8_only_on_request_and_only_before_11(models, tmp_path):
     assert (result.precision, result.trt_flags) == ("int8-implicit", ["INT8"])
     assert result.engine.endswith("m_fp32.int8-implicit.engine")
     assert "--int8" in result.to_dict()["trtexec"] and "--calib=" in result.to_dict()["trtexec"]
+    with pytest.raises(UserError, match=r"written for TensorRT 8\.5\.2 .* TRT-100300-"):  # checked in the plan
+        plan(models, "fp32", JP6, implicit_int8=True, calib_cache=str(cache))
+    cache.write_text("TRT-100300-EntropyCalibration2\ninput: 3c010204\n")
     assert "deprecated since TensorRT 10.1" in plan(models, "fp32", JP6, implicit_int8=True,
                                                     calib_cache=str(cache)).notes[0]
     with pytest.raises(UserError, match="removed in TensorRT 11.0"):
