@@ -1,12 +1,11 @@
-"""Batch ranges and TensorRT optimization profiles, and the checks that keep their errors readable at run time.
+"""Batch ranges and TensorRT optimization profiles, and the run-time shape check that names the remedy.
 
-Only the batch axis may be dynamic (the exporter's models are NCHW with a fixed image size). A dynamic batch
-needs one optimization profile (min/opt/max); a static model needs none and must not be given other batch sizes.
-TensorRT's own message for an out-of-range shape ("... exceeds min ~ max range") names neither the option nor the
-remedy, so ``check_input_shape`` says both before TensorRT is asked.
+Only the batch axis may be dynamic (the exported models are NCHW at a fixed image size). TensorRT's own message
+for an out-of-range shape ("... exceeds min ~ max range") names neither the option nor the remedy, so
+``check_input_shape`` says both before TensorRT is asked.
 """
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ..errors import UserError
 
@@ -21,8 +20,7 @@ def format_shape(shape: Sequence) -> str:
     return "x".join("?" if is_dynamic(dim) else str(int(dim)) for dim in shape)
 
 
-@dataclass(frozen=True)
-class BatchRange:
+class BatchRange(NamedTuple):
     min: int
     opt: int
     max: int
@@ -39,10 +37,6 @@ class ShapeProfile:
 
     def to_dict(self) -> Dict[str, object]:
         return {"input": self.input_name, "min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
-
-    @classmethod
-    def from_dict(cls, data: Dict[str, object]) -> "ShapeProfile":
-        return cls(str(data["input"]), tuple(data["min"]), tuple(data["opt"]), tuple(data["max"]))
 
 
 def resolve_batch_range(min_batch: Optional[int] = None, opt_batch: Optional[int] = None,
@@ -61,34 +55,27 @@ def resolve_batch_range(min_batch: Optional[int] = None, opt_batch: Optional[int
     return BatchRange(low, opt, high)
 
 
-def check_static_batch(input_name: str, batch: int, min_batch=None, opt_batch=None, max_batch=None) -> None:
-    wrong = ["{} {}".format(flag, value) for flag, value in
-             (("--min-batch", min_batch), ("--opt-batch", opt_batch), ("--max-batch", max_batch))
-             if value is not None and int(value) != int(batch)]
-    if wrong:
-        raise UserError("input {!r} has a static batch of {}, so {} cannot apply; leave the batch options out, or "
-                        "export the model with a dynamic batch (cli.py export without --batch)".format(
-                            input_name, batch, ", ".join(wrong)))
-
-
 def resolve_profiles(input_shapes: Dict[str, Sequence], min_batch=None, opt_batch=None,
                      max_batch=None) -> List[ShapeProfile]:
     """The optimization profile for a model's inputs; empty when every input is static."""
     profiles = []
     for name, shape in input_shapes.items():
-        shape = tuple(shape)
         if not shape:
             raise UserError("input {!r} is a scalar; expected an NCHW image batch".format(name))
-        rest = shape[1:]
-        if any(is_dynamic(dim) for dim in rest):
+        if any(is_dynamic(dim) for dim in shape[1:]):
             raise UserError("input {!r} has dynamic axes beyond the batch ({}); re-export it with a fixed image "
                             "size".format(name, format_shape(shape)))
-        rest = tuple(int(dim) for dim in rest)
-        if not is_dynamic(shape[0]):
-            check_static_batch(name, int(shape[0]), min_batch, opt_batch, max_batch)
+        rest = tuple(int(dim) for dim in shape[1:])
+        if is_dynamic(shape[0]):
+            batch = resolve_batch_range(min_batch, opt_batch, max_batch)
+            profiles.append(ShapeProfile(name, (batch.min,) + rest, (batch.opt,) + rest, (batch.max,) + rest))
             continue
-        batch = resolve_batch_range(min_batch, opt_batch, max_batch)
-        profiles.append(ShapeProfile(name, (batch.min,) + rest, (batch.opt,) + rest, (batch.max,) + rest))
+        wrong = ["{} {}".format(flag, value) for flag, value in (("--min-batch", min_batch),
+                 ("--opt-batch", opt_batch), ("--max-batch", max_batch)) if value is not None and value != shape[0]]
+        if wrong:
+            raise UserError("input {!r} has a static batch of {}, so {} cannot apply; leave the batch options out, "
+                            "or export the model with a dynamic batch (cli.py export without --batch)".format(
+                                name, shape[0], ", ".join(wrong)))
     return profiles
 
 
@@ -101,18 +88,16 @@ def check_input_shape(name: str, engine_shape: Sequence[int], shape: Sequence[in
             name, len(shape), format_shape(shape), len(engine_shape), format_shape(engine_shape)))
     for axis, (expected, got) in enumerate(zip(engine_shape, shape)):
         if is_dynamic(expected):
-            if profile is None:
-                continue
-            low, high = int(profile[0][axis]), int(profile[2][axis])
+            low, high = (int(profile[0][axis]), int(profile[2][axis])) if profile else (got, got)
             if not low <= got <= high:
-                what = "batch" if axis == 0 else "axis {} size".format(axis)
                 raise UserError(
                     "input {!r}: {} {} is outside the engine's profile range {}~{} (TensorRT would fail with "
                     "'exceeds min~max range'); use a batch in that range, or rebuild the engine with "
-                    "--min-batch/--max-batch covering {}".format(name, what, got, low, high, got))
+                    "--min-batch/--max-batch covering {}".format(
+                        name, "batch" if axis == 0 else "axis {} size".format(axis), got, low, high, got))
+        elif int(expected) != got and axis == 0:
+            raise UserError("input {!r}: the engine has a static batch of {}, got {}; use --batch {} or rebuild "
+                            "from a dynamic-batch ONNX".format(name, expected, got, expected))
         elif int(expected) != got:
-            if axis == 0:
-                raise UserError("input {!r}: the engine has a static batch of {}, got {}; use --batch {} or rebuild "
-                                "from a dynamic-batch ONNX".format(name, expected, got, expected))
             raise UserError("input {!r}: shape {} does not fit the engine's {}".format(
                 name, format_shape(shape), format_shape(engine_shape)))

@@ -12,7 +12,7 @@ from deploy.trt.engine_cache import cached_engine_usable, default_cache_dir, dev
 from deploy.trt.inspect import summarize_layer_precisions
 from deploy.onnx_info import inspect_onnx
 from deploy.trt.plan import BuildOptions
-from deploy.trt.profiles import BatchRange, ShapeProfile, check_input_shape, resolve_batch_range, resolve_profiles
+from deploy.trt.profiles import BatchRange, check_input_shape, resolve_batch_range, resolve_profiles
 from deploy.trt.sidecar import check_engine_compatible
 from tests.deploy.trt_models import write_model
 from tests.fake_tensorrt import fake_tensorrt
@@ -38,7 +38,7 @@ def test_profiles_of_an_exported_model(tiny_imagenet_onnx):
     assert (info.precision.fp16, info.precision.qdq, info.precision.source) == (False, False, "onnx graph")
     (profile,) = resolve_profiles(info.inputs, opt_batch=2, max_batch=4)
     assert (profile.min, profile.opt, profile.max) == ((1, 3, 32, 32), (2, 3, 32, 32), (4, 3, 32, 32))
-    assert ShapeProfile.from_dict(json.loads(json.dumps(profile.to_dict()))) == profile
+    assert profile.to_dict() == {"input": "input", "min": [1, 3, 32, 32], "opt": [2, 3, 32, 32], "max": [4, 3, 32, 32]}
 
 
 def test_static_models_take_no_other_batch():
