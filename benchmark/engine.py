@@ -297,7 +297,7 @@ def check_weights(artifact: Artifact, weights, strict: bool = False) -> Optional
         os.fspath(weights), actual[:12], artifact.name, expected[:12])
     if strict:
         raise UserError(message)
-    return message
+    return message + "; --strict makes this an error"
 
 
 def inspect_artifacts(paths: Sequence[str], reference: Reference) -> Tuple[List[Artifact], List[str]]:
