@@ -34,6 +34,12 @@ def artifact_kind(path) -> str:
         os.fspath(path), ", ".join(ONNX_SUFFIXES), ", ".join(ENGINE_SUFFIXES)))
 
 
+def input_size_of(path) -> int:
+    """The square input size an artifact's metadata (ONNX metadata or engine sidecar) records."""
+    from ..metadata import read_model_info
+    return read_model_info(path).preprocess.input_size
+
+
 def input_name(runner) -> str:
     """The single image input of a classifier (``input`` in every model we export)."""
     inputs = list(runner.get_input_metadata())
