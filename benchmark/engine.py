@@ -17,7 +17,6 @@ import numpy as np
 
 from deploy.compare import compare_logits, topk_indices
 from deploy.errors import UserError
-from deploy.fileio import sha256_file
 from deploy.images import SAMPLES_DIR
 from deploy.metadata import ModelInfo, read_model_info
 from deploy.preprocess import PreprocessSpec
@@ -279,22 +278,21 @@ def check_artifact(artifact: Artifact, reference: Reference) -> List[str]:
     notes = []
     if info.arch != reference.arch:
         notes.append("{} was exported from {}, the reference is {}".format(artifact.name, info.arch, reference.arch))
-    if info.checkpoint_sha256 != reference.checkpoint_sha256:
-        notes.append("{} was exported from other weights than the reference's ({})".format(
-            artifact.name, "random" if not info.checkpoint_sha256 else "checkpoint " + info.checkpoint_sha256[:12]))
     return notes
 
 
-def check_weights(artifact: Artifact, weights, strict: bool = False) -> Optional[str]:
-    """One line when ``weights`` is not the checkpoint the artifact was exported from (an error if strict)."""
-    expected = artifact.info.checkpoint_sha256
-    if weights is None or not expected:
+def check_weights(artifact: Artifact, reference: Reference, strict: bool = False) -> Optional[str]:
+    """One line when the reference's weights are not those the artifact was exported from (the checkpoint
+    sha256 in its metadata); with ``strict`` and a --weights file, an error."""
+    expected, actual = artifact.info.checkpoint_sha256, reference.checkpoint_sha256
+    if expected == actual:
         return None
-    actual = sha256_file(os.fspath(weights))
-    if actual == expected:
-        return None
-    message = "--weights {} (sha256 {}) is not the checkpoint {} was exported from (sha256 {})".format(
-        os.fspath(weights), actual[:12], artifact.name, expected[:12])
+    exported = "sha256 " + expected[:12] if expected else "random weights"
+    if reference.random_weights:
+        return "{} was exported from a checkpoint ({}) but the reference has random weights; give --weights".format(
+            artifact.name, exported)
+    message = "--weights (sha256 {}) is not the checkpoint {} was exported from ({})".format(
+        actual[:12], artifact.name, exported)
     if strict:
         raise UserError(message)
     return message + "; --strict makes this an error"
@@ -467,9 +465,9 @@ def benchmark_engine(artifact_paths: Sequence[str], arch: Optional[str] = None, 
     notes = []
     for artifact in artifacts:
         notes.extend(check_artifact(artifact, reference))
-    mismatch = check_weights(artifacts[0], weights, options.strict)
-    if mismatch:
-        notes.insert(0, mismatch)
+        mismatch = check_weights(artifact, reference, options.strict)
+        if mismatch:
+            notes.append(mismatch)
     if images is None:
         images = load_images(data_dir, labels_file, reference.spec, options.num_images, options.seed,
                              options.progress)

@@ -6,6 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli import cli
+from deploy.fileio import sha256_file
 from tests.digits import INPUT_SIZE
 
 FAST = ["--batch-sizes", "1,4", "--iterations", "2", "--warmup", "0", "--threads", "2"]
@@ -54,7 +55,8 @@ def test_top1_drop_breach_exits_1_after_the_report(digits_eca_onnx, wrong_weight
     error = result.stderr.strip().splitlines()[-1]
     assert error.startswith("error: top-1 drop above 5 points (accuracy): eca_random.onnx ")
     assert "eca_digits.onnx" not in error
-    assert "exported from other weights" in result.stderr
+    assert ("note: --weights (sha256 {}) is not the checkpoint eca_random.onnx was exported from (random weights); "
+            "--strict makes this an error".format(sha256_file(digits_eca_checkpoint)[:12])) in result.stderr
 
 
 def test_an_input_size_override_that_disagrees_exits_2_before_timing(digits_eca_onnx, digits_eca_checkpoint):

@@ -100,12 +100,13 @@ def test_weights_that_are_not_the_artifacts_checkpoint_warn_or_fail(digits_eca_o
     set_metadata(model, {"checkpoint_sha256": "ab" * 32})
     path = str(tmp_path / "other_weights.onnx")
     onnx.save(model, path)
-    with pytest.raises(UserError, match=r"--weights .* \(sha256 [0-9a-f]{12}\) is not the checkpoint "
-                                        r"other_weights.onnx was exported from \(sha256 abababababab\)"):
+    with pytest.raises(UserError, match=r"^--weights \(sha256 [0-9a-f]{12}\) is not the checkpoint "
+                                        r"other_weights.onnx was exported from \(sha256 abababababab\)$"):
         benchmark_engine([path], weights=digits_eca_checkpoint, options=BenchmarkOptions(strict=True, **FAST))
     result = benchmark_engine([path], weights=digits_eca_checkpoint, data_dir=digits_split[1],
                               options=BenchmarkOptions(**dict(FAST, num_images=8, batch_sizes=(1,))))
     assert result.notes[0].startswith("--weights ") and "other_weights.onnx was exported from" in result.notes[0]
+    assert result.notes[0].endswith("; --strict makes this an error")
 
 
 def test_a_different_preprocessing_is_refused(digits_eca_onnx, digits_eca_checkpoint, tmp_path):
