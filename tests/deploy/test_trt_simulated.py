@@ -159,7 +159,7 @@ def test_infer_trt_builds_once_and_matches_onnxruntime(tiny_imagenet_onnx, tmp_p
     expected, _ = run()
     cache = str(tmp_path / "engines")
     results, summary = run("--trt", "--engine-cache", cache, "--batch", "4")
-    assert summary["runner"]["backend"] == "tensorrt" and summary["compute"]["batches"] == 3
+    assert summary["runner"]["backend"] == "tensorrt" and summary["compute"]["runs"] == 3
     assert [r["topk"] for r in results] == [r["topk"] for r in expected]
     (name,) = [n for n in os.listdir(cache) if n.endswith(".engine")]
     assert name.startswith("tiny_eca.onnx.") and name.endswith(".trt10.3.0.simulated-gpu-sm87.fp32.engine")
