@@ -28,11 +28,11 @@ def _parse(argv):
 
 
 def _throughputs(benchmark: dict, batch: int) -> dict:
-    """Images/s at ``batch`` keyed like the pipeline's artifacts (pytorch, fp32, int8_cpu, ...)."""
+    """The latency record at ``batch`` keyed like the pipeline's artifacts (pytorch, fp32, int8_cpu, ...)."""
     by_path = {}
     for entry in [benchmark["reference"]] + benchmark["artifacts"]:
         timing = next((t for t in entry["timings"] if t["batch_size"] == batch), None)
-        by_path[entry["path"] or "pytorch"] = timing["throughput"] if timing else None
+        by_path[entry["path"] or "pytorch"] = timing["latency"] if timing else None
     return by_path
 
 
@@ -46,9 +46,11 @@ def goal_lines(report: dict, batch: int):
         if not top or not bottom:
             lines.append("{}: not measured".format(label))
             continue
-        ratio = top / bottom
-        lines.append("{}: {:.2f}x ({:.1f} vs {:.1f} img/s; goal >= {:.1f}x: {})".format(
-            label, ratio, top, bottom, goal, "met" if ratio >= goal else "NOT met"))
+        ratio = top["images_per_s"] / bottom["images_per_s"]  # both at p50 latency
+        unstable = " (timing unstable: p90/p50 above 1.5, rerun)" if top["unstable"] or bottom["unstable"] else ""
+        lines.append("{}: {:.2f}x ({:.1f} vs {:.1f} img/s at p50; goal >= {:.1f}x: {}){}".format(
+            label, ratio, top["images_per_s"], bottom["images_per_s"], goal, "met" if ratio >= goal else "NOT met",
+            unstable))
     return lines
 
 

@@ -96,11 +96,12 @@ def _check_same_outputs(reference: str, candidate: str) -> None:
     from deploy.runners import OnnxRuntimeRunner
     from exporter.parity import FP32_ATOL, FP32_RTOL, sample_batch
     from deploy.metadata import read_model_info
+    from deploy.runners.execution import INPUT_NAME, OUTPUT_NAME
     batch = sample_batch(read_model_info(reference).preprocess, 2)
     outputs = []
     for path in (reference, candidate):
         with OnnxRuntimeRunner(path) as runner:
-            outputs.append(runner.infer({"input": batch})["logits"])
+            outputs.append(runner.infer({INPUT_NAME: batch})[OUTPUT_NAME])
     if not np.allclose(outputs[1], outputs[0], atol=FP32_ATOL, rtol=FP32_RTOL):
         raise CheckFailedError("{} differs from {} by {:.3g}".format(
             candidate, reference, float(np.abs(outputs[1] - outputs[0]).max())))
@@ -136,7 +137,8 @@ def time_group(variants: Sequence[Variant], batch: int, settings: dict, rounds: 
     """Seconds per run for each variant; within a round every variant runs ``per_round`` times, in an order
     that reverses each round (A B C, C B A, ...)."""
     from deploy.runners import OnnxRuntimeRunner
-    size = _input_size(variants[0].path)
+    from deploy.runners.execution import input_size_of, time_interleaved
+    size = input_size_of(variants[0].path)
     x = np.random.RandomState(0).rand(batch, 3, size, size).astype(np.float32)
     runners = []
     try:
@@ -145,35 +147,22 @@ def time_group(variants: Sequence[Variant], batch: int, settings: dict, rounds: 
                                        graph_optimization_level=settings["graph_optimization_level"],
                                        enable_mem_arena=settings["enable_cpu_mem_arena"], name=v.label)
             runners.append(runner.activate())
-        for runner in runners:
-            for _ in range(warmup):
-                runner.infer({"input": x})
-            runner.inference_times.clear()
-        for index in range(rounds):
-            for runner in (runners if index % 2 == 0 else runners[::-1]):
-                for _ in range(per_round):
-                    runner.infer({"input": x})
-        return {v.label: list(r.inference_times) for v, r in zip(variants, runners)}
+        clocks = time_interleaved(runners, [x] * len(runners), rounds, warmup, per_round)
+        return {v.label: wall for v, (wall, _) in zip(variants, clocks)}
     finally:
         for runner in runners:
             runner.deactivate()
 
 
-def _input_size(path: str) -> int:
-    from deploy.metadata import read_model_info
-    return read_model_info(path).preprocess.input_size
-
-
 def summarize(variants: Sequence[Variant], times: Dict[str, List[float]], batch: int) -> List[dict]:
-    """Rows with the ratio of each median to the first variant's (the baseline arch)."""
-    medians = {v.label: float(np.median(times[v.label])) for v in variants}
-    fastest = {v.label: min(times[v.label]) for v in variants}
-    first = variants[0].label
-    return [{"arch": v.arch, "precision": v.precision, "form": v.form, "batch": batch, "path": v.path,
-             "median_ms": 1e3 * medians[v.label], "min_ms": 1e3 * fastest[v.label],
-             "p90_ms": 1e3 * float(np.percentile(times[v.label], 90)), "runs": len(times[v.label]),
-             "ratio_to_baseline": medians[v.label] / medians[first],
-             "min_ratio_to_baseline": fastest[v.label] / fastest[first]} for v in variants]
+    """Each variant's latency record, with the ratio of its p50 (and of its fastest run) to the first
+    variant's (the baseline arch)."""
+    from deploy.runners.execution import latency_record
+    records = {v.label: latency_record(times[v.label], batch) for v in variants}
+    first = records[variants[0].label]
+    return [dict(records[v.label], arch=v.arch, precision=v.precision, form=v.form, batch=batch, path=v.path,
+                 ratio_to_baseline=records[v.label]["p50_ms"] / first["p50_ms"],
+                 min_ratio_to_baseline=records[v.label]["min_ms"] / first["min_ms"]) for v in variants]
 
 
 # -- profiling ----------------------------------------------------------------------------------------------
@@ -209,6 +198,7 @@ class Profile:
 def profile_model(variant: Variant, batch: int, settings: dict, runs: int) -> Profile:
     import onnxruntime as ort
     from deploy.runners import OnnxRuntimeRunner
+    from deploy.runners.execution import INPUT_NAME, input_size_of
     runner = OnnxRuntimeRunner(variant.path, threads=settings["intra_op_threads"],
                                graph_optimization_level=settings["graph_optimization_level"],
                                enable_mem_arena=settings["enable_cpu_mem_arena"])
@@ -216,10 +206,10 @@ def profile_model(variant: Variant, batch: int, settings: dict, runs: int) -> Pr
     options.enable_profiling = True
     options.profile_file_prefix = os.path.join(os.path.dirname(os.path.abspath(variant.path)), "profile")
     session = ort.InferenceSession(variant.path, options, providers=["CPUExecutionProvider"])
-    size = _input_size(variant.path)
+    size = input_size_of(variant.path)
     x = np.random.RandomState(0).rand(batch, 3, size, size).astype(np.float32)
     for _ in range(runs + 1):  # the first run warms up and is dropped below
-        session.run(None, {"input": x})
+        session.run(None, {INPUT_NAME: x})
     trace = session.end_profiling()
     with open(trace, "r", encoding="utf-8") as handle:
         events = json.load(handle)
@@ -250,13 +240,13 @@ def format_report(result: dict) -> str:
         "CPU: {} ({} cores usable); load average {:.2f} before, {:.2f} after".format(
             result["cpu"], result["cpu_cores"], result["load_before"], result["load_after"]),
         "",
-        "{:<9} {:>5}  {:<15} {:<6} {:>10} {:>9} {:>9}  {}".format(
-            "precision", "batch", "model", "form", "median ms", "ratio", "min ratio",
+        "{:<9} {:>5}  {:<15} {:<6} {:>10} {:>9} {:>9} {:>8}  {}".format(
+            "precision", "batch", "model", "form", "p50 ms", "ratio", "min ratio", "p90/p50",
             "(to {}, same precision and batch)".format(result["baseline"]))]
     for row in result["rows"]:
-        lines.append("{:<9} {:>5}  {:<15} {:<6} {:>10.2f} {:>8.3f}x {:>8.3f}x".format(
-            row["precision"], row["batch"], row["arch"], row["form"], row["median_ms"], row["ratio_to_baseline"],
-            row["min_ratio_to_baseline"]))
+        lines.append("{:<9} {:>5}  {:<15} {:<6} {:>10.2f} {:>8.3f}x {:>8.3f}x {:>8.2f}{}".format(
+            row["precision"], row["batch"], row["arch"], row["form"], row["p50_ms"], row["ratio_to_baseline"],
+            row["min_ratio_to_baseline"], row["spread"], " unstable" if row["unstable"] else ""))
     if result.get("profiles"):
         lines += ["", "ORT profile (kernel time per node, fastest of the profiled runs): what each model spends on "
                   "nodes that {0} does not have, as % of {0}'s kernel time".format(result["baseline"])]

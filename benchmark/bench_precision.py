@@ -40,37 +40,26 @@ def time_models(paths: Dict[str, str], batch: int, threads: int, rounds: int, pe
                 warmup: int = 2) -> Dict[str, List[float]]:
     """Seconds per batch for each model, ``rounds`` x ``per_round`` runs, the models taking turns."""
     from deploy.runners import OnnxRuntimeRunner
+    from deploy.runners.execution import input_size_of, time_interleaved
 
-    size = _input_size(paths["fp32"])
+    size = input_size_of(paths["fp32"])
     x = np.random.RandomState(0).randn(batch, 3, size, size).astype(np.float32)
     runners = {name: OnnxRuntimeRunner(path, threads=threads).activate() for name, path in paths.items()}
     try:
-        for runner in runners.values():
-            for _ in range(warmup):
-                runner.infer({"input": x})
-            runner.inference_times.clear()
-        for _ in range(rounds):
-            for runner in runners.values():
-                for _ in range(per_round):
-                    runner.infer({"input": x})
-        return {name: list(runner.inference_times) for name, runner in runners.items()}
+        clocks = time_interleaved(list(runners.values()), [x] * len(runners), rounds, warmup, per_round)
+        return {name: wall for name, (wall, _) in zip(runners, clocks)}
     finally:
         for runner in runners.values():
             runner.deactivate()
 
 
-def _input_size(path: str) -> int:
-    from deploy.metadata import read_model_info
-    return read_model_info(path).preprocess.input_size
-
-
 def summarize(times: Dict[str, List[float]], batch: int) -> Dict[str, dict]:
-    fp32 = float(np.median(times["fp32"]))
-    rows = {}
-    for name, seconds in times.items():
-        median = float(np.median(seconds))
-        rows[name] = {"median_ms": 1e3 * median, "p90_ms": 1e3 * float(np.percentile(seconds, 90)),
-                      "images_per_s": batch / median, "speedup_vs_fp32": fp32 / median, "runs": len(seconds)}
+    """The latency record of each model, plus its speed-up over FP32 (a ratio of p50 latencies)."""
+    from deploy.runners.execution import latency_record
+
+    rows = {name: latency_record(seconds, batch) for name, seconds in times.items()}
+    for row in rows.values():
+        row["speedup_vs_fp32"] = rows["fp32"]["p50_ms"] / row["p50_ms"]
     return rows
 
 
@@ -86,11 +75,12 @@ def format_report(result: Dict[str, object]) -> str:
     lines = ["{} at batch {}, {}x{}, {} threads, ONNX Runtime {} CPU on {} ({} cores usable)".format(
         result["arch"], result["batch"], result["input_size"], result["input_size"], env["threads"],
         env["onnxruntime"], env["cpu"], env["cpu_cores"]),
-        "{:<15} {:>11} {:>9} {:>9} {:>10}".format("model", "median ms", "p90 ms", "img/s", "vs FP32")]
+        "{:<15} {:>9} {:>9} {:>9} {:>10} {:>8}".format("model", "p50 ms", "p90 ms", "img/s", "vs FP32", "p90/p50")]
     for name in VARIANTS:
         row = result["results"][name]
-        lines.append("{:<15} {:>11.1f} {:>9.1f} {:>9.1f} {:>9.2f}x".format(
-            name, row["median_ms"], row["p90_ms"], row["images_per_s"], row["speedup_vs_fp32"]))
+        lines.append("{:<15} {:>9.1f} {:>9.1f} {:>9.1f} {:>9.2f}x {:>8.2f}{}".format(
+            name, row["p50_ms"], row["p90_ms"], row["images_per_s"], row["speedup_vs_fp32"], row["spread"],
+            " unstable" if row["unstable"] else ""))
     return "\n".join(lines)
 
 

@@ -1,11 +1,15 @@
 """`benchmark-engine` as a library: parity on real images and speed of deployed artifacts vs PyTorch.
 
-Every backend (the PyTorch reference, ONNX Runtime for ONNX models of any precision, TensorRT for engines)
-is fed the same preprocessed tensors: the images are decoded once through the one preprocessing that every
-artifact's metadata must agree on. Backends run one at a time, so they never compete for the cores.
+What the artifacts say comes first: the reference architecture, input size, classes and preprocessing are read
+from the first artifact's metadata (flags only override them), and every artifact must agree on them. Every
+backend (the PyTorch reference, ONNX Runtime for ONNX models of any precision, TensorRT for engines) is fed
+the same preprocessed tensors. Batching, padding, warm-up, timing and the latency record are those of
+deploy.runners.execution. All backends stay loaded and are timed in turns (A, B, A, B, ...) at each batch
+size, so a slow spell of a shared machine hits them alike; they never run at the same moment.
 """
 import os
 import sys
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -16,14 +20,16 @@ from deploy.errors import UserError
 from deploy.images import SAMPLES_DIR
 from deploy.metadata import ModelInfo, read_model_info
 from deploy.preprocess import PreprocessSpec
+from deploy.runners.execution import (UNSTABLE_SPREAD, artifact_kind, batch_plan, fixed_batch_size, infer_all,
+                                      latency_record, logits_of, max_batch_size, pad_batch, time_interleaved,
+                                      warm_up)
 
 from .environment import collect_environment, cpu_count
 
-INPUT_NAME = "input"
-OUTPUT_NAME = "logits"
-ONNX_SUFFIX = ".onnx"
 DEFAULT_BATCH_SIZES = (1, 8, 32)
-PERCENTILES = (50, 90, 99)
+DEVICES = ("cpu", "cuda")
+# fp16: half precision and channels-last, the fair reference for a TensorRT FP16 engine on a GPU
+REFERENCE_PRECISIONS = ("fp32", "fp16")
 
 
 @dataclass
@@ -37,6 +43,8 @@ class BenchmarkOptions:
     num_images: int = 256
     seed: int = 0
     progress: bool = True
+    reference_precision: str = "fp32"
+    strict: bool = False  # --weights that are not the artifact's checkpoint: an error instead of a warning
 
     def resolved_threads(self) -> int:
         return int(self.threads or cpu_count())
@@ -85,12 +93,20 @@ class EvalImages:
 
 @dataclass
 class Timing:
+    """One batch size of one backend: the latency record of deploy.runners.execution (end to end) and, where
+    the backend has a device clock, the same record for compute alone."""
+
     batch_size: int
-    iterations: int
-    throughput: float  # images per second, end to end
-    latency_ms: Dict[str, float]  # mean, p50, p90, p99
-    compute_throughput: Optional[float] = None
-    compute_ms: Optional[Dict[str, float]] = None
+    latency: Dict[str, object]
+    compute: Optional[Dict[str, object]] = None
+
+    @property
+    def images_per_s(self) -> float:
+        return float(self.latency["images_per_s"])
+
+    @property
+    def unstable(self) -> bool:
+        return bool(self.latency["unstable"])
 
 
 @dataclass
@@ -135,12 +151,25 @@ class BenchmarkResult:
             return []
         return [a for a in self.artifacts if a.top1_drop is not None and a.top1_drop > max_top1_drop]
 
+    def speedups(self) -> Dict[str, Dict[int, float]]:
+        """{artifact name: {batch size: reference p50 / artifact p50}}: ratios of medians, never of means."""
+        ratios = {}
+        for backend in self.artifacts:
+            for timing in backend.timings:
+                ref = self.reference.timing(timing.batch_size)
+                if ref is not None:
+                    ratios.setdefault(backend.name, {})[timing.batch_size] = (
+                        float(ref.latency["p50_ms"]) / float(timing.latency["p50_ms"]))
+        return ratios
+
     def to_dict(self) -> Dict[str, object]:
         return {
             "arch": self.arch,
             "weights": self.weights,
             "reference": asdict(self.reference),
             "artifacts": [asdict(a) for a in self.artifacts],
+            "speedups_p50": {name: {str(b): r for b, r in by_batch.items()}
+                             for name, by_batch in self.speedups().items()},
             "data": self.data,
             "options": self.options,
             "environment": self.environment,
@@ -148,20 +177,77 @@ class BenchmarkResult:
         }
 
 
-# -- the reference and the artifacts ---------------------------------------------------------------------
+# -- the artifacts and the reference ---------------------------------------------------------------------
 
-def load_reference(arch: str, weights=None, input_size: Optional[int] = None) -> Reference:
+# What every artifact of one run must agree on, as (field name in errors, getter).
+AGREED_FIELDS = (
+    ("arch", lambda info: info.arch),
+    ("num_classes", lambda info: info.num_classes),
+    ("input_size", lambda info: info.preprocess.input_size),
+    ("resize_size", lambda info: info.preprocess.resize_size),
+    ("interpolation", lambda info: info.preprocess.interpolation),
+    ("mean", lambda info: tuple(round(float(v), 6) for v in info.preprocess.mean)),
+    ("std", lambda info: tuple(round(float(v), 6) for v in info.preprocess.std)),
+)
+
+
+def tensorrt_available() -> bool:
+    try:
+        from deploy.trt.compat import tensorrt_available as probe
+    except ImportError:
+        import importlib.util
+        return importlib.util.find_spec("tensorrt") is not None
+    return bool(probe())
+
+
+def read_artifacts(paths: Sequence[str]) -> List[Artifact]:
+    """Each artifact's kind and metadata; artifacts that disagree on what the reference is are an error."""
+    if not paths:
+        raise UserError("give at least one artifact (ONNX model or TensorRT engine)")
+    artifacts = []
+    for path in paths:
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise UserError("no such artifact: {}".format(path))
+        kind = artifact_kind(path)
+        if kind == "engine" and not tensorrt_available():
+            raise UserError("{} is a TensorRT engine, but TensorRT is not installed here (the tensorrt Python "
+                            "package cannot be imported); benchmark its ONNX model instead".format(path))
+        artifacts.append(Artifact(path, kind, read_model_info(path)))
+    first = artifacts[0]
+    for other in artifacts[1:]:
+        for name, get in AGREED_FIELDS:
+            if get(other.info) != get(first.info):
+                raise UserError("the artifacts disagree on {}: {} has {}, {} has {}; benchmark them separately"
+                                .format(name, first.name, _show(get(first.info)), other.name, _show(get(other.info))))
+    return artifacts
+
+
+def _show(value) -> str:
+    return ",".join("{:g}".format(v) for v in value) if isinstance(value, tuple) else str(value)
+
+
+def load_reference(arch: str, weights=None, input_size: Optional[int] = None, num_classes: Optional[int] = None,
+                   spec: Optional[PreprocessSpec] = None) -> Reference:
+    """The PyTorch model ``arch`` with ``weights`` (else random, seed 0), preprocessing ``spec`` (else the
+    zoo's), at ``input_size`` when given. ``num_classes`` applies to random weights; a checkpoint has its own."""
     import models
     from exporter.api import model_num_classes, preprocess_for
 
-    model, checkpoint = models.load_model(arch, weights)
+    model, checkpoint = models.load_model(arch, weights, num_classes=None if weights else num_classes)
+    if spec is not None:
+        model.preprocess = spec  # the artifact's preprocessing, so the reference sees the same images
     spec = preprocess_for(model, int(input_size or model.preprocess.input_size))
     return Reference(arch, model, spec, model_num_classes(model), checkpoint is None,
                      checkpoint.sha256 if checkpoint else "")
 
 
-def artifact_kind(path: str) -> str:
-    return "onnx" if path.lower().endswith(ONNX_SUFFIX) else "engine"
+def reference_for(artifacts: Sequence[Artifact], arch: Optional[str] = None, weights=None,
+                  input_size: Optional[int] = None) -> Reference:
+    """The reference the first artifact describes (architecture, classes, preprocessing); flags override."""
+    info = artifacts[0].info
+    return load_reference(arch or info.arch, weights, input_size, num_classes=info.num_classes,
+                          spec=info.preprocess)
 
 
 def _describe_spec(spec: PreprocessSpec) -> str:
@@ -177,10 +263,10 @@ def check_artifact(artifact: Artifact, reference: Reference) -> List[str]:
     """Raise UserError when the artifact cannot be compared with the reference; return softer notes."""
     info = artifact.info
     if info.preprocess.input_size != reference.spec.input_size:
-        raise UserError("{} takes {}x{} input but the reference {} is set up for {}x{}; pass --input-size {} if "
-                        "the reference should use it".format(
-                            artifact.name, info.preprocess.input_size, info.preprocess.input_size, reference.arch,
-                            reference.spec.input_size, reference.spec.input_size, info.preprocess.input_size))
+        raise UserError("{} takes {}x{} input but the reference {} is set up for {}x{}; drop --input-size or give "
+                        "--input-size {}".format(artifact.name, info.preprocess.input_size,
+                                                 info.preprocess.input_size, reference.arch, reference.spec.input_size,
+                                                 reference.spec.input_size, info.preprocess.input_size))
     if info.num_classes != reference.num_classes:
         raise UserError("{} has {} classes but the reference {} has {}; give the weights it was exported from".format(
             artifact.name, info.num_classes, reference.arch, reference.num_classes))
@@ -192,37 +278,32 @@ def check_artifact(artifact: Artifact, reference: Reference) -> List[str]:
     notes = []
     if info.arch != reference.arch:
         notes.append("{} was exported from {}, the reference is {}".format(artifact.name, info.arch, reference.arch))
-    if info.checkpoint_sha256 != reference.checkpoint_sha256:
-        notes.append("{} was exported from other weights than the reference's ({})".format(
-            artifact.name, "random" if not info.checkpoint_sha256 else "checkpoint " + info.checkpoint_sha256[:12]))
     return notes
 
 
-def tensorrt_available() -> bool:
-    try:
-        from deploy.trt.compat import tensorrt_available as probe
-    except ImportError:
-        import importlib.util
-        return importlib.util.find_spec("tensorrt") is not None
-    return bool(probe())
+def check_weights(artifact: Artifact, reference: Reference, strict: bool = False) -> Optional[str]:
+    """One line when the reference's weights are not those the artifact was exported from (the checkpoint
+    sha256 in its metadata); with ``strict`` and a --weights file, an error."""
+    expected, actual = artifact.info.checkpoint_sha256, reference.checkpoint_sha256
+    if expected == actual:
+        return None
+    exported = "sha256 " + expected[:12] if expected else "random weights"
+    if reference.random_weights:
+        return "{} was exported from a checkpoint ({}) but the reference has random weights; give --weights".format(
+            artifact.name, exported)
+    message = "--weights (sha256 {}) is not the checkpoint {} was exported from ({})".format(
+        actual[:12], artifact.name, exported)
+    if strict:
+        raise UserError(message)
+    return message + "; --strict makes this an error"
 
 
 def inspect_artifacts(paths: Sequence[str], reference: Reference) -> Tuple[List[Artifact], List[str]]:
-    """Read and check every artifact before anything is timed, so a mismatch fails fast with one line."""
-    if not paths:
-        raise UserError("give at least one artifact (ONNX model or TensorRT engine)")
-    artifacts, notes = [], []
-    for path in paths:
-        path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise UserError("no such artifact: {}".format(path))
-        kind = artifact_kind(path)
-        if kind == "engine" and not tensorrt_available():
-            raise UserError("{} is a TensorRT engine, but TensorRT is not installed here (the tensorrt Python "
-                            "package cannot be imported); benchmark its ONNX model instead".format(path))
-        artifact = Artifact(path, kind, read_model_info(path))
+    """Read and check every artifact against ``reference`` before anything is timed, so a mismatch fails fast."""
+    artifacts = read_artifacts(paths)
+    notes = []
+    for artifact in artifacts:
         notes.extend(check_artifact(artifact, reference))
-        artifacts.append(artifact)
     return artifacts, notes
 
 
@@ -252,12 +333,6 @@ def load_images(data_dir, labels_file, spec: PreprocessSpec, num_images: int, se
                       list(loaded.skipped), loaded)
 
 
-def make_batch(images: np.ndarray, batch_size: int) -> np.ndarray:
-    """``batch_size`` real images, cycling through them when there are fewer."""
-    index = np.arange(batch_size) % len(images)
-    return np.ascontiguousarray(images[index])
-
-
 # -- runners -----------------------------------------------------------------------------------------------
 
 def make_runner(artifact: Artifact, options: BenchmarkOptions):
@@ -270,94 +345,49 @@ def make_runner(artifact: Artifact, options: BenchmarkOptions):
     return TensorRTRunner(artifact.path, use_cuda_graph=options.cuda_graph)
 
 
-def fixed_batch_size(runner) -> Optional[int]:
-    """The batch size a model was exported with, or None when its batch axis is dynamic."""
-    meta = runner.get_input_metadata().get(INPUT_NAME)
-    if meta is None or not meta.shape:
-        return None
-    first = meta.shape[0]
-    return int(first) if isinstance(first, (int, np.integer)) and first > 0 else None
+def skip_reason(runner, batch_size: int) -> Optional[str]:
+    """Why ``runner`` cannot be timed at ``batch_size``, or None."""
+    fixed, limit = fixed_batch_size(runner), max_batch_size(runner)
+    if fixed and batch_size != fixed:
+        return "model has a fixed batch size of {}".format(fixed)
+    if limit and batch_size > limit:
+        return "beyond the engine's profile (max batch {})".format(limit)
+    return None
 
 
-def max_batch_size(runner) -> Optional[int]:
-    """The largest batch of a TensorRT engine's optimization profile; None when unbounded or unknown."""
-    profile = getattr(runner, "profile", None)
-    shapes = profile(INPUT_NAME) if callable(profile) else None
-    return int(shapes[2][0]) if shapes else None
+def compute_logits(runner, images: np.ndarray, options: BenchmarkOptions, bar=None) -> np.ndarray:
+    """Logits of every image, after one warm-up call (the backend's first run pays for initialization)."""
+    step, pad_to = batch_plan(runner, max(options.batch_sizes))
+    warm_up(runner, images[:step], 1, pad_to)
+    on_batch = bar.update if bar is not None else None
+    return logits_of(infer_all(runner, images, max(options.batch_sizes), on_batch))
 
 
-def _infer(runner, batch: np.ndarray) -> np.ndarray:
-    meta = runner.get_input_metadata().get(INPUT_NAME)
-    if meta is not None and meta.dtype != batch.dtype:
-        batch = batch.astype(meta.dtype)  # a model with FP16 I/O gets the same values in its own type
-    outputs = runner.infer({INPUT_NAME: batch})
-    logits = outputs[OUTPUT_NAME] if OUTPUT_NAME in outputs else next(iter(outputs.values()))
-    return np.asarray(logits, dtype=np.float32)
-
-
-def run_all(runner, images: np.ndarray, chunk: int, fixed: Optional[int], bar=None) -> np.ndarray:
-    """Logits of every image, in chunks; a fixed-batch model gets its last chunk padded and trimmed."""
-    size = fixed or chunk
-    logits = []
-    for start in range(0, len(images), size):
-        part = images[start:start + size]
-        count = len(part)
-        if fixed and count < fixed:
-            part = make_batch(part, fixed)
-        logits.append(_infer(runner, part)[:count])
-        if bar is not None:
-            bar.update(count)
-    return np.concatenate(logits)
-
-
-def latency_stats(seconds: Sequence[float]) -> Dict[str, float]:
-    ms = np.asarray(seconds, dtype=np.float64) * 1000.0
-    stats = {"mean": float(ms.mean())}
-    stats.update({"p{}".format(p): float(np.percentile(ms, p)) for p in PERCENTILES})
-    return stats
-
-
-def time_batch(runner, images: np.ndarray, batch_size: int, warmup: int, iterations: int, bar=None) -> Timing:
-    """Time ``iterations`` calls on one batch of real images after 1 + ``warmup`` uncounted calls."""
-    batch = make_batch(images, batch_size)
-    for _ in range(1 + warmup):  # the first call at a new shape pays for allocation and kernel selection
-        _infer(runner, batch)
-    compute = getattr(runner, "compute_times", None)
-    start, compute_start = len(runner.inference_times), len(compute) if compute is not None else 0
-    for _ in range(iterations):
-        _infer(runner, batch)
-        if bar is not None:
-            bar.update(batch_size)
-    wall = runner.inference_times[start:]
-    timing = Timing(batch_size, iterations, batch_size * len(wall) / float(sum(wall)), latency_stats(wall))
-    measured = list(compute[compute_start:]) if compute is not None else []
-    if measured:
-        timing.compute_ms = latency_stats(measured)
-        timing.compute_throughput = batch_size * len(measured) / float(sum(measured))
-    return timing
-
-
-def benchmark_runner(runner, result: BackendResult, images: EvalImages, options: BenchmarkOptions,
-                     bar=None) -> np.ndarray:
-    """Activate, warm up, compute logits of every image, time each batch size; return the logits."""
-    with runner:
-        fixed, limit = fixed_batch_size(runner), max_batch_size(runner)
-        _infer(runner, make_batch(images.array, fixed or 1))  # the backend's first run: a warm-up
-        logits = run_all(runner, images.array, min(max(options.batch_sizes), limit or np.inf), fixed, bar)
-        for batch_size in options.batch_sizes:
-            if fixed and batch_size != fixed:
-                result.skipped_batches[batch_size] = "model has a fixed batch size of {}".format(fixed)
+def time_backends(runners: Sequence, results: Sequence[BackendResult], images: np.ndarray,
+                  options: BenchmarkOptions, bar=None) -> None:
+    """Per batch size, time every runner that can take it, the runners taking turns (A, B, A, B, ...)."""
+    on_call = bar.update if bar is not None else None
+    for batch_size in options.batch_sizes:
+        batch = pad_batch(images[:batch_size], batch_size)
+        timed = []
+        for runner, result in zip(runners, results):
+            reason = skip_reason(runner, batch_size)
+            if reason is None:
+                try:  # the first call at a new shape, alone: a batch an engine refuses fails here, not mid-round
+                    warm_up(runner, batch, 1 + options.warmup)
+                except (UserError, RuntimeError) as exc:
+                    reason = str(exc).splitlines()[0]
+            if reason is not None:
+                result.skipped_batches[batch_size] = reason
                 continue
-            if limit and batch_size > limit:
-                result.skipped_batches[batch_size] = "beyond the engine's profile (max batch {})".format(limit)
-                continue
-            try:
-                result.timings.append(time_batch(runner, images.array, batch_size, options.warmup,
-                                                 options.iterations, bar))
-            except (UserError, RuntimeError) as exc:  # e.g. a batch outside an engine's optimization profile
-                result.skipped_batches[batch_size] = str(exc).splitlines()[0]
-        result.runner = runner.describe()
-    return logits
+            timed.append((runner, result))
+        if not timed:
+            continue
+        clocks = time_interleaved([r for r, _ in timed], [batch] * len(timed), options.iterations, warmup=0,
+                                  on_call=on_call)
+        for (_, result), (wall, compute) in zip(timed, clocks):
+            result.timings.append(Timing(batch_size, latency_record(wall, batch_size),
+                                         latency_record(compute, batch_size)))
 
 
 # -- parity ------------------------------------------------------------------------------------------------
@@ -407,24 +437,37 @@ def validate_options(options: BenchmarkOptions) -> None:
         raise UserError("batch sizes must be positive integers, got {}".format(list(options.batch_sizes)))
     if options.iterations < 1 or options.warmup < 0:
         raise UserError("need --iterations >= 1 and --warmup >= 0")
-    if options.device not in ("cpu", "cuda"):
-        raise UserError("device must be cpu or cuda, got {!r}".format(options.device))
+    if options.device not in DEVICES:
+        raise UserError("device must be one of {}, got {!r}".format(", ".join(DEVICES), options.device))
+    if options.reference_precision not in REFERENCE_PRECISIONS:
+        raise UserError("reference precision must be one of {}, got {!r}".format(
+            ", ".join(REFERENCE_PRECISIONS), options.reference_precision))
     if options.device == "cuda":
         import torch
         if not torch.cuda.is_available():
             raise UserError("--device cuda: PyTorch sees no CUDA GPU on this machine")
 
 
-def benchmark_engine(artifact_paths: Sequence[str], arch: str, weights=None, data_dir=None, labels_file=None,
-                     input_size: Optional[int] = None, options: Optional[BenchmarkOptions] = None,
+def benchmark_engine(artifact_paths: Sequence[str], arch: Optional[str] = None, weights=None, data_dir=None,
+                     labels_file=None, input_size: Optional[int] = None, options: Optional[BenchmarkOptions] = None,
                      reference: Optional[Reference] = None, images: Optional[EvalImages] = None) -> BenchmarkResult:
-    """Check, then measure parity and speed of each artifact and of the PyTorch reference."""
+    """Check, then measure parity and speed of each artifact and of the PyTorch reference.
+
+    ``arch`` and ``input_size`` override what the first artifact's metadata says; everything is checked before
+    any image is decoded.
+    """
     from .torch_runner import TorchRunner
 
     options = options or BenchmarkOptions()
     validate_options(options)
-    reference = reference or load_reference(arch, weights, input_size)
-    artifacts, notes = inspect_artifacts(artifact_paths, reference)  # fails before any image is decoded
+    artifacts = read_artifacts(artifact_paths)
+    reference = reference or reference_for(artifacts, arch, weights, input_size)
+    notes = []
+    for artifact in artifacts:
+        notes.extend(check_artifact(artifact, reference))
+        mismatch = check_weights(artifact, reference, options.strict)
+        if mismatch:
+            notes.append(mismatch)
     if images is None:
         images = load_images(data_dir, labels_file, reference.spec, options.num_images, options.seed,
                              options.progress)
@@ -434,25 +477,35 @@ def benchmark_engine(artifact_paths: Sequence[str], arch: str, weights=None, dat
         notes.append("--cuda-graph applies to TensorRT engines and to PyTorch on --device cuda; nothing used it")
     threads = options.resolved_threads()
 
-    ref_result = BackendResult("pytorch " + reference.arch, "", "pytorch", "fp32", {})
+    ref_result = BackendResult("pytorch " + reference.arch, "", "pytorch", options.reference_precision, {})
     results = [BackendResult(a.name, a.path, a.kind, a.precision, {}) for a in artifacts]
-    bar = _progress_bar(_work_units(1 + len(artifacts), len(images.array), options), options.progress)
-    try:
-        bar.set_description(ref_result.name)
-        runner = TorchRunner(reference.model, threads=threads, device=options.device,
-                             use_cuda_graph=options.cuda_graph)
-        ref_logits = benchmark_runner(runner, ref_result, images, options, bar)
-        score(ref_result, ref_logits, None, images.labels)
-        for artifact, result in zip(artifacts, results):
-            bar.set_description(artifact.name)
-            logits = benchmark_runner(make_runner(artifact, options), result, images, options, bar)
-            score(result, logits, ref_logits, images.labels)
-            result.top1_drop = top1_drop(result, ref_result)
-            if options.device == "cuda" and result.runner.get("providers") == ["CPUExecutionProvider"]:
-                notes.append("{} ran on ONNX Runtime's CPU provider: this onnxruntime has no CUDA provider".format(
-                    artifact.name))
-    finally:
-        bar.close()
+    runners = [TorchRunner(reference.model, threads=threads, device=options.device,
+                           use_cuda_graph=options.cuda_graph, precision=options.reference_precision)]
+    runners += [make_runner(artifact, options) for artifact in artifacts]
+    bar = _progress_bar(_work_units(len(runners), len(images.array), options), options.progress)
+    # Every backend stays loaded, so the timing can interleave them; memory is the price (one model each).
+    with ExitStack() as stack:
+        stack.callback(bar.close)
+        for runner in runners:
+            stack.enter_context(runner)
+        logits = []
+        for runner, result in zip(runners, [ref_result] + results):
+            bar.set_description(result.name)
+            logits.append(compute_logits(runner, images.array, options, bar))
+        bar.set_description("timing")
+        time_backends(runners, [ref_result] + results, images.array, options, bar)
+        for runner, result in zip(runners, [ref_result] + results):
+            result.runner = runner.describe()
+    score(ref_result, logits[0], None, images.labels)
+    for artifact, result, artifact_logits in zip(artifacts, results, logits[1:]):
+        score(result, artifact_logits, logits[0], images.labels)
+        result.top1_drop = top1_drop(result, ref_result)
+        if options.device == "cuda" and result.runner.get("providers") == ["CPUExecutionProvider"]:
+            notes.append("{} ran on ONNX Runtime's CPU provider: this onnxruntime has no CUDA provider".format(
+                artifact.name))
+    notes.extend("{} batch {}: timing unstable (p90/p50 {:.2f} > {}); rerun on a quieter machine".format(
+        result.name, timing.batch_size, timing.latency["spread"], UNSTABLE_SPREAD)
+        for result in [ref_result] + results for timing in result.timings if timing.unstable)
 
     ort = next((r.runner for r in results if r.runner.get("backend") == "onnxruntime"), {})
     ort_settings = {k: ort[k] for k in ("providers", "threads", "graph_optimization_level", "enable_mem_arena")
@@ -468,7 +521,8 @@ def benchmark_engine(artifact_paths: Sequence[str], arch: str, weights=None, dat
               "skipped": [list(s) for s in images.skipped], "input_size": reference.spec.input_size},
         options={"batch_sizes": list(options.batch_sizes), "warmup": options.warmup,
                  "iterations": options.iterations, "threads": threads, "device": options.device,
-                 "cuda_graph": options.cuda_graph, "seed": options.seed},
+                 "cuda_graph": options.cuda_graph, "seed": options.seed,
+                 "reference_precision": options.reference_precision, "interleaved": True},
         environment=collect_environment(threads, ort_settings),
         notes=notes,
     )

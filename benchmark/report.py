@@ -8,11 +8,12 @@ from deploy.fileio import atomic_path, write_json, write_text
 
 from .engine import BackendResult, BenchmarkResult
 
+# the keys of deploy.runners.execution.latency_record, prefixed by which clock they come from
+LATENCY_KEYS = ("runs", "mean_ms", "min_ms", "p50_ms", "p90_ms", "p99_ms", "images_per_s", "spread", "unstable")
 CSV_FIELDS = (
-    "name", "kind", "precision", "batch_size", "throughput_img_s", "latency_mean_ms", "latency_p50_ms",
-    "latency_p90_ms", "latency_p99_ms", "compute_throughput_img_s", "compute_mean_ms", "compute_p50_ms",
-    "compute_p90_ms", "compute_p99_ms", "top1_accuracy", "top5_accuracy", "top1_agreement", "top5_agreement",
-    "max_abs_error", "mean_abs_error", "cosine_similarity", "top1_drop", "path",
+    ("name", "kind", "precision", "batch_size") + tuple("latency_" + k for k in LATENCY_KEYS)
+    + tuple("compute_" + k for k in LATENCY_KEYS) + ("top1_accuracy", "top5_accuracy", "top1_agreement", "top5_agreement",
+    "max_abs_error", "mean_abs_error", "cosine_similarity", "top1_drop", "path")
 )
 
 
@@ -42,19 +43,20 @@ def parity_table(result: BenchmarkResult) -> str:
 
 
 def speed_table(result: BenchmarkResult) -> str:
-    with_compute = any(t.compute_ms for b in result.backends for t in b.timings)
-    header = ["model", "batch", "img/s", "mean ms", "p50 ms", "p90 ms", "p99 ms"]
+    with_compute = any(t.compute for b in result.backends for t in b.timings)
+    header = ["model", "batch", "img/s (p50)", "mean ms", "p50 ms", "p90 ms", "p99 ms", "p90/p50"]
     if with_compute:
         header += ["compute img/s", "compute p50 ms"]
     rows = []
     for backend in result.backends:
         for timing in backend.timings:
-            lat = timing.latency_ms
-            row = [backend.name, timing.batch_size, _fmt(timing.throughput, "{:.1f}"), _fmt(lat["mean"]),
-                   _fmt(lat["p50"]), _fmt(lat["p90"]), _fmt(lat["p99"])]
+            lat = timing.latency
+            spread = _fmt(lat["spread"]) + (" unstable" if lat["unstable"] else "")
+            row = [backend.name, timing.batch_size, _fmt(lat["images_per_s"], "{:.1f}"), _fmt(lat["mean_ms"]),
+                   _fmt(lat["p50_ms"]), _fmt(lat["p90_ms"]), _fmt(lat["p99_ms"]), spread]
             if with_compute:
-                row += [_fmt(timing.compute_throughput, "{:.1f}"),
-                        _fmt(timing.compute_ms["p50"] if timing.compute_ms else None)]
+                row += [_fmt(timing.compute["images_per_s"] if timing.compute else None, "{:.1f}"),
+                        _fmt(timing.compute["p50_ms"] if timing.compute else None)]
             rows.append(row)
         for batch_size, reason in sorted(backend.skipped_batches.items()):
             rows.append([backend.name, batch_size, "skipped: " + reason] + [""] * (len(header) - 3))
@@ -62,16 +64,11 @@ def speed_table(result: BenchmarkResult) -> str:
 
 
 def speedups(result: BenchmarkResult) -> List[str]:
-    """Throughput of each artifact relative to the PyTorch reference, per batch size."""
+    """Speed of each artifact relative to the PyTorch reference, per batch size: a ratio of p50 latencies."""
     lines = []
-    for backend in result.artifacts:
-        parts = []
-        for timing in backend.timings:
-            ref = result.reference.timing(timing.batch_size)
-            if ref is not None:
-                parts.append("batch {}: {:.2f}x".format(timing.batch_size, timing.throughput / ref.throughput))
-        if parts:
-            lines.append("- {} vs PyTorch: {}".format(backend.name, ", ".join(parts)))
+    for name, by_batch in result.speedups().items():
+        parts = ["batch {}: {:.2f}x".format(batch, ratio) for batch, ratio in sorted(by_batch.items())]
+        lines.append("- {} vs PyTorch (p50): {}".format(name, ", ".join(parts)))
     return lines
 
 
@@ -103,7 +100,8 @@ def to_markdown(result: BenchmarkResult, title: Optional[str] = None) -> str:
             result.arch, result.weights, data["num_images"], data["source"],
             "labeled" if data["labeled"] else "unlabeled: accuracy cannot be measured, agreement can",
             data["input_size"], data["input_size"]),
-        "Timing: {} iterations after 1 + {} warm-up runs per batch size, {} threads, device {}.".format(
+        "Timing: {} iterations after 1 + {} warm-up runs per batch size, {} threads, device {}; the backends take "
+        "turns (A, B, A, B, ...); img/s and speed-ups come from p50 latency.".format(
             opts["iterations"], opts["warmup"], opts["threads"], opts["device"]),
         "",
         "## Parity with the PyTorch reference",
@@ -138,10 +136,9 @@ def _csv_row(backend: BackendResult, timing) -> Dict[str, object]:
         "name", "kind", "precision", "top1_accuracy", "top5_accuracy", "top1_agreement", "top5_agreement",
         "max_abs_error", "mean_abs_error", "cosine_similarity", "top1_drop", "path")}
     if timing is not None:
-        row.update({"batch_size": timing.batch_size, "throughput_img_s": timing.throughput,
-                    "compute_throughput_img_s": timing.compute_throughput})
-        row.update({"latency_{}_ms".format(k): v for k, v in timing.latency_ms.items()})
-        row.update({"compute_{}_ms".format(k): v for k, v in (timing.compute_ms or {}).items()})
+        row["batch_size"] = timing.batch_size
+        row.update({"latency_" + k: timing.latency[k] for k in LATENCY_KEYS})
+        row.update({"compute_" + k: timing.compute[k] for k in LATENCY_KEYS if timing.compute})
     return row
 
 
@@ -168,13 +165,18 @@ def plot_latency(result: BenchmarkResult, path: str) -> None:
     try:
         for backend in result.backends:
             if backend.timings:
-                axes.plot([t.batch_size for t in backend.timings], [t.latency_ms["p50"] for t in backend.timings],
-                          marker="o", label=backend.name)
+                lines = axes.plot([t.batch_size for t in backend.timings],
+                                  [t.latency["p50_ms"] for t in backend.timings], marker="o", label=backend.name)
+                unstable = [t for t in backend.timings if t.unstable]
+                if unstable:  # p90/p50 > 1.5: an open ring around the point says "do not trust this one"
+                    axes.scatter([t.batch_size for t in unstable], [t.latency["p50_ms"] for t in unstable], s=160,
+                                 facecolors="none", edgecolors=lines[0].get_color(), linewidths=1.2)
         axes.set_xscale("log", base=2)
         axes.set_yscale("log")
         axes.set_xlabel("batch size")
         axes.set_ylabel("latency p50 (ms)")
-        axes.set_title("Latency against batch size ({} threads)".format(result.options["threads"]))
+        axes.set_title("Latency against batch size ({} threads; ringed: unstable, p90/p50 > 1.5)".format(
+            result.options["threads"]), fontsize=9)
         axes.grid(True, which="both", alpha=0.3)
         axes.legend(fontsize=7)
         _save_figure(figure, path)
@@ -193,14 +195,15 @@ def plot_accuracy_throughput(result: BenchmarkResult, path: str) -> None:
         for backend in result.backends:
             if not backend.timings:
                 continue
-            best = max(backend.timings, key=lambda t: t.throughput)
+            best = max(backend.timings, key=lambda t: t.images_per_s)
             y = backend.top1_accuracy if labeled else (100.0 if backend.kind == "pytorch" else backend.top1_agreement)
             if y is None:
                 continue
-            axes.scatter([best.throughput], [y], s=40)
-            axes.annotate("{} (b{})".format(backend.name, best.batch_size), (best.throughput, y), fontsize=7,
+            axes.scatter([best.images_per_s], [y], s=40)
+            axes.annotate("{} (b{}{})".format(backend.name, best.batch_size, ", unstable" if best.unstable else ""),
+                          (best.images_per_s, y), fontsize=7,
                           xytext=(4, 4), textcoords="offset points")
-        axes.set_xlabel("throughput (images/s, best batch size)")
+        axes.set_xlabel("throughput (images/s at p50 latency, best batch size)")
         axes.set_ylabel("top-1 accuracy (%)" if labeled else "top-1 agreement with PyTorch (%)")
         axes.set_title("Accuracy against throughput")
         axes.grid(True, alpha=0.3)

@@ -88,7 +88,7 @@ def find_weights(weights_dir, arch: str) -> Optional[str]:
 
 def _p50(backend) -> Optional[float]:
     timing = backend.timings[0] if backend.timings else None
-    return timing.latency_ms["p50"] if timing else None
+    return timing.latency["p50_ms"] if timing else None
 
 
 def measure_model(arch: str, method: str, cnn: str, out_dir: str, weights: Optional[str], images: EvalImages,

@@ -317,8 +317,9 @@ def _augmented_session(model, names: Sequence[str]):
 
 
 def _fixed_batch(model) -> Optional[int]:
+    from deploy.runners.execution import fixed_batch_from_shape  # the one "fixed batch?" rule
     dim = model.graph.input[0].type.tensor_type.shape.dim[0]
-    return dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else None
+    return fixed_batch_from_shape((dim.dim_value if dim.HasField("dim_value") else None,))
 
 
 def collect_statistics(model, images: np.ndarray, progress: bool = True) -> Tuple["OrderedDict[str, TensorStats]", int]:

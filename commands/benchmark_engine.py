@@ -1,6 +1,8 @@
 """`cli.py benchmark-engine`: parity and speed of ONNX models and TensorRT engines against PyTorch."""
 import click
 
+from benchmark.engine import DEFAULT_BATCH_SIZES, DEVICES, REFERENCE_PRECISIONS
+
 from .common import emit_json, json_option, note, stderr_is_tty
 
 
@@ -22,19 +24,25 @@ def _batch_sizes_callback(ctx, param, value):
 
 @click.command("benchmark-engine")
 @click.argument("artifacts", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--reference", "arch", required=True, help="Zoo model the artifacts were exported from.")
-@click.option("--weights", type=click.Path(dir_okay=False), help="Checkpoint of the reference (default: random).")
-@click.option("--input-size", type=click.IntRange(min=32), help="Reference input size (default: the zoo's, 224).")
+@click.option("--reference", "arch", help="Zoo model of the reference (default: the arch in the artifact's metadata).")
+@click.option("--weights", type=click.Path(dir_okay=False), help="Checkpoint of the reference (default: random); "
+              "checked against the checkpoint sha256 in the artifact's metadata.")
+@click.option("--strict", is_flag=True, help="--weights that are not the artifact's checkpoint: an error, not a warning.")
+@click.option("--input-size", type=click.IntRange(min=32), help="Reference input size (default: the artifact's).")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False),
               help="Image folder (ImageFolder tree or flat). Default: the shipped sample photos, unlabeled.")
 @click.option("--labels", "labels_file", type=click.Path(dir_okay=False), help="Labels file for a flat --data.")
 @click.option("--num-images", type=click.IntRange(min=1), default=256, show_default=True)
-@click.option("--batch-sizes", default="1,8,32", show_default=True, callback=_batch_sizes_callback)
+@click.option("--batch-sizes", default=",".join(str(b) for b in DEFAULT_BATCH_SIZES), show_default=True,
+              callback=_batch_sizes_callback)
 @click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True,
               help="Uncounted runs per batch size after the first one.")
 @click.option("--iterations", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for every backend (default: all cores).")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default=DEVICES[0], show_default=True)
+@click.option("--reference-precision", type=click.Choice(REFERENCE_PRECISIONS), default=REFERENCE_PRECISIONS[0],
+              show_default=True, help="fp16: the PyTorch reference in half precision and channels-last, the fair "
+                                      "comparison for an FP16 engine on a GPU.")
 @click.option("--cuda-graph", is_flag=True, help="Replay CUDA graphs (TensorRT engines, PyTorch on CUDA).")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False),
               help="Write benchmark.md/.json/.csv and PNG plots here.")
@@ -42,24 +50,27 @@ def _batch_sizes_callback(ctx, param, value):
               help="Fail (exit 1) when an artifact loses more top-1 points than this vs the reference.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Which images are drawn from --data.")
 @json_option
-def benchmark_engine_command(artifacts, arch, weights, input_size, data_dir, labels_file, num_images, batch_sizes,
-                             warmup, iterations, threads, device, cuda_graph, report_dir, max_top1_drop, seed,
-                             as_json):
+def benchmark_engine_command(artifacts, arch, weights, strict, input_size, data_dir, labels_file, num_images,
+                             batch_sizes, warmup, iterations, threads, device, reference_precision, cuda_graph,
+                             report_dir, max_top1_drop, seed, as_json):
     """Measure ARTIFACTS (ONNX models of any precision, TensorRT engines) against the PyTorch reference.
 
-    Every backend gets the same preprocessed real images: top-1/top-5 accuracy (with labels), agreement with
-    PyTorch, logit errors, then images/s and latency mean/p50/p90/p99 per batch size.
+    The reference's architecture, input size, classes and preprocessing come from the first artifact's metadata;
+    all artifacts must agree on them. Every backend gets the same preprocessed real images: top-1/top-5
+    accuracy (with labels), agreement with PyTorch, logit errors, then, with the backends taking turns, latency
+    mean/p50/p90/p99, images/s at p50 and the spread p90/p50 per batch size (above 1.5: unstable).
     """
     from benchmark.engine import BenchmarkOptions, benchmark_engine
     from benchmark.report import to_markdown, write_report
 
     options = BenchmarkOptions(batch_sizes=batch_sizes, warmup=warmup, iterations=iterations, threads=threads,
                                device=device, cuda_graph=cuda_graph, num_images=num_images, seed=seed,
-                               progress=stderr_is_tty() and not as_json)
+                               progress=stderr_is_tty() and not as_json, reference_precision=reference_precision,
+                               strict=strict)
     result = benchmark_engine(artifacts, arch, weights=weights, data_dir=data_dir, labels_file=labels_file,
                               input_size=input_size, options=options)
     if weights is None:
-        note("no --weights given: the reference {} has random weights (seed 0)".format(arch))
+        note("no --weights given: the reference {} has random weights (seed 0)".format(result.arch))
     for message in result.notes:
         note(message)
     payload = result.to_dict()

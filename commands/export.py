@@ -1,6 +1,8 @@
 """`cli.py export`: a zoo model to a checked, simplified ONNX model with its parity report."""
 import click
 
+from exporter.attention_form_options import DEFAULT_FORM, FORMS
+
 from .common import emit_json, json_option, note
 
 
@@ -25,8 +27,7 @@ def _parse_k_size(value):
 @click.option("--k-size", help="ECA kernels: 'adaptive', one odd int, or one per stage like 3,5,5,7.")
 @click.option("--eca-convs", type=click.IntRange(min=1), help="Stack n 1-D convs in each ECA module.")
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim.")
-# Choices and default mirror exporter.attention_forms (FORMS, DEFAULT_FORM), not imported here: it loads onnx.
-@click.option("--attention-form", type=click.Choice(["nchwc", "lean"]), default="lean", show_default=True,
+@click.option("--attention-form", type=click.Choice(FORMS), default=DEFAULT_FORM, show_default=True,
               help="How attention gates are written: nchwc runs faster in ONNX Runtime FP32 on x86 CPUs; lean is the "
                    "plain graph, for TensorRT and for INT8 calibration.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,

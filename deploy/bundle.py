@@ -19,12 +19,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from .errors import UserError
 from .fileio import atomic_path, sha256_file, write_json, write_text
+from .runners.execution import ENGINE_SUFFIXES, ONNX_SUFFIXES
 
 DEPLOY_DIR = os.path.dirname(os.path.abspath(__file__))
-MODEL_SUFFIXES = (".onnx",)
+MODEL_SUFFIXES = ONNX_SUFFIXES
 CACHE_SUFFIXES = (".cache", ".calib")
 LABEL_SUFFIXES = (".txt", ".labels", ".names")
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 TAR_SUFFIXES = (".tar.gz", ".tgz")
 # What Jetsons run: the trtexec lines are written for these TensorRT versions.
 TARGETS = (("JetPack 6, TensorRT 10.3", "10.3.0"), ("JetPack 5, TensorRT 8.5", "8.5.2"))

@@ -8,8 +8,9 @@ use and caches it (deploy.trt.engine_cache). INPUTS are image files or folders; 
 Every image goes through the model's own preprocessing, read from its metadata (or the engine's sidecar).
 Output: the top-k classes per image, with ImageNet names for 1000-class models (``--labels`` overrides).
 With ``--json``: one JSON object per line and image ({"path", "topk", "names", "probs"}, softmax
-probabilities), then one last line {"summary": {...}} with the latency statistics, all on stdout (notes go to
-stderr). Latency is the runner's time per batch (end to end; for TensorRT also GPU compute alone), after one
+probabilities), then one last line {"summary": {...}} with the latency record of deploy.runners.execution
+(runs, batch_size, mean_ms, min_ms, p50_ms, p90_ms, p99_ms, images_per_s, spread, unstable), all on stdout
+(notes go to stderr). Latency is the runner's time per batch (end to end; for TensorRT also GPU compute alone), after one
 untimed warm-up run of the first batch; preprocessing is not included. On a Jetson the summary adds the power
 mode (nvpmodel) and, with jetson-stats installed, the board's power draw.
 
@@ -29,10 +30,10 @@ from .errors import MissingDependencyError, UserError
 from .images import collect_images
 from .metadata import read_model_info
 from .preprocess import PreprocessSpec, decode_image, preprocess_image
-from .runners.base import pad_batch
+from .runners.execution import (Clocks, artifact_kind, fixed_batch_size, infer_batch, input_name as image_input,
+                                latency_record, output_name, warm_up)
 
 IMAGENET_CLASSES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "imagenet_classes.tsv")
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
 
 # -- labels and scores ------------------------------------------------------------------------------------------
@@ -62,15 +63,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits.astype(np.float64) - np.max(logits, axis=-1, keepdims=True)
     exp = np.exp(shifted)
     return exp / np.sum(exp, axis=-1, keepdims=True)
-
-
-def latency_stats(times_s: Sequence[float], images: int) -> Optional[Dict[str, float]]:
-    if not times_s:
-        return None
-    ms = np.asarray(times_s, dtype=np.float64) * 1000.0
-    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
-    return {"batches": int(len(ms)), "mean_ms": float(ms.mean()), "p50_ms": float(p50), "p90_ms": float(p90),
-            "p99_ms": float(p99), "images_per_s": float(images / (ms.sum() / 1000.0)) if ms.sum() > 0 else 0.0}
 
 
 # -- frames -----------------------------------------------------------------------------------------------------
@@ -172,7 +164,7 @@ def open_runner(args):
     path = args.model
     if not os.path.isfile(path):
         raise UserError("no such model file: {}".format(path))
-    if path.lower().endswith(".onnx"):
+    if artifact_kind(path) == "onnx":
         if not args.trt:
             from .runners.onnxruntime import OnnxRuntimeRunner
             if args.cuda_graph:
@@ -180,8 +172,6 @@ def open_runner(args):
             providers = [p.strip() for p in args.providers.split(",") if p.strip()]
             return OnnxRuntimeRunner(path, providers=providers), path
         path = _trt_engine_for(args)
-    elif not path.lower().endswith(ENGINE_SUFFIXES):
-        raise UserError("{}: expected an .onnx model or a TensorRT engine ({})".format(path, ", ".join(ENGINE_SUFFIXES)))
     from .runners.tensorrt import TensorRTRunner
     return TensorRTRunner(path, use_cuda_graph=args.cuda_graph), path
 
@@ -193,12 +183,13 @@ def choose_batch(runner, requested: Optional[int]) -> Tuple[str, int, bool]:
     inputs = runner.get_input_metadata()
     if len(inputs) != 1:
         raise UserError("expected a classifier with one image input, the model has {}".format(sorted(inputs)))
-    name, meta = next(iter(inputs.items()))
-    first = meta.shape[0] if meta.shape else None
-    if isinstance(first, int) and first > 0:
-        if requested is not None and requested != first:
-            note("the model has a static batch of {}; using it instead of --batch {}".format(first, requested))
-        return name, first, True
+    name = image_input(runner)
+    meta = inputs[name]
+    fixed = fixed_batch_size(runner, name)
+    if fixed:
+        if requested is not None and requested != fixed:
+            note("the model has a static batch of {}; using it instead of --batch {}".format(fixed, requested))
+        return name, fixed, True
     batch = requested or 1
     profile = runner.profile(name) if hasattr(runner, "profile") else None
     if profile is not None:
@@ -207,29 +198,22 @@ def choose_batch(runner, requested: Optional[int]) -> Tuple[str, int, bool]:
     return name, batch, False
 
 
-def _output_name(runner) -> str:
-    outputs = list(runner.get_output_metadata())
-    return "logits" if "logits" in outputs else outputs[0]
-
-
 # -- the run ----------------------------------------------------------------------------------------------------
 
 def classify(runner, frames: Iterator, spec: PreprocessSpec, input_name: str, batch_size: int, static: bool,
-             k: int, labels: Optional[List[str]]) -> Iterator[Dict[str, object]]:
-    """Per-image results; the runner's clocks hold one entry per timed batch when this is exhausted."""
-    output_name, warmed = _output_name(runner), False
+             k: int, labels: Optional[List[str]], timed: Optional[List[Clocks]] = None
+             ) -> Iterator[Dict[str, object]]:
+    """Per-image results. ``timed`` receives the Clocks of the timed batches: every batch, after one untimed
+    warm-up run of the first."""
+    timed = [] if timed is None else timed
+    output, pad_to = output_name(runner), batch_size if static else None
     for batch in batched(frames, batch_size):
         names = [name for name, _ in batch]
         array = np.stack([preprocess_image(image, spec) for _, image in batch]).astype(np.float32, copy=False)
-        if static:  # a static engine takes full batches: pad with the last image
-            array = pad_batch(array, batch_size)
-        feed = {input_name: array}
-        if not warmed:  # the first run pays for lazy initialization; it is not timed
-            runner.infer(feed)
-            del runner.inference_times[:]
-            del getattr(runner, "compute_times", [])[:]
-            warmed = True
-        logits = np.asarray(runner.infer(feed)[output_name])[:len(batch)]
+        if not timed:  # the first run pays for lazy initialization; it is not timed
+            warm_up(runner, array, 1, pad_to)
+            timed.append(Clocks(runner))
+        logits = infer_batch(runner, array, pad_to, input_name)[output]
         probabilities = softmax(logits.reshape(len(batch), -1))
         for row, name in enumerate(names):
             indices = [int(i) for i in topk_indices(probabilities[row], k)]
@@ -258,10 +242,12 @@ def _print_summary(summary: Dict[str, object]) -> None:
     print("runner: {} {}".format(runner.get("backend"), extra).rstrip())
     latency = summary["latency"]
     if latency:
-        print("{} images in {} batches of {}: latency mean {:.2f} ms, p50 {:.2f}, p90 {:.2f}, p99 {:.2f} ms; "
-              "{:.1f} images/s (end to end per batch, preprocessing excluded, after 1 warm-up batch)".format(
-                  summary["images"], latency["batches"], summary["batch_size"], latency["mean_ms"],
-                  latency["p50_ms"], latency["p90_ms"], latency["p99_ms"], latency["images_per_s"]))
+        print("{} images, {} timed batches of {}: latency mean {:.2f} ms, p50 {:.2f}, p90 {:.2f}, p99 {:.2f} ms{}; "
+              "{:.1f} images/s at p50 (end to end per batch, preprocessing excluded, after 1 warm-up batch)".format(
+                  summary["images"], latency["runs"], summary["batch_size"], latency["mean_ms"],
+                  latency["p50_ms"], latency["p90_ms"], latency["p99_ms"],
+                  " (unstable: p90/p50 {:.2f})".format(latency["spread"]) if latency["unstable"] else "",
+                  latency["images_per_s"]))
     compute = summary.get("compute")
     if compute:
         print("GPU compute per batch: mean {:.2f} ms, p50 {:.2f}, p90 {:.2f}, p99 {:.2f} ms".format(
@@ -296,17 +282,17 @@ def run(args: argparse.Namespace) -> int:
     frames = image_frames(args.inputs) if args.inputs else capture_frames(args)
     with runner:
         input_name, batch_size, static = choose_batch(runner, args.batch)
-        images = 0
+        images, timed = 0, []
         for result in classify(runner, limited(frames, args.max_frames), info.preprocess, input_name, batch_size,
-                               static, args.top_k, labels):
+                               static, args.top_k, labels, timed):
             _print_result(result, args.json)
             images += 1
         if images == 0:
             raise UserError("no image could be classified")
         described = runner.describe()
         summary = {"model": args.model, "runner": described, "batch_size": batch_size, "images": images,
-                   "latency": latency_stats(runner.inference_times, images),
-                   "compute": latency_stats(getattr(runner, "compute_times", []), images) or None}
+                   "latency": latency_record(timed[0].wall(), batch_size),
+                   "compute": latency_record(timed[0].compute(), batch_size)}
     for message in described.get("notes") or []:
         note(message)
     jetson = jetson_report()

@@ -45,13 +45,8 @@ from onnx import helper, numpy_helper, shape_inference
 
 from deploy.errors import UserError
 
+from .attention_form_options import DEFAULT_FORM, FORMS  # noqa: F401  (declared once, re-exported here)
 from .onnx_graph import GraphIndex
-
-FORMS = ("nchwc", "lean")
-# The export default stays lean until `calibrate` starts from to_lean(model): a Q/DQ model made from the nchwc
-# graph quantizes the inserted convolutions (slower on the CPU, and it lost INT8 accuracy on the digits test).
-# Flip this and the default of `cli.py export --attention-form` together with that change.
-DEFAULT_FORM = "lean"
 METADATA_KEY = "attention_form"
 
 MARKER = "nchwc_"  # last name segment of every node this pass inserts; to_lean removes exactly those

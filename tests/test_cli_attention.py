@@ -90,3 +90,14 @@ def test_unlabeled_images_and_wrong_deployed_model_are_refused(digits_split, dig
     result = runner.invoke(cli, ["attention", "se_resnet18", "--weights", digits_se_checkpoint,
                                  "--data", digits_split[1], "--deployed", digits_eca_onnx, "--out", str(tmp_path)])
     assert result.exit_code == 2 and "the deployed model is eca_resnet18, not se_resnet18" in result.output
+
+
+def test_an_input_size_other_than_the_deployed_models_is_refused(digits_split, digits_eca_checkpoint,
+                                                                 digits_eca_onnx, tmp_path):
+    """Without --input-size the deployed model's (32) is used (see `compared`); another one is refused."""
+    result = CliRunner().invoke(cli, ["attention", "eca_resnet18", "--weights", digits_eca_checkpoint,
+                                      "--data", digits_split[1], "--deployed", digits_eca_onnx, "--input-size", "64",
+                                      "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == (
+        "error: --input-size 64 differs from the deployed model's input size 32")

@@ -6,6 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli import cli
+from deploy.fileio import sha256_file
 from tests.digits import INPUT_SIZE
 
 FAST = ["--batch-sizes", "1,4", "--iterations", "2", "--warmup", "0", "--threads", "2"]
@@ -54,22 +55,37 @@ def test_top1_drop_breach_exits_1_after_the_report(digits_eca_onnx, wrong_weight
     error = result.stderr.strip().splitlines()[-1]
     assert error.startswith("error: top-1 drop above 5 points (accuracy): eca_random.onnx ")
     assert "eca_digits.onnx" not in error
-    assert "exported from other weights" in result.stderr
+    assert ("note: --weights (sha256 {}) is not the checkpoint eca_random.onnx was exported from (random weights); "
+            "--strict makes this an error".format(sha256_file(digits_eca_checkpoint)[:12])) in result.stderr
 
 
-def test_mismatched_input_size_exits_2_before_timing(digits_eca_onnx, digits_eca_checkpoint):
-    result = invoke([digits_eca_onnx, "--reference", "eca_resnet18", "--weights", digits_eca_checkpoint] + FAST)
+def test_an_input_size_override_that_disagrees_exits_2_before_timing(digits_eca_onnx, digits_eca_checkpoint):
+    result = invoke([digits_eca_onnx, "--weights", digits_eca_checkpoint, "--input-size", "64"] + FAST)
     assert result.exit_code == 2
     assert result.stdout == ""
     assert result.stderr.strip().splitlines() == [
-        "error: eca_digits.onnx takes 32x32 input but the reference eca_resnet18 is set up for 224x224; "
-        "pass --input-size 32 if the reference should use it"]
+        "error: eca_digits.onnx takes 32x32 input but the reference eca_resnet18 is set up for 64x64; "
+        "drop --input-size or give --input-size 32"]
 
 
-def test_mismatched_classes_exit_2(digits_eca_onnx):
-    result = invoke([digits_eca_onnx, "--reference", "eca_resnet18", "--input-size", str(INPUT_SIZE)] + FAST)
+def test_mismatched_classes_exit_2(tiny_imagenet_onnx, digits_eca_checkpoint):
+    result = invoke([tiny_imagenet_onnx, "--weights", digits_eca_checkpoint] + FAST)
     assert result.exit_code == 2 and result.stdout == ""
-    assert "has 10 classes but the reference eca_resnet18 has 1000" in result.stderr
+    assert "tiny_eca.onnx has 1000 classes but the reference eca_resnet18 has 10" in result.stderr
+
+
+def test_the_artifact_says_what_the_reference_is(digits_eca_onnx, digits_eca_checkpoint, digits_split):
+    """Only the artifact and its checkpoint: architecture, input size, classes and preprocessing from metadata."""
+    result = invoke([digits_eca_onnx, "--weights", digits_eca_checkpoint, "--data", digits_split[1],
+                     "--num-images", "16", "--json"] + FAST)
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["arch"] == "eca_resnet18" and payload["data"]["input_size"] == INPUT_SIZE
+    assert payload["artifacts"][0]["top1_agreement"] == 100.0
+    latency = payload["artifacts"][0]["timings"][0]["latency"]
+    assert sorted(latency) == ["batch_size", "images_per_s", "mean_ms", "min_ms", "p50_ms", "p90_ms", "p99_ms",
+                               "runs", "spread", "unstable"]
+    assert "not the checkpoint" not in result.stderr
 
 
 def test_sample_photos_only_when_data_is_not_given(digits_eca_onnx, digits_eca_checkpoint, tmp_path):

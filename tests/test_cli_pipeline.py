@@ -102,4 +102,4 @@ def test_pipeline_builds_and_benchmarks_engines(digits_eca_checkpoint, small_dat
     assert len(engines) == 2
     for entry in engines:
         assert entry["top1_agreement"] >= 95.0
-        assert all(t["compute_ms"] and t["compute_ms"]["p50"] > 0 for t in entry["timings"])
+        assert all(t["compute"] and t["compute"]["p50_ms"] > 0 for t in entry["timings"])

@@ -17,7 +17,8 @@ import onnx
 from onnx import TensorProto, helper
 
 from deploy.errors import UserError
-from deploy.runners import OnnxRuntimeRunner, pad_batch
+from deploy.runners import OnnxRuntimeRunner
+from deploy.runners.execution import infer_all
 
 from .hooks import AttentionBlock
 
@@ -71,8 +72,8 @@ def detect_precision(model: onnx.ModelProto) -> str:
 class DeployedAttention:
     """Context manager: the exposed copy of ``onnx_path`` loaded in ONNX Runtime (CPU provider).
 
-    ``infer(batch)`` returns (logits, {block name: (N, C) float32}) for a float32 batch of any size; a model
-    with a fixed batch dimension is run in slices of that size, the last one padded.
+    ``infer(batch)`` returns (logits, {block name: (N, C) float32}) for a float32 batch of any size; batching,
+    fixed-batch models and padding follow deploy.runners.execution.
     """
 
     def __init__(self, onnx_path, blocks: Sequence[AttentionBlock], providers: Sequence[str] = ("cpu",),
@@ -85,15 +86,12 @@ class DeployedAttention:
         self._tmp = None
         self._runner = None
         self._outputs: Dict[str, str] = {}
-        self._input = self._logits = None
-        self._input_dtype = np.float32
-        self._fixed_batch = None
+        self._logits = None
 
     def __enter__(self) -> "DeployedAttention":
         model = _load(self.onnx_path)
         self.precision = detect_precision(model)
         self._outputs = expose_attention(model, self.blocks)
-        self._input = model.graph.input[0].name
         self._logits = model.graph.output[0].name
         self._tmp = tempfile.TemporaryDirectory(prefix="eca-attention-")
         path = os.path.join(self._tmp.name, "exposed.onnx")
@@ -106,9 +104,6 @@ class DeployedAttention:
         except BaseException:
             self._tmp.cleanup()
             raise
-        meta = self._runner.get_input_metadata()[self._input]
-        self._input_dtype = meta.dtype
-        self._fixed_batch = meta.shape[0] if meta.shape and isinstance(meta.shape[0], int) else None
         return self
 
     def __exit__(self, *exc) -> None:
@@ -122,21 +117,11 @@ class DeployedAttention:
         return self._runner.active_providers if self._runner else []
 
     def infer(self, batch: np.ndarray) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
-        step = self._fixed_batch or len(batch)
-        results = [self._run(batch[start:start + step], step if self._fixed_batch else None)
-                   for start in range(0, len(batch), step)]
-        logits = np.concatenate([r[0] for r in results])
-        weights = {block.name: np.concatenate([r[1][block.name] for r in results]) for block in self.blocks}
-        return logits, weights
-
-    def _run(self, chunk: np.ndarray, pad_to: Optional[int]):
-        count = len(chunk)
-        if pad_to:
-            chunk = pad_batch(chunk, pad_to)
-        out = self._runner.infer({self._input: chunk.astype(self._input_dtype, copy=False)})
-        weights = {name: out[output][:count].reshape(count, -1).astype(np.float32, copy=False)
+        count = len(batch)
+        out = infer_all(self._runner, batch, max(count, 1))
+        weights = {name: out[output].reshape(count, -1).astype(np.float32, copy=False)
                    for name, output in self._outputs.items()}
-        return out[self._logits][:count].astype(np.float32, copy=False), weights
+        return out[self._logits].astype(np.float32, copy=False), weights
 
 
 def _load(path: str) -> onnx.ModelProto:

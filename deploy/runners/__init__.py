@@ -1,8 +1,10 @@
 """Runners share one interface (after Polygraphy): context-managed, named inputs and outputs, timed."""
-from .base import BaseRunner, TensorMeta, pad_batch
+from .base import BaseRunner, TensorMeta
+from .execution import INPUT_NAME, OUTPUT_NAME, artifact_kind, infer_all, latency_record, pad_batch
 from .onnxruntime import OnnxRuntimeRunner
 
-__all__ = ["BaseRunner", "OnnxRuntimeRunner", "TensorMeta", "TensorRTRunner", "pad_batch"]
+__all__ = ["BaseRunner", "INPUT_NAME", "OUTPUT_NAME", "OnnxRuntimeRunner", "TensorMeta", "TensorRTRunner",
+           "artifact_kind", "infer_all", "latency_record", "pad_batch"]
 
 
 def __getattr__(name):

@@ -12,14 +12,6 @@ import numpy as np
 from ..errors import UserError
 
 
-def pad_batch(array: np.ndarray, batch_size: int) -> np.ndarray:
-    """Fill a short batch up to ``batch_size`` by repeating its last item, for models with a static batch;
-    callers drop the padded rows from the outputs."""
-    if len(array) >= batch_size:
-        return array
-    return np.concatenate([array, np.repeat(array[-1:], batch_size - len(array), axis=0)])
-
-
 @dataclass(frozen=True)
 class TensorMeta:
     """Shape (None or a string for dynamic axes) and numpy dtype of a named tensor."""

@@ -1,4 +1,5 @@
-"""benchmark-engine as a library, on the digits model: parity, accuracy, timing, checks before timing."""
+"""benchmark-engine as a library, on the digits model: what the artifact says, parity, accuracy, interleaved
+timing, checks before timing."""
 import numpy as np
 import pytest
 
@@ -19,12 +20,14 @@ def _private_image_cache(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def fp32_result(digits_eca_onnx, digits_eca_checkpoint, digits_split):
-    return benchmark_engine([digits_eca_onnx], "eca_resnet18", weights=digits_eca_checkpoint,
-                            data_dir=digits_split[1], input_size=INPUT_SIZE, options=BenchmarkOptions(**FAST))
+    """No architecture, input size or classes given: all of them come from the artifact's metadata."""
+    return benchmark_engine([digits_eca_onnx], weights=digits_eca_checkpoint, data_dir=digits_split[1],
+                            options=BenchmarkOptions(**FAST))
 
 
 def test_fp32_onnx_matches_pytorch_on_labeled_digits(fp32_result):
     reference, (onnx,) = fp32_result.reference, fp32_result.artifacts
+    assert fp32_result.arch == "eca_resnet18" and fp32_result.data["input_size"] == INPUT_SIZE
     assert fp32_result.data["labeled"] and fp32_result.data["num_images"] == 48
     assert reference.top1_accuracy >= 90.0  # a trained model on real images
     assert onnx.top1_agreement == 100.0 and onnx.top5_agreement == 100.0
@@ -37,10 +40,16 @@ def test_timings_per_backend_and_batch_size(fp32_result):
     for backend in fp32_result.backends:
         assert [t.batch_size for t in backend.timings] == [1, 4]
         for timing in backend.timings:
-            lat = timing.latency_ms
-            assert timing.iterations == 2 and timing.throughput > 0
-            assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"]
-            assert timing.compute_ms is None  # CPU backends report end-to-end time only
+            lat = timing.latency
+            assert lat["runs"] == 2 and lat["batch_size"] == timing.batch_size and lat["images_per_s"] > 0
+            assert 0 < lat["min_ms"] <= lat["p50_ms"] <= lat["p90_ms"] <= lat["p99_ms"]
+            assert lat["spread"] == pytest.approx(lat["p90_ms"] / lat["p50_ms"])
+            assert lat["unstable"] == (lat["spread"] > 1.5)
+            assert timing.compute is None  # CPU backends report end-to-end time only
+    assert fp32_result.options["interleaved"] and fp32_result.options["reference_precision"] == "fp32"
+    ratios = fp32_result.to_dict()["speedups_p50"]["eca_digits.onnx"]
+    reference, artifact = fp32_result.reference.timing(4), fp32_result.artifacts[0].timing(4)
+    assert ratios["4"] == pytest.approx(reference.latency["p50_ms"] / artifact.latency["p50_ms"])
     env = fp32_result.environment
     assert env["threads"] == 2 and env["libraries"]["onnxruntime"] and env["libraries"]["tensorrt"] is None
     assert env["onnxruntime_session"]["threads"] == 2
@@ -51,8 +60,7 @@ def test_int8_stays_within_bounds(digits_eca_onnx, digits_eca_checkpoint, digits
 
     result = calibrate(digits_eca_onnx, data_dir=digits_split[0], targets=("cpu",), num_images=64, fp16=False,
                        progress=False, output=str(tmp_path / "digits.int8.cpu.onnx"))
-    bench = benchmark_engine([result.int8_models["cpu"]], "eca_resnet18", weights=digits_eca_checkpoint,
-                             data_dir=digits_split[1], input_size=INPUT_SIZE,
+    bench = benchmark_engine([result.int8_models["cpu"]], weights=digits_eca_checkpoint, data_dir=digits_split[1],
                              options=BenchmarkOptions(**dict(FAST, num_images=96, batch_sizes=(8,))))
     (int8,) = bench.artifacts
     assert int8.precision.startswith("int8")
@@ -60,17 +68,45 @@ def test_int8_stays_within_bounds(digits_eca_onnx, digits_eca_checkpoint, digits
     assert int8.top1_drop <= 3.0 and bench.breaches(3.0) == []
 
 
-def test_mismatches_fail_before_any_timing(digits_eca_onnx, digits_eca_checkpoint, monkeypatch):
+def test_mismatches_fail_before_any_timing(digits_eca_onnx, tiny_imagenet_onnx, digits_eca_checkpoint,
+                                          monkeypatch, tmp_path):
     def no_timing(*args, **kwargs):
         raise AssertionError("timed before checking the artifacts")
 
-    monkeypatch.setattr(engine, "benchmark_runner", no_timing)
+    monkeypatch.setattr(engine, "compute_logits", no_timing)
     monkeypatch.setattr(engine, "load_images", no_timing)
     options = BenchmarkOptions(**FAST)
-    with pytest.raises(UserError, match=r"takes 32x32 input .* 224x224; pass --input-size 32"):
-        benchmark_engine([digits_eca_onnx], "eca_resnet18", weights=digits_eca_checkpoint, options=options)
-    with pytest.raises(UserError, match="has 10 classes but the reference eca_resnet18 has 1000"):
-        benchmark_engine([digits_eca_onnx], "eca_resnet18", input_size=INPUT_SIZE, options=options)
+    with pytest.raises(UserError, match=r"takes 32x32 input .* set up for 64x64; drop --input-size"):
+        benchmark_engine([digits_eca_onnx], weights=digits_eca_checkpoint, input_size=64, options=options)
+    with pytest.raises(UserError, match="tiny_eca.onnx has 1000 classes but the reference eca_resnet18 has 10"):
+        benchmark_engine([tiny_imagenet_onnx], weights=digits_eca_checkpoint, options=options)
+    with pytest.raises(UserError, match="the artifacts disagree on num_classes: eca_digits.onnx has 10, "
+                                        "tiny_eca.onnx has 1000"):
+        benchmark_engine([digits_eca_onnx, tiny_imagenet_onnx], options=options)
+    unknown = tmp_path / "model.bin"
+    unknown.write_bytes(b"weights")
+    with pytest.raises(UserError, match=r"model.bin: not a model this tool runs; expected an ONNX model \(.onnx\) "
+                                        r"or a TensorRT engine \(.engine, .plan, .trt\)"):
+        benchmark_engine([str(unknown)], options=options)
+
+
+def test_weights_that_are_not_the_artifacts_checkpoint_warn_or_fail(digits_eca_onnx, digits_eca_checkpoint,
+                                                                     digits_split, tmp_path):
+    import onnx
+
+    from exporter.onnx_graph import set_metadata
+
+    model = onnx.load(digits_eca_onnx)
+    set_metadata(model, {"checkpoint_sha256": "ab" * 32})
+    path = str(tmp_path / "other_weights.onnx")
+    onnx.save(model, path)
+    with pytest.raises(UserError, match=r"^--weights \(sha256 [0-9a-f]{12}\) is not the checkpoint "
+                                        r"other_weights.onnx was exported from \(sha256 abababababab\)$"):
+        benchmark_engine([path], weights=digits_eca_checkpoint, options=BenchmarkOptions(strict=True, **FAST))
+    result = benchmark_engine([path], weights=digits_eca_checkpoint, data_dir=digits_split[1],
+                              options=BenchmarkOptions(**dict(FAST, num_images=8, batch_sizes=(1,))))
+    assert result.notes[0].startswith("--weights ") and "other_weights.onnx was exported from" in result.notes[0]
+    assert result.notes[0].endswith("; --strict makes this an error")
 
 
 def test_a_different_preprocessing_is_refused(digits_eca_onnx, digits_eca_checkpoint, tmp_path):
@@ -105,26 +141,7 @@ def test_sample_images_only_without_data(tmp_path):
         load_images(str(tmp_path / "missing"), None, spec, num_images=8, progress=False)
 
 
-def test_fixed_batch_models_get_padded_chunks():
-    class Doubler:
-        inference_times = []
-
-        def get_input_metadata(self):
-            return {"input": TensorMeta((4, 3, 2, 2), np.dtype(np.float32))}
-
-        def infer(self, feed):
-            assert feed["input"].shape[0] == 4
-            return {"logits": feed["input"].reshape(4, -1)[:, :3] * 2}
-
-    images = np.arange(6 * 12, dtype=np.float32).reshape(6, 3, 2, 2)
-    logits = engine.run_all(Doubler(), images, chunk=8, fixed=4)
-    assert logits.shape == (6, 3)
-    np.testing.assert_array_equal(logits, images.reshape(6, -1)[:, :3] * 2)
-
-
-def test_latency_stats_and_top1_drop():
-    stats = engine.latency_stats([0.001, 0.002, 0.003, 0.004])
-    assert stats["mean"] == pytest.approx(2.5) and stats["p50"] == pytest.approx(2.5)
+def test_top1_drop():
     ref = engine.BackendResult("ref", "", "pytorch", "fp32", {}, top1_accuracy=90.0)
     labeled = engine.BackendResult("a", "a.onnx", "onnx", "int8", {}, top1_accuracy=88.5, top1_agreement=97.0)
     unlabeled = engine.BackendResult("b", "b.onnx", "onnx", "int8", {}, top1_agreement=97.0)
@@ -141,6 +158,7 @@ def test_report_files_markdown_json_csv_png(fp32_result, tmp_path):
     files = write_report(fp32_result, tmp_path / "report")
     markdown = open(files["markdown"], encoding="utf-8").read()
     assert "| eca_digits.onnx | onnxruntime | fp32 | " in markdown and "p99 ms" in markdown
+    assert "p90/p50" in markdown and "vs PyTorch (p50): batch 1: " in markdown
     assert "CPU: " in markdown and "threads: 2" in markdown
     data = json.load(open(files["json"], encoding="utf-8"))
     assert data["artifacts"][0]["top1_agreement"] == 100.0 and data["environment"]["threads"] == 2
@@ -148,7 +166,8 @@ def test_report_files_markdown_json_csv_png(fp32_result, tmp_path):
     assert [(r["name"], r["batch_size"]) for r in rows] == [
         ("pytorch eca_resnet18", "1"), ("pytorch eca_resnet18", "4"), ("eca_digits.onnx", "1"),
         ("eca_digits.onnx", "4")]
-    assert float(rows[2]["latency_p50_ms"]) > 0
+    assert float(rows[2]["latency_p50_ms"]) > 0 and float(rows[2]["latency_spread"]) >= 1.0
+    assert rows[2]["latency_unstable"] in ("True", "False")
     for key in ("latency_plot", "accuracy_plot"):
         with open(files[key], "rb") as handle:
             assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -180,12 +199,47 @@ def test_batches_beyond_an_engine_profile_are_skipped_not_failed():
             self.compute_times.append(1e-4)
             return {"logits": feed["input"].reshape(len(feed["input"]), -1)[:, :5]}
 
-    images = engine.EvalImages(np.random.RandomState(0).rand(10, 3, 2, 2).astype(np.float32), None, [], "test")
+    images = np.random.RandomState(0).rand(10, 3, 2, 2).astype(np.float32)
     result = engine.BackendResult("fake", "fake.engine", "engine", "int8", {})
     options = BenchmarkOptions(batch_sizes=(1, 4, 8), warmup=0, iterations=3, progress=False)
-    logits = engine.benchmark_runner(ProfiledRunner(), result, images, options)
+    with ProfiledRunner() as runner:
+        logits = engine.compute_logits(runner, images, options)
+        engine.time_backends([runner], [result], images, options)
     assert logits.shape == (10, 5)
+    np.testing.assert_array_equal(logits, images.reshape(10, -1)[:, :5])
     assert [t.batch_size for t in result.timings] == [1, 4]
     assert result.skipped_batches == {8: "beyond the engine's profile (max batch 4)"}
-    assert result.timings[1].compute_ms["p50"] == pytest.approx(0.1)  # compute-only time, in ms
-    assert result.timings[1].compute_throughput == pytest.approx(4 / 1e-4)
+    assert result.timings[1].compute["p50_ms"] == pytest.approx(0.1)  # compute-only time, in ms
+    assert result.timings[1].compute["images_per_s"] == pytest.approx(4 / 1e-4)
+    assert result.timings[1].latency["runs"] == 3
+
+
+def test_backends_take_turns_at_each_batch_size():
+    from deploy.runners.base import BaseRunner
+
+    calls = []
+
+    class Recorder(BaseRunner):
+        def activate_impl(self):
+            pass
+
+        def deactivate_impl(self):
+            pass
+
+        def get_input_metadata(self):
+            return {"input": TensorMeta(("batch", 3, 2, 2), np.dtype(np.float32))}
+
+        def infer_impl(self, feed):
+            calls.append((self.name, len(feed["input"])))
+            return {"logits": feed["input"].reshape(len(feed["input"]), -1)}
+
+    images = np.zeros((3, 3, 2, 2), np.float32)
+    runners = [Recorder("a"), Recorder("b")]
+    results = [engine.BackendResult(r.name, "", "onnx", "fp32", {}) for r in runners]
+    options = BenchmarkOptions(batch_sizes=(2,), warmup=0, iterations=4, progress=False)
+    for runner in runners:
+        runner.activate()
+    engine.time_backends(runners, results, images, options)
+    timed = [name for name, _ in calls[2:]]  # after one warm-up call each
+    assert calls[:2] == [("a", 2), ("b", 2)] and timed == ["a", "b", "b", "a", "a", "b", "b", "a"]
+    assert [r.timings[0].latency["runs"] for r in results] == [4, 4]

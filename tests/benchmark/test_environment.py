@@ -11,11 +11,21 @@ def test_cpu_model_prefers_model_name_over_the_numeric_model(tmp_path):
     assert environment.cpu_model(str(jetson)) == "NVIDIA Jetson AGX Orin"
 
 
-def test_environment_records_versions_threads_and_absent_tools():
+def test_environment_records_versions_threads_and_what_is_present():
+    from deploy.jetson import is_jetson
+
     env = environment.collect_environment(threads=2, ort_settings={"threads": 2})
     assert env["threads"] == 2 and env["cpu_cores"] >= 1 and env["cpu"]
     libraries = env["libraries"]
     assert libraries["torch"] and libraries["onnxruntime"] and libraries["onnx"] and libraries["numpy"]
-    assert libraries["tensorrt"] is None  # never installed here; recorded as absent, not an error
+    # TensorRT and a Jetson are recorded as what this machine has: a version / a report there, None elsewhere
+    try:
+        import tensorrt
+        expected = str(getattr(tensorrt, "__version__", "unknown"))
+    except Exception:  # absent, or a broken install: both are recorded as None
+        expected = None
+    assert libraries["tensorrt"] == expected
     assert env["onnxruntime_session"] == {"threads": 2}
-    assert env["jetson"] is None and env["jetson_power_mode"] is None
+    assert (env["jetson"] is not None) == is_jetson()
+    if env["jetson"] is None:
+        assert env["jetson_power_mode"] is None

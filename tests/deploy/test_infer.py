@@ -40,7 +40,7 @@ def test_onnx_model_on_the_samples(tiny_imagenet_onnx, capsys):
     assert summary["images"] == 9 and summary["batch_size"] == 4
     assert summary["runner"]["providers"] == ["CPUExecutionProvider"]
     latency = summary["latency"]
-    assert latency["batches"] == 3 and 0 < latency["p50_ms"] <= latency["p99_ms"] and latency["images_per_s"] > 0
+    assert latency["runs"] == 3 and latency["batch_size"] == 4 and 0 < latency["p50_ms"] <= latency["p99_ms"] and latency["images_per_s"] > 0
     assert summary["compute"] is None  # ONNX Runtime has no separate device clock
     assert ("jetson" in summary) == is_jetson()
 
@@ -49,7 +49,7 @@ def test_text_output_and_imagenet_names(tiny_imagenet_onnx, capsys):
     assert infer.main([tiny_imagenet_onnx, sample_images()[2], "--top-k", "2"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].endswith("chelsea.jpg") and out[1].lstrip().startswith("1.") and out[2].lstrip().startswith("2.")
-    assert out[-1].startswith("1 images in 1 batches of 1: latency mean")
+    assert out[-1].startswith("1 images, 1 timed batches of 1: latency mean")
 
 
 def test_labels_file(tiny_imagenet_onnx, tmp_path, capsys):
@@ -98,10 +98,11 @@ def test_static_batch_pads_the_last_batch(tiny_imagenet_onnx):
     frames = list(infer.image_frames([SAMPLES_DIR]))
     with FakeStaticRunner() as runner:
         name, batch, static = infer.choose_batch(runner, None)
-        results = list(infer.classify(runner, iter(frames), spec, name, batch, static, 1, None))
+        timed = []
+        results = list(infer.classify(runner, iter(frames), spec, name, batch, static, 1, None, timed))
         assert (batch, static) == (4, True)
         assert runner.batches == [4, 4, 4, 4]  # one warm-up + three batches, the last padded from 1 image to 4
-        assert len(runner.inference_times) == 3
+        assert len(timed[0].wall()) == 3 and len(runner.inference_times) == 4
     singles = []
     for _, image in frames:
         value = np.abs(infer.preprocess_image(image, spec).mean()) * 1000

@@ -184,7 +184,7 @@ def test_infer_with_trt_matches_onnxruntime(tiny_imagenet_onnx, tmp_path, capsys
 
     reference, _ = run()
     results, summary = run("--trt", "--engine-cache", str(tmp_path), "--batch", "3", "--cuda-graph")
-    assert summary["runner"]["backend"] == "tensorrt" and summary["compute"]["batches"] == 3
+    assert summary["runner"]["backend"] == "tensorrt" and summary["compute"]["runs"] == 3
     for ours, theirs in zip(results, reference):
         assert abs(ours["probs"][0] - theirs["probs"][0]) < 1e-3
 

@@ -29,7 +29,7 @@ def test_infer_runs_end_to_end_without_torch(tiny_imagenet_onnx, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert attempts_from_project(proc.stderr) == []
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
-    assert len(lines) == 10 and lines[-1]["summary"]["latency"]["batches"] == 5
+    assert len(lines) == 10 and lines[-1]["summary"]["latency"]["runs"] == 5
     assert {len(r["topk"]) for r in lines[:-1]} == {5}
 
 
