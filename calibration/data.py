@@ -386,7 +386,7 @@ def cache_key(paths: Sequence[str], spec: PreprocessSpec) -> str:
 
 def decode_crop(path: str, spec: PreprocessSpec) -> np.ndarray:
     """One file to its (S, S, 3) uint8 crop: decode, convert to RGB, resize the shorter side, center crop."""
-    return np.asarray(resize_and_crop(decode_image(path), spec), dtype=np.uint8)
+    return np.asarray(resize_and_crop(decode_image(path, spec.resize_size), spec), dtype=np.uint8)
 
 
 def _decode_one(path: str, spec: PreprocessSpec) -> Tuple[Optional[np.ndarray], str]:

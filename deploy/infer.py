@@ -83,13 +83,13 @@ def bgr_to_pil(frame: np.ndarray):
     return Image.fromarray(np.ascontiguousarray(frame[:, :, 2::-1]))
 
 
-def image_frames(inputs: Sequence[str]) -> Iterator[Tuple[str, object]]:
+def image_frames(inputs: Sequence[str], resize_size: Optional[int] = None) -> Iterator[Tuple[str, object]]:
     paths = collect_images(inputs)
     if not paths:
         raise UserError("no images found in {}".format(", ".join(inputs)))
     for path in paths:
         try:
-            yield path, decode_image(path)
+            yield path, decode_image(path, resize_size)
         except UserError as exc:
             note("skipping: {}".format(exc))
 
@@ -293,7 +293,7 @@ def run(args: argparse.Namespace) -> int:
     runner, info_path = open_runner(args)
     info = read_model_info(info_path)
     labels = load_labels(info.num_classes, args.labels)
-    frames = image_frames(args.inputs) if args.inputs else capture_frames(args)
+    frames = image_frames(args.inputs, info.preprocess.resize_size) if args.inputs else capture_frames(args)
     with runner:
         input_name, batch_size, static = choose_batch(runner, args.batch)
         images = 0
