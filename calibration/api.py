@@ -134,7 +134,14 @@ def load_classifier(path: str):
     if not path.endswith(".onnx"):
         raise UserError("{} is not an .onnx model".format(path))
     info = read_model_info(path)  # UserError when the file or the eca-deploy metadata is missing
-    model = onnx.load(path)
+    from deploy.metadata import load_onnx_proto
+    from deploy.validate import MIN_OPSET, check_onnx_model
+    check_onnx_model(load_onnx_proto(path)[1], path, min_opset=MIN_OPSET)  # Q/DQ per channel needs opset 13+
+    try:
+        model = onnx.load(path)
+    except Exception as exc:  # noqa: BLE001  (onnx raises several types for unreadable external data)
+        raise UserError("cannot load {}: {}".format(path, str(exc).splitlines()[0][:200] if str(exc) else
+                                                    type(exc).__name__)) from None
     # An `export --attention-form nchwc` model carries convs of ones that only help ORT's FP32 layout; Q/DQ
     # placement and accuracy were established on the lean form (INT8 from the nchwc form lost 20 points on the
     # digits test), so calibration always starts from it.

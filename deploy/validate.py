@@ -15,6 +15,8 @@ from .errors import UserError
 # Opsets a model may carry. The Q/DQ models and TensorRT's parser need 13+ (per-channel QuantizeLinear);
 # anything older or newer than the installed onnx knows cannot be checked, calibrated or converted.
 MIN_OPSET = 13
+# The oldest opset ONNX Runtime loads; deploy.infer and bundle accept any model it can run.
+MIN_LOAD_OPSET = 7
 # Used when the onnx package is absent (a Jetson): ORT 1.x and TensorRT 8.5-10.x parse up to this.
 FALLBACK_MAX_OPSET = 21
 # Class counts and indices beyond this are typos (ImageNet-21k has 21841); it also keeps indices in int64.
@@ -51,7 +53,7 @@ def parse_int_field(name: str, text, minimum: int = 1, maximum: Optional[int] = 
     raw = text.strip().strip('"') if isinstance(text, str) else str(text)
     if not re.match(r"^-?[0-9]{1,12}$", raw):
         raise UserError("{}{} must be an integer{}, got {!r}".format(
-            where, name, " below {}".format(maximum + 1) if maximum else "", str(text)[:40]))
+            where, name, " from {} to {}".format(minimum, maximum) if maximum is not None else "", str(text)[:40]))
     value = int(raw)
     if value < minimum or (maximum is not None and value > maximum):
         raise UserError("{}{} must be between {} and {}, got {}".format(where, name, minimum, maximum, value)
@@ -76,7 +78,7 @@ def check_opset(opset, minimum: int = MIN_OPSET, maximum: Optional[int] = None, 
     maximum = max_opset() if maximum is None else maximum
     value = parse_int_field(source, opset, minimum=0)
     if not minimum <= value <= maximum:
-        raise UserError("{} is opset {}; supported: {} to {}".format(source, value, minimum, maximum))
+        raise UserError("{} {} is not supported; use an opset from {} to {}".format(source, value, minimum, maximum))
     return value
 
 
@@ -123,7 +125,7 @@ def external_data_files(model, path: str) -> List[str]:
     return found
 
 
-def check_onnx_model(model, path: str, min_opset: int = 1) -> None:
+def check_onnx_model(model, path: str, min_opset: int = MIN_LOAD_OPSET) -> None:
     """Opset in range and external data inside the model's folder, before onnx or ORT is asked to load it."""
     opset = model_opset(model)
     if opset is None:
