@@ -16,6 +16,7 @@ from deploy.errors import UserError
 from deploy.images import SAMPLES_DIR
 from deploy.metadata import ModelInfo, read_model_info
 from deploy.preprocess import PreprocessSpec
+from deploy.validate import check_batch_memory
 
 from .environment import collect_environment, cpu_count
 
@@ -229,7 +230,7 @@ def inspect_artifacts(paths: Sequence[str], reference: Reference) -> Tuple[List[
 # -- images ------------------------------------------------------------------------------------------------
 
 def load_images(data_dir, labels_file, spec: PreprocessSpec, num_images: int, seed: int = 0,
-                progress: bool = True) -> EvalImages:
+                progress: bool = True, num_classes: Optional[int] = None) -> EvalImages:
     """Images from ``data_dir``; without ``data_dir``, the sample photos (unlabeled). A given folder must exist."""
     from calibration.data import load_dataset
 
@@ -243,7 +244,7 @@ def load_images(data_dir, labels_file, spec: PreprocessSpec, num_images: int, se
         if not os.path.isdir(os.fspath(data_dir)):
             raise UserError("data folder not found: {}".format(data_dir))
         loaded = load_dataset(data_dir, spec, labels_file=labels_file, num_images=num_images, seed=seed,
-                              progress=progress)
+                              progress=progress, num_classes=num_classes)
         source = os.fspath(data_dir)
         labels = loaded.labels
     if len(loaded.array) == 0:
@@ -424,10 +425,11 @@ def benchmark_engine(artifact_paths: Sequence[str], arch: str, weights=None, dat
     options = options or BenchmarkOptions()
     validate_options(options)
     reference = reference or load_reference(arch, weights, input_size)
+    check_batch_memory(max(options.batch_sizes), reference.spec.input_size)  # before ONNX Runtime tries it
     artifacts, notes = inspect_artifacts(artifact_paths, reference)  # fails before any image is decoded
     if images is None:
         images = load_images(data_dir, labels_file, reference.spec, options.num_images, options.seed,
-                             options.progress)
+                             options.progress, num_classes=reference.num_classes)
     if data_dir is None:
         notes.append("no --data: parity is measured on the {} sample photos, unlabeled".format(len(images.array)))
     if options.cuda_graph and options.device != "cuda" and not any(a.kind == "engine" for a in artifacts):

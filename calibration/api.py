@@ -75,7 +75,7 @@ def calibrate(onnx_path, data_dir=None, labels_file=None, targets: Sequence[str]
             raise UserError("calibration needs images: give a data folder (--data)")
         from .data import load_dataset
         images = load_dataset(data_dir, info.preprocess, labels_file=labels_file, num_images=num_images, seed=seed,
-                              workers=workers, cache_dir=cache_dir, progress=progress)
+                              workers=workers, cache_dir=cache_dir, progress=progress, num_classes=info.num_classes)
     _check_images(images, info.preprocess.input_size)
 
     from .qdq import quantize

@@ -30,6 +30,7 @@ import deploy
 from deploy.errors import UserError
 from deploy.fileio import atomic_path
 from deploy.images import is_image_file, walk_images
+from deploy.validate import check_labels_in_range, parse_class_index
 from deploy.preprocess import IMAGE_EXTENSIONS, PreprocessSpec, decode_image, resize_and_crop, to_normalized_chw
 
 DEFAULT_NUM_IMAGES = 512
@@ -51,6 +52,8 @@ class ImageSet:
     labels: Optional[List[int]]          # None when unlabeled
     class_names: Optional[List[str]]     # ImageFolder folder names, or the 1000 synsets for LOC csv, else None
     notes: List[str] = field(default_factory=list)  # things a user should hear about (images left out, ...)
+    # where each label came from ("labels.txt line 7", "class folder n01440764"), aligned with ``labels``
+    label_sources: Optional[List[str]] = None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -61,7 +64,23 @@ class ImageSet:
             labels=None if self.labels is None else [self.labels[i] for i in indices],
             class_names=self.class_names,
             notes=list(self.notes),
+            label_sources=None if self.label_sources is None else [self.label_sources[i] for i in indices],
         )
+
+    def check_fits(self, num_classes: int) -> None:
+        """Every label is a class of a ``num_classes`` model; else UserError naming the first bad line."""
+        if self.labels is not None:
+            order = sorted(range(len(self.labels)), key=lambda i: _source_order(self.label_sources, i))
+            check_labels_in_range([self.labels[i] for i in order],
+                                  None if self.label_sources is None else [self.label_sources[i] for i in order],
+                                  num_classes)
+
+
+def _source_order(sources: Optional[List[str]], index: int):
+    """Sort key putting labels in file-line order, so the error names the first bad line of the file."""
+    text = sources[index] if sources else ""
+    match = re.search(r" line (\d+)$", text or "")
+    return (int(match.group(1)) if match else 0, index)
 
 
 def discover(data_dir, labels_file=None) -> ImageSet:
@@ -123,6 +142,7 @@ def _class_indices(classes: List[str]):
 def _discover_image_folder(root: str, classes: List[str]) -> ImageSet:
     paths: List[str] = []
     labels: List[int] = []
+    sources: List[str] = []
     empty = []
     indices, class_names = _class_indices(classes)
     for index, name in zip(indices, classes):
@@ -131,13 +151,14 @@ def _discover_image_folder(root: str, classes: List[str]) -> ImageSet:
             empty.append(name)
         paths.extend(found)
         labels.extend([index] * len(found))
+        sources.extend(["class folder {} (index {})".format(os.path.join(root, name), index)] * len(found))
     if not paths:
         raise _no_images(root)
     notes = []
     if empty:
         notes.append("{} of {} class folders hold no images (e.g. {}); class indices still count them".format(
             len(empty), len(classes), empty[0]))
-    return ImageSet(paths=paths, labels=labels, class_names=class_names, notes=notes)
+    return ImageSet(paths=paths, labels=labels, class_names=class_names, notes=notes, label_sources=sources)
 
 
 # -- labels files ----------------------------------------------------------------------------------------
@@ -166,22 +187,25 @@ def _discover_with_labels(root: str, labels_file: str) -> ImageSet:
 _LISTING_LINE = re.compile(r"^(.+?)[\s,]+(-?\d+)$")
 
 
-def _parse_listing(labels_file: str, lines: List[str]) -> Dict[str, int]:
-    """``<file> <class index>`` lines (space, tab or comma separated; blank lines and # comments skipped)."""
+def _parse_listing(labels_file: str, lines: List[str], line_of: Optional[Dict[str, int]] = None) -> Dict[str, int]:
+    """``<file> <class index>`` lines (space, tab or comma separated; blank lines and # comments skipped).
+    ``line_of`` is filled with each name's line number."""
     entries: Dict[str, int] = {}
+    line_of = {} if line_of is None else line_of
     for number, line in enumerate(lines, 1):
         text = line.strip()
         if not text or text.startswith("#"):
             continue
         match = _LISTING_LINE.match(text)
-        if not match or int(match.group(2)) < 0:
+        if not match:
             raise UserError("labels file {} line {}: expected '<file> <class index>', got {!r}".format(
                 labels_file, number, text[:80]))
-        name, label = _normalize_name(match.group(1)), int(match.group(2))
+        name, label = _normalize_name(match.group(1)), parse_class_index(match.group(2), labels_file, number)
         if entries.get(name, label) != label:
             raise UserError("labels file {} gives {} two classes ({} and {})".format(
                 labels_file, name, entries[name], label))
         entries[name] = label
+        line_of.setdefault(name, number)
     if not entries:
         raise UserError("labels file {} lists no files".format(labels_file))
     return entries
@@ -215,9 +239,11 @@ class _FileIndex:
 
 
 def _match_listing(root: str, paths: List[str], labels_file: str, lines: List[str]) -> ImageSet:
-    entries = _parse_listing(labels_file, lines)
+    line_of: Dict[str, int] = {}
+    entries = _parse_listing(labels_file, lines, line_of)
     index = _FileIndex(root, paths)
     found: Dict[str, int] = {}
+    where: Dict[str, str] = {}
     missing = []
     for name, label in entries.items():
         hits = index.find(name, by_stem=False)
@@ -228,13 +254,14 @@ def _match_listing(root: str, paths: List[str], labels_file: str, lines: List[st
                             "to the folder".format(labels_file, name, len(hits), root))
         if hits:
             found[hits[0]] = label
+            where[hits[0]] = "labels file {} line {}".format(labels_file, line_of[name])
         else:
             missing.append(name)
     # A hand-written listing that names absent files is a mistake worth stopping for.
     if missing:
         raise UserError("labels file {} names {} file(s) not found under {}: {}".format(
             labels_file, len(missing), root, _examples(missing)))
-    return _labeled_set(paths, found, class_names=None, labels_file=labels_file)
+    return _labeled_set(paths, found, class_names=None, labels_file=labels_file, where=where)
 
 
 def _match_loc_csv(root: str, paths: List[str], labels_file: str, lines: List[str]) -> ImageSet:
@@ -250,6 +277,7 @@ def _match_loc_csv(root: str, paths: List[str], labels_file: str, lines: List[st
     id_col, pred_col = header.index(LOC_HEADER[0]), header.index(LOC_HEADER[1])
     index = _FileIndex(root, paths)
     found: Dict[str, int] = {}
+    where: Dict[str, str] = {}
     unmatched = []
     for number, row in enumerate(rows, 2):
         if not row or not any(cell.strip() for cell in row):
@@ -261,25 +289,28 @@ def _match_loc_csv(root: str, paths: List[str], labels_file: str, lines: List[st
         hits = index.find(row[id_col].strip(), by_stem=True)
         for path in hits:
             found[path] = synset_index[tokens[0]]
+            where[path] = "labels file {} line {}".format(labels_file, number)
         if not hits:
             unmatched.append(row[id_col].strip())
     if not found:
         raise UserError("labels file {} names none of the {} images under {} (e.g. {} is not there)".format(
             labels_file, len(paths), root, _examples(unmatched, 1)))
-    image_set = _labeled_set(paths, found, class_names=synsets, labels_file=labels_file)
+    image_set = _labeled_set(paths, found, class_names=synsets, labels_file=labels_file, where=where)
     if unmatched:
         image_set.notes.append("{} of the rows of {} have no image under {}".format(
             len(unmatched), os.path.basename(labels_file), root))
     return image_set
 
 
-def _labeled_set(paths: List[str], found: Dict[str, int], class_names, labels_file: str) -> ImageSet:
+def _labeled_set(paths: List[str], found: Dict[str, int], class_names, labels_file: str,
+                 where: Optional[Dict[str, str]] = None) -> ImageSet:
     kept = [p for p in paths if p in found]
     notes = []
     if len(kept) < len(paths):
         notes.append("{} images under the folder have no label in {} and are left out".format(
             len(paths) - len(kept), os.path.basename(labels_file)))
-    return ImageSet(paths=kept, labels=[found[p] for p in kept], class_names=class_names, notes=notes)
+    return ImageSet(paths=kept, labels=[found[p] for p in kept], class_names=class_names, notes=notes,
+                    label_sources=[(where or {}).get(p, "") for p in kept])
 
 
 def _examples(items: Sequence[str], count: int = 3) -> str:
@@ -547,9 +578,13 @@ def _touch(path: str) -> None:
 
 def load_dataset(data_dir, spec: PreprocessSpec, labels_file=None, num_images: int = DEFAULT_NUM_IMAGES,
                  seed: int = 0, workers: int = 2, cache_dir=None, progress: bool = True, use_cache: bool = True,
-                 executor: str = "thread") -> LoadedImages:
-    """discover + stratified_sample + load_images; UserError when no image could be decoded."""
-    images = stratified_sample(discover(data_dir, labels_file), num_images, seed)
+                 executor: str = "thread", num_classes: Optional[int] = None) -> LoadedImages:
+    """discover + stratified_sample + load_images; UserError when no image could be decoded, or (given
+    ``num_classes``) when a label is not a class of the model."""
+    found = discover(data_dir, labels_file)
+    if num_classes is not None:
+        found.check_fits(num_classes)  # all of them, before sampling: a bad line is a bad file
+    images = stratified_sample(found, num_images, seed)
     loaded = load_images(images, spec, workers=workers, cache_dir=cache_dir, use_cache=use_cache,
                          progress=progress, executor=executor)
     if not len(loaded):

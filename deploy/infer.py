@@ -177,7 +177,11 @@ def open_runner(args):
             from .runners.onnxruntime import OnnxRuntimeRunner
             if args.cuda_graph:
                 note("--cuda-graph applies to TensorRT engines only; ignored for ONNX Runtime")
-            providers = [p.strip() for p in args.providers.split(",") if p.strip()]
+            from .runners.onnxruntime import PROVIDER_ALIASES
+            from .validate import check_providers
+            providers, warnings = check_providers(args.providers, PROVIDER_ALIASES)
+            for message in warnings:
+                note(message)
             return OnnxRuntimeRunner(path, providers=providers), path
         path = _trt_engine_for(args)
     elif not path.lower().endswith(ENGINE_SUFFIXES):
