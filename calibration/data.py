@@ -29,7 +29,7 @@ import deploy
 
 from deploy.errors import UserError
 from deploy.fileio import atomic_path
-from deploy.images import is_image_file, walk_images
+from deploy.images import ignored_note, is_image_file, walk_images
 from deploy.validate import check_labels_in_range, parse_class_index
 from deploy.preprocess import IMAGE_EXTENSIONS, PreprocessSpec, decode_image, resize_and_crop, to_normalized_chw
 
@@ -84,10 +84,26 @@ def _source_order(sources: Optional[List[str]], index: int):
 
 
 def discover(data_dir, labels_file=None) -> ImageSet:
-    """The images under ``data_dir``: an ImageFolder tree, a flat folder, or a flat folder + labels file."""
+    """The images under ``data_dir``: an ImageFolder tree, a flat folder, or a flat folder + labels file.
+    Files that are not supported images are counted in a note, never dropped without a word."""
+    ignored: List[str] = []
+    images = _discover(data_dir, labels_file, ignored)
+    if ignored_note(ignored):
+        images.notes.append(ignored_note(ignored))
+    return images
+
+
+def _is_dir(entry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # a symlink to itself, or one whose target vanished: not a folder
+        return False
+
+
+def _discover(data_dir, labels_file, ignored: List[str]) -> ImageSet:
     root = _check_folder(data_dir)
     if labels_file is not None:
-        return _discover_with_labels(root, os.fspath(labels_file))
+        return _discover_with_labels(root, os.fspath(labels_file), ignored)
     try:
         entries = list(os.scandir(root))
     except OSError as exc:
@@ -96,16 +112,16 @@ def discover(data_dir, labels_file=None) -> ImageSet:
         raise UserError("data folder {} is empty".format(root))
     # Images at the top level mean a flat folder; otherwise the subfolders are classes (as in ImageFolder,
     # which ignores top-level files).
-    if any(not entry.is_dir() and is_image_file(entry.name) for entry in entries):
+    if any(not _is_dir(entry) and is_image_file(entry.name) for entry in entries):
         notes = []
-        if any(entry.is_dir() for entry in entries):
+        if any(_is_dir(entry) for entry in entries):
             notes.append("{} has images at its top level, so it is read as one unlabeled folder (subfolders "
                          "included), not as class folders".format(root))
-        return ImageSet(paths=_walk_or_fail(root), labels=None, class_names=None, notes=notes)
-    classes = sorted(entry.name for entry in entries if entry.is_dir() and not entry.name.startswith("."))
+        return ImageSet(paths=_walk_or_fail(root, ignored), labels=None, class_names=None, notes=notes)
+    classes = sorted(entry.name for entry in entries if _is_dir(entry) and not entry.name.startswith("."))
     if not classes:
-        raise _no_images(root)
-    return _discover_image_folder(root, classes)
+        raise _no_images(root, entries)
+    return _discover_image_folder(root, classes, ignored)
 
 
 def _check_folder(data_dir) -> str:
@@ -117,14 +133,16 @@ def _check_folder(data_dir) -> str:
     return root
 
 
-def _no_images(root: str) -> UserError:
-    return UserError("no images ({}) under {}".format(" ".join(IMAGE_EXTENSIONS), root))
+def _no_images(root: str, ignored: Sequence = ()) -> UserError:
+    other = " ({} other file(s) there)".format(len(ignored)) if ignored else ""
+    return UserError("no images ({}) under {}{}".format(" ".join(IMAGE_EXTENSIONS), root, other))
 
 
-def _walk_or_fail(root: str) -> List[str]:
-    paths = walk_images(root)
+def _walk_or_fail(root: str, ignored: Optional[List[str]] = None) -> List[str]:
+    ignored = [] if ignored is None else ignored
+    paths = walk_images(root, ignored)
     if not paths:
-        raise _no_images(root)
+        raise _no_images(root, ignored)
     return paths
 
 
@@ -139,14 +157,14 @@ def _class_indices(classes: List[str]):
     return list(range(len(classes))), classes
 
 
-def _discover_image_folder(root: str, classes: List[str]) -> ImageSet:
+def _discover_image_folder(root: str, classes: List[str], ignored: List[str]) -> ImageSet:
     paths: List[str] = []
     labels: List[int] = []
     sources: List[str] = []
     empty = []
     indices, class_names = _class_indices(classes)
     for index, name in zip(indices, classes):
-        found = walk_images(os.path.join(root, name))
+        found = walk_images(os.path.join(root, name), ignored)
         if not found:
             empty.append(name)
         paths.extend(found)
@@ -169,10 +187,10 @@ def imagenet_synsets() -> List[str]:
         return [line.split("\t", 1)[0].strip() for line in handle if line.strip()]
 
 
-def _discover_with_labels(root: str, labels_file: str) -> ImageSet:
+def _discover_with_labels(root: str, labels_file: str, ignored: List[str]) -> ImageSet:
     if not os.path.isfile(labels_file):
         raise UserError("no such labels file: {}".format(labels_file))
-    paths = _walk_or_fail(root)
+    paths = _walk_or_fail(root, ignored)
     try:
         with open(labels_file, "r", encoding="utf-8-sig") as handle:
             lines = handle.read().splitlines()

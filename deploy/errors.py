@@ -33,17 +33,18 @@ _OS_REASONS = {28: "the disk is full", 122: "the disk quota is exceeded", 30: "t
 
 
 def os_error(exc: OSError, path=None, action: str = "write") -> UserError:
-    """One UserError line for an OSError while reading or writing ``path``: which path, and why in plain words
-    (a full disk, a read-only file system). ``shutil.Error`` (a list of per-file errors) names its first one."""
+    """One UserError line for an OSError while reading or writing ``path`` (default: the file the error names):
+    which path, and why in plain words (a full disk, a read-only file system). A ``shutil.Error`` (a list of
+    per-file errors) is described by its first one."""
     if isinstance(exc, shutil.Error) and exc.args and isinstance(exc.args[0], list) and exc.args[0]:
         source, target, why = (list(exc.args[0][0]) + ["", "", ""])[:3]
-        path = target or source or path
+        path = path or target or source
         match = re.search(r"\[Errno (\d+)\]", str(why))
         reason = _OS_REASONS.get(int(match.group(1))) if match else None
         return UserError("cannot {} {}: {}".format(action, path, reason or str(why).splitlines()[0][:200]))
     errno = getattr(exc, "errno", None)
     reason = _OS_REASONS.get(errno) or (exc.strerror or str(exc) or type(exc).__name__)
-    where = exc.filename if getattr(exc, "filename", None) else path
+    where = path if path is not None else getattr(exc, "filename", None)
     where = os.fspath(where) if where is not None else "a file"
     return UserError("cannot {} {}: {}".format(action, where, reason))
 

@@ -132,8 +132,21 @@ def staged_files(paths: Sequence[str]) -> Iterator[Dict[str, str]]:
     except BaseException as exc:
         _remove_all(temps.values())
         if isinstance(exc, OSError) and is_disk_error(exc):
-            raise os_error(exc, getattr(exc, "filename", None)) from None
+            raise os_error(exc, _final_for(str(getattr(exc, "filename", "") or ""), temps)) from None
+        if isinstance(exc, UserError) and any(tmp in str(exc) for tmp in temps.values()):
+            message = str(exc)  # a writer's own error names our temp file: name the artifact instead
+            for final, tmp in temps.items():
+                message = message.replace(tmp, final)
+            raise UserError(message) from None
         raise
+
+
+def _final_for(filename: str, temps: Dict[str, str]) -> str:
+    """The artifact a failing temp file stood for (a writer may nest its own temp inside ours)."""
+    for final, tmp in temps.items():
+        if filename and os.path.basename(tmp) in filename:
+            return final
+    return os.path.dirname(next(iter(temps)))
 
 
 def _remove_all(paths) -> None:

@@ -26,7 +26,7 @@ import numpy as np
 from .cliutil import note, run_main
 from .compare import topk_indices
 from .errors import MissingDependencyError, UserError
-from .images import collect_images
+from .images import collect_images, ignored_note
 from .metadata import read_model_info
 from .preprocess import PreprocessSpec, decode_image, preprocess_image
 from .runners.base import pad_batch
@@ -84,7 +84,10 @@ def bgr_to_pil(frame: np.ndarray):
 
 
 def image_frames(inputs: Sequence[str], resize_size: Optional[int] = None) -> Iterator[Tuple[str, object]]:
-    paths = collect_images(inputs)
+    ignored: List[str] = []
+    paths = collect_images(inputs, ignored)
+    if ignored_note(ignored):
+        note(ignored_note(ignored))
     if not paths:
         raise UserError("no images found in {}".format(", ".join(inputs)))
     for path in paths:
