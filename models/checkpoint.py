@@ -5,6 +5,7 @@ malicious checkpoint is rejected before any of its code can run.
 """
 import os
 import pickle
+import warnings
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
@@ -35,10 +36,13 @@ def load_checkpoint(path) -> Checkpoint:
     if not os.path.isfile(path):
         raise UserError("checkpoint not found: {}".format(path))
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise UserError("refusing to load {}: it is not a plain tensor checkpoint ({})".format(
-            path, _unpickling_reason(exc))) from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols are not the user's concern
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # torch's safe unpickler refused it: never suggest the unsafe one
+        refused = _refused_global(exc)
+        raise UserError("refusing to load {}: it is not a plain tensor checkpoint{}".format(
+            path, " ({})".format(refused) if refused else "")) from None
     except OSError as exc:
         raise UserError("cannot read checkpoint {}: {}".format(path, exc.strerror or exc)) from None
     except Exception as exc:  # noqa: BLE001  (a text file or random bytes raise KeyError, IndexError, ...)
@@ -57,11 +61,12 @@ def _safe_reason(exc: BaseException) -> str:
     return (kept[0] if kept else "unsupported content")[:160]
 
 
-def _unpickling_reason(exc: BaseException) -> str:
+def _refused_global(exc: BaseException) -> Optional[str]:
+    """The global torch's safe unpickler refused to import (the code a malicious file wanted to run), if named."""
     for line in str(exc).splitlines():
-        if "WeightsUnpickler error:" in line:  # torch names the global or opcode it refused
-            return line.split("WeightsUnpickler error:", 1)[1].strip()[:160]
-    return _safe_reason(exc)
+        if "GLOBAL" in line and "weights_only" not in line:
+            return line.strip()[:160]
+    return None
 
 
 def check_finite_tensors(state_dict: Dict[str, torch.Tensor], path) -> None:
