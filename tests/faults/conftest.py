@@ -50,24 +50,15 @@ def tiny_checkpoint(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="session")
-def tiny_onnx(tmp_path_factory, tiny_checkpoint):
-    """Its ONNX export (32x32, dynamic batch, 10 classes, opset 17), with eca-deploy metadata."""
-    from exporter import export_model
-    path = str(tmp_path_factory.mktemp("onnx") / "tiny.onnx")
-    export_model("eca_resnet18", path, weights=tiny_checkpoint, input_size=32, do_simplify=False,
-                 parity_batch_sizes=(1,))
-    return path
-
-
 @pytest.fixture()
-def model_copy(tiny_onnx, tmp_path):
-    """A fresh copy of the tiny model in its own folder, and the folder."""
+def model_copy(tiny_imagenet_onnx, tmp_path):
+    """A fresh copy of the suite's tiny model (1000 classes, 32x32, random weights, eca-deploy metadata) in a
+    folder of its own; the session fixture is shared with the rest of the suite, so it costs nothing here."""
     import shutil
     folder = tmp_path / "models"
     folder.mkdir()
     path = folder / "tiny.onnx"
-    shutil.copy(tiny_onnx, str(path))
+    shutil.copy(tiny_imagenet_onnx, str(path))
     return str(path)
 
 

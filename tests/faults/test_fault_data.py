@@ -23,7 +23,7 @@ def hostile_images(tmp_path_factory):
     Image.new("L", (100000, 1)).save(str(folder / "wide.png"))
     Image.new("L", (1, 400000)).save(str(folder / "tall.png"))
     Image.new("L", (6000, 6000)).save(str(folder / "big_gray.png"))        # above the decode limit
-    Image.new("RGB", (12000, 8400), (90, 140, 30)).save(str(folder / "photo_100mp.jpg"), quality=80)
+    Image.new("L", (10000, 10000), 90).save(str(folder / "photo_100mp.jpg"), quality=80)
     return folder
 
 
@@ -66,7 +66,7 @@ def test_images_within_the_budget_decode_exactly_as_before(tmp_path):
     """draft/reduce only serve images above the budget: a 12-megapixel photo is untouched, to the bit."""
     from deploy.images import sample_images
     with Image.open(sample_images()[0]) as image:
-        big = image.convert("RGB").resize((4000, 3000), Image.BILINEAR)
+        big = image.convert("RGB").resize((3200, 2400), Image.BILINEAR)  # reducible by 3, but within budget
     for name in ("big.jpg", "big.png"):
         big.save(str(tmp_path / name), compress_level=0) if name.endswith(".png") else big.save(str(tmp_path / name))
         plain = np.asarray(Image.open(str(tmp_path / name)).convert("RGB"))
@@ -98,12 +98,12 @@ def test_a_20_digit_class_index_names_its_line(model_copy, images):
     assert_user_error(result, "labels.txt line 3", "class index")
 
 
-def test_labels_out_of_range_for_the_model_name_the_first_bad_line(model_copy, images, tiny_checkpoint):
+def test_labels_out_of_range_for_the_model_name_the_first_bad_line(model_copy, images):
     names = sorted(os.listdir(images))
-    labels = _labels(images, ["{} {}".format(names[0], 3), "{} 5000".format(names[1]), "{} 10".format(names[2])])
-    result = run_cli(["benchmark-engine", model_copy, "--reference", "eca_resnet18", "--weights", tiny_checkpoint,
-                      "--input-size", "32", "--data", images, "--labels", labels, "--iterations", "1"])
-    assert_user_error(result, "labels.txt line 2", "5000", "10 classes")
+    labels = _labels(images, ["{} {}".format(names[0], 3), "{} 5000".format(names[1]), "{} 1000".format(names[2])])
+    result = run_cli(["benchmark-engine", model_copy, "--reference", "eca_resnet18", "--input-size", "32", "--data",
+                      images, "--labels", labels, "--iterations", "1"])
+    assert_user_error(result, "labels.txt line 2", "5000", "1000 classes")
 
 
 @pytest.mark.parametrize("value,words", [("nan", "finite"), ("-1", "at least 0"), ("inf", "finite")])
@@ -112,9 +112,9 @@ def test_max_top1_drop_must_be_a_sensible_number(model_copy, value, words):
     assert_user_error(result, "--max-top1-drop", words)
 
 
-def test_a_batch_larger_than_memory_is_refused_before_running(model_copy, tiny_checkpoint, monkeypatch):
+def test_a_batch_larger_than_memory_is_refused_before_running(model_copy, monkeypatch):
     import deploy.validate
     monkeypatch.setattr(deploy.validate, "available_memory_bytes", lambda: 8 << 30)
-    result = run_cli(["benchmark-engine", model_copy, "--reference", "eca_resnet18", "--weights", tiny_checkpoint,
-                      "--input-size", "32", "--batch-sizes", "1,100000"])
+    result = run_cli(["benchmark-engine", model_copy, "--reference", "eca_resnet18", "--input-size", "32",
+                      "--batch-sizes", "1,100000"])
     assert_user_error(result, "batch of 100000", "GiB")

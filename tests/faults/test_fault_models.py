@@ -49,7 +49,7 @@ FAULTS = {
     "opset 99": (lambda p: _opset(99), "opset 99"),
     "num_classes=ten": (lambda p: _set_meta(num_classes="ten"), "num_classes"),
     "input size of another model": (lambda p: _set_meta(input_size="64", resize_size="73"), "input_size"),
-    "classes of another model": (lambda p: _set_meta(num_classes="1000"), "num_classes"),
+    "classes of another model": (lambda p: _set_meta(num_classes="10"), "num_classes"),
     "external data outside its folder": (_external_outside, "outside the model's folder"),
     "no metadata": (lambda p: (lambda m: m.metadata_props.__delitem__(slice(None))), "no eca-deploy metadata"),
     "mean not numbers": (lambda p: _set_meta(mean='["a", 1, 2]'), "mean"),
