@@ -30,7 +30,7 @@ import deploy
 from deploy.errors import UserError
 from deploy.fileio import atomic_path
 from deploy.images import ignored_note, is_image_file, walk_images
-from deploy.validate import check_labels_in_range, parse_class_index
+from deploy.validate import check_labels_in_range, check_memory, parse_class_index
 from deploy.preprocess import IMAGE_EXTENSIONS, PreprocessSpec, decode_image, resize_and_crop, to_normalized_chw
 
 DEFAULT_NUM_IMAGES = 512
@@ -557,6 +557,10 @@ def load_images(images: ImageSet, spec: PreprocessSpec, workers: int = 2, cache_
     a fraction of the decode time. ``executor``: "thread" (measured faster here: PIL releases the GIL while
     decoding and resizing) or "process".
     """
+    size = spec.input_size
+    # uint8 crops plus the float32 batch made from them: refuse a sample the machine cannot hold, up front
+    check_memory(len(images) * size * size * 3 * (1 + 4), "{} images at {}x{}".format(len(images), size, size),
+                 "use a smaller --num-images")
     path = None
     cached = None
     notes = list(images.notes)

@@ -26,8 +26,12 @@ def temp_prefix(path) -> str:
 
 
 def _stale_pattern(name: str):
-    # ours: .<name>.<pid>-<random>.part; older releases wrote .<name>.<random>.part (no pid)
-    return re.compile(r"^\.{}\.(?:(\d+)-)?[A-Za-z0-9_]+{}(?:\.old)?$".format(re.escape(name), re.escape(TEMP_SUFFIX)))
+    # ours: .<name>.<pid>-<random>.part; older releases wrote .<name>.<random>.part (no pid). A writer handed one
+    # of our temp paths makes its own temp of it (..<name>.<pid>-<random>.part.<pid>-<random>.part); a bundle's
+    # previous folder waits as <staging>.old while it is removed.
+    part = r"\.(?:(\d+)-)?[A-Za-z0-9_]+" + re.escape(TEMP_SUFFIX)
+    return re.compile(r"^\.\.?{}{}(?:\.(?:\d+-)?[A-Za-z0-9_]+{})?(?:\.old)?$".format(
+        re.escape(name), part, re.escape(TEMP_SUFFIX)))
 
 
 def _pid_alive(pid: int) -> bool:

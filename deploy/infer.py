@@ -30,6 +30,7 @@ from .images import collect_images, ignored_note
 from .metadata import read_model_info
 from .preprocess import PreprocessSpec, decode_image, preprocess_image
 from .runners.base import pad_batch
+from .validate import check_batch_memory
 
 IMAGENET_CLASSES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "imagenet_classes.tsv")
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
@@ -225,9 +226,11 @@ def classify(runner, frames: Iterator, spec: PreprocessSpec, input_name: str, ba
              k: int, labels: Optional[List[str]]) -> Iterator[Dict[str, object]]:
     """Per-image results; the runner's clocks hold one entry per timed batch when this is exhausted."""
     output_name, warmed = _output_name(runner), False
-    for batch in batched(frames, batch_size):
+    # Each image is preprocessed as it arrives, so a batch holds S x S crops, never N decoded photos.
+    crops = ((name, preprocess_image(image, spec)) for name, image in frames)
+    for batch in batched(crops, batch_size):
         names = [name for name, _ in batch]
-        array = np.stack([preprocess_image(image, spec) for _, image in batch]).astype(np.float32, copy=False)
+        array = np.stack([crop for _, crop in batch]).astype(np.float32, copy=False)
         if static:  # a static engine takes full batches: pad with the last image
             array = pad_batch(array, batch_size)
         feed = {input_name: array}
@@ -303,6 +306,7 @@ def run(args: argparse.Namespace) -> int:
     frames = image_frames(args.inputs, info.preprocess.resize_size) if args.inputs else capture_frames(args)
     with runner:
         input_name, batch_size, static = choose_batch(runner, args.batch)
+        check_batch_memory(batch_size, info.preprocess.input_size, "--batch")
         images = 0
         for result in classify(runner, limited(frames, args.max_frames), info.preprocess, input_name, batch_size,
                                static, args.top_k, labels):

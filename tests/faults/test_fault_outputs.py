@@ -127,7 +127,8 @@ def test_stale_temp_files_of_killed_runs_are_removed_and_nothing_else(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     old = time.time() - 3600
-    stale = [".model.onnx.{}-abc123.part".format(dead.pid), ".model.onnx.k3j4h5.part"]
+    stale = [".model.onnx.{}-abc123.part".format(dead.pid), ".model.onnx.k3j4h5.part",
+             "..model.onnx.{0}-abc123.part.{0}-def456.part".format(dead.pid)]
     kept = [".model.onnx.{}-live12.part".format(os.getpid()), ".other.onnx.x1y2z3.part", "model.onnx.part",
             "notes.part", ".model.onnx.backup"]
     for name in stale + kept:
