@@ -15,6 +15,7 @@ import time
 from typing import Dict, Iterator, Sequence
 
 from .errors import UserError, is_disk_error, os_error
+from .validate import check_output_files
 
 TEMP_SUFFIX = ".part"
 # When this process started, near enough: a temp file older than this is not from this run.
@@ -111,7 +112,6 @@ def staged_files(paths: Sequence[str]) -> Iterator[Dict[str, str]]:
 
     Paths are checked first (none may be a folder), so nothing is replaced when one of them cannot be written.
     """
-    from .validate import check_output_files
     finals = check_output_files(paths)
     temps: Dict[str, str] = {}
     try:
