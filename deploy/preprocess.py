@@ -160,7 +160,7 @@ def decode_image(path, resize_size: Optional[int] = None) -> Image.Image:
         with Image.open(path) as image:
             check_image_geometry(image.width, image.height, path)
             factor = _reduction(image.width, image.height, resize_size)
-            if factor > 1 and image.format == "JPEG":  # DCT scaling: never decodes the full-size pixels
+            if factor > 1 and image.format in ("JPEG", "MPO"):  # DCT scaling: never decodes full-size pixels
                 image.draft("RGB", (image.width // factor, image.height // factor))
                 factor = _reduction(image.width, image.height, resize_size)  # what draft left to do
             if image.width * image.height > MAX_DECODE_PIXELS:
