@@ -42,15 +42,16 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
     def invoke(self, ctx):
-        from deploy.errors import CheckFailedError, UserError
+        from deploy.cliutil import report_error
         try:
             return super().invoke(ctx)
-        except (UserError, CheckFailedError) as exc:
-            click.echo("error: {}".format(exc), err=True)
-            ctx.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            ctx.exit(130)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001  (report_error re-raises real bugs)
+            code = report_error(exc)
+            if code is None:
+                raise
+            ctx.exit(code)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -60,8 +61,23 @@ def cli():
 
 
 def main():
-    # `python cli.py ...` and the installed `eca-deploy` console script show their own name in usage lines.
-    cli(prog_name=os.path.basename(sys.argv[0]) or "cli.py")
+    from deploy.cliutil import INTERRUPTED_EXIT, install_interrupt_handler, was_interrupted
+    install_interrupt_handler()
+    try:
+        # `python cli.py ...` and the installed `eca-deploy` console script show their own name in usage lines.
+        # Not standalone: click would print "Aborted!" and exit 1 for a Ctrl-C outside a command.
+        result = cli(prog_name=os.path.basename(sys.argv[0]) or "cli.py", standalone_mode=False)
+        code = result if isinstance(result, int) and not isinstance(result, bool) else 0
+    except click.ClickException as exc:
+        exc.show()
+        code = exc.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        code = INTERRUPTED_EXIT
+        click.echo("interrupted", err=True)
+    if was_interrupted() and code != INTERRUPTED_EXIT:  # a library swallowed the KeyboardInterrupt
+        click.echo("interrupted", err=True)
+        code = INTERRUPTED_EXIT
+    return code
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from deploy.preprocess import PreprocessSpec
 from deploy.runners.execution import (UNSTABLE_SPREAD, artifact_kind, batch_plan, fixed_batch_size, infer_all,
                                       latency_record, logits_of, max_batch_size, pad_batch, time_interleaved,
                                       warm_up)
+from deploy.validate import check_batch_memory
 
 from .environment import collect_environment, cpu_count
 
@@ -310,7 +311,7 @@ def inspect_artifacts(paths: Sequence[str], reference: Reference) -> Tuple[List[
 # -- images ------------------------------------------------------------------------------------------------
 
 def load_images(data_dir, labels_file, spec: PreprocessSpec, num_images: int, seed: int = 0,
-                progress: bool = True) -> EvalImages:
+                progress: bool = True, num_classes: Optional[int] = None) -> EvalImages:
     """Images from ``data_dir``; without ``data_dir``, the sample photos (unlabeled). A given folder must exist."""
     from calibration.data import load_dataset
 
@@ -324,7 +325,7 @@ def load_images(data_dir, labels_file, spec: PreprocessSpec, num_images: int, se
         if not os.path.isdir(os.fspath(data_dir)):
             raise UserError("data folder not found: {}".format(data_dir))
         loaded = load_dataset(data_dir, spec, labels_file=labels_file, num_images=num_images, seed=seed,
-                              progress=progress)
+                              progress=progress, num_classes=num_classes)
         source = os.fspath(data_dir)
         labels = loaded.labels
     if len(loaded.array) == 0:
@@ -462,6 +463,7 @@ def benchmark_engine(artifact_paths: Sequence[str], arch: Optional[str] = None, 
     validate_options(options)
     artifacts = read_artifacts(artifact_paths)
     reference = reference or reference_for(artifacts, arch, weights, input_size)
+    check_batch_memory(max(options.batch_sizes), reference.spec.input_size)  # before ONNX Runtime tries it
     notes = []
     for artifact in artifacts:
         notes.extend(check_artifact(artifact, reference))
@@ -470,7 +472,7 @@ def benchmark_engine(artifact_paths: Sequence[str], arch: Optional[str] = None, 
             notes.append(mismatch)
     if images is None:
         images = load_images(data_dir, labels_file, reference.spec, options.num_images, options.seed,
-                             options.progress)
+                             options.progress, num_classes=reference.num_classes)
     if data_dir is None:
         notes.append("no --data: parity is measured on the {} sample photos, unlabeled".format(len(images.array)))
     if options.cuda_graph and options.device != "cuda" and not any(a.kind == "engine" for a in artifacts):

@@ -11,7 +11,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from deploy.calib_cache import parse_trt_version, write_calibration_cache
 from deploy.errors import UserError
-from deploy.fileio import sha256_file, write_json
+from deploy.fileio import sha256_file, staged_files, write_json
+from deploy.validate import check_output_files
 
 from .qdq import TARGETS
 from .ranges import DEFAULT_METHOD, DEFAULT_PERCENTILE, METHODS
@@ -68,35 +69,43 @@ def calibrate(onnx_path, data_dir=None, labels_file=None, targets: Sequence[str]
     onnx_path = os.path.abspath(os.fspath(onnx_path))
     model, info = load_classifier(onnx_path)
     paths = artifact_paths(onnx_path, targets, output)
+    check_output_files(_written(paths, fp16))  # a folder in the way fails now, before images are decoded
     if images is None:
         if data_dir is None:
             raise UserError("calibration needs images: give a data folder (--data)")
         from .data import load_dataset
         images = load_dataset(data_dir, info.preprocess, labels_file=labels_file, num_images=num_images, seed=seed,
-                              workers=workers, cache_dir=cache_dir, progress=progress)
+                              workers=workers, cache_dir=cache_dir, progress=progress, num_classes=info.num_classes)
     _check_images(images, info.preprocess.input_size)
 
     from .qdq import quantize
     from .ranges import compute_ranges
     ranges = compute_ranges(model, images.array, method, percentile, seed=seed, progress=progress)
-    quantized = {}
-    for target in targets:
-        metadata = {
-            "precision": "int8",
-            "quant_target": target,
-            "calibration_method": method,
-            "calibration_images": str(ranges.num_images),
-            "calibration_seed": str(seed),
-        }
-        if ranges.percentile is not None:
-            metadata["calibration_percentile"] = repr(float(ranges.percentile))
-        quantized[target] = quantize(model, ranges, target, paths["int8"][target], metadata).to_dict()
-    write_calibration_cache(paths["cache"], ranges.scales(), trt_number, ranges.trt_algorithm)
-    report = ranges.to_dict()
-    report.update(model=os.path.basename(onnx_path), model_sha256=sha256_file(onnx_path), trt_version=trt_number,
-                  targets=list(targets))
-    write_json(paths["ranges"], report)
-    fp16_path = _write_fp16(model, paths["fp16"]) if fp16 else None
+    # The artifacts are one set (models, cache and ranges from one pass): staged, then renamed together, so an
+    # error or an interrupt leaves the previous set whole instead of new models beside an old cache.
+    with staged_files(_written(paths, fp16)) as staged:
+        quantized = {}
+        for target in targets:
+            metadata = {
+                "precision": "int8",
+                "quant_target": target,
+                "calibration_method": method,
+                "calibration_images": str(ranges.num_images),
+                "calibration_seed": str(seed),
+            }
+            if ranges.percentile is not None:
+                metadata["calibration_percentile"] = repr(float(ranges.percentile))
+            final = paths["int8"][target]
+            quantized[target] = quantize(model, ranges, target, staged[final], metadata).to_dict()
+            quantized[target]["path"] = final
+        write_calibration_cache(staged[paths["cache"]], ranges.scales(), trt_number, ranges.trt_algorithm)
+        report = ranges.to_dict()
+        report.update(model=os.path.basename(onnx_path), model_sha256=sha256_file(onnx_path),
+                      trt_version=trt_number, targets=list(targets))
+        write_json(staged[paths["ranges"]], report)
+        if fp16:
+            _write_fp16(model, staged[paths["fp16"]])
+    fp16_path = paths["fp16"] if fp16 else None
     return CalibrationResult(
         int8_models=dict(paths["int8"]), calib_cache=paths["cache"], ranges_json=paths["ranges"],
         fp16_model=fp16_path, num_images=ranges.num_images, skipped=list(getattr(images, "skipped", [])),
@@ -125,7 +134,14 @@ def load_classifier(path: str):
     if not path.endswith(".onnx"):
         raise UserError("{} is not an .onnx model".format(path))
     info = read_model_info(path)  # UserError when the file or the eca-deploy metadata is missing
-    model = onnx.load(path)
+    from deploy.metadata import load_onnx_proto
+    from deploy.validate import MIN_OPSET, check_onnx_model
+    check_onnx_model(load_onnx_proto(path)[1], path, min_opset=MIN_OPSET)  # Q/DQ per channel needs opset 13+
+    try:
+        model = onnx.load(path)
+    except Exception as exc:  # noqa: BLE001  (onnx raises several types for unreadable external data)
+        raise UserError("cannot load {}: {}".format(path, str(exc).splitlines()[0][:200] if str(exc) else
+                                                    type(exc).__name__)) from None
     # An `export --attention-form nchwc` model carries convs of ones that only help ORT's FP32 layout; Q/DQ
     # placement and accuracy were established on the lean form (INT8 from the nchwc form lost 20 points on the
     # digits test), so calibration always starts from it.
@@ -172,6 +188,10 @@ def artifact_paths(onnx_path: str, targets: Sequence[str], output=None) -> Dict[
         raise UserError("output {} would overwrite the input model or another artifact; choose another -o".format(
             output))
     return paths
+
+
+def _written(paths: Dict[str, object], fp16: bool) -> List[str]:
+    return list(paths["int8"].values()) + [paths["cache"], paths["ranges"]] + ([paths["fp16"]] if fp16 else [])
 
 
 def _write_fp16(model, path: str) -> str:

@@ -29,7 +29,8 @@ import deploy
 
 from deploy.errors import UserError
 from deploy.fileio import atomic_path
-from deploy.images import is_image_file, walk_images
+from deploy.images import ignored_note, is_image_file, walk_images
+from deploy.validate import check_labels_in_range, check_memory, parse_class_index
 from deploy.preprocess import IMAGE_EXTENSIONS, PreprocessSpec, decode_image, resize_and_crop, to_normalized_chw
 
 DEFAULT_NUM_IMAGES = 512
@@ -51,6 +52,8 @@ class ImageSet:
     labels: Optional[List[int]]          # None when unlabeled
     class_names: Optional[List[str]]     # ImageFolder folder names, or the 1000 synsets for LOC csv, else None
     notes: List[str] = field(default_factory=list)  # things a user should hear about (images left out, ...)
+    # where each label came from ("labels.txt line 7", "class folder n01440764"), aligned with ``labels``
+    label_sources: Optional[List[str]] = None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -61,14 +64,46 @@ class ImageSet:
             labels=None if self.labels is None else [self.labels[i] for i in indices],
             class_names=self.class_names,
             notes=list(self.notes),
+            label_sources=None if self.label_sources is None else [self.label_sources[i] for i in indices],
         )
+
+    def check_fits(self, num_classes: int) -> None:
+        """Every label is a class of a ``num_classes`` model; else UserError naming the first bad line."""
+        if self.labels is not None:
+            order = sorted(range(len(self.labels)), key=lambda i: _source_order(self.label_sources, i))
+            check_labels_in_range([self.labels[i] for i in order],
+                                  None if self.label_sources is None else [self.label_sources[i] for i in order],
+                                  num_classes)
+
+
+def _source_order(sources: Optional[List[str]], index: int):
+    """Sort key putting labels in file-line order, so the error names the first bad line of the file."""
+    text = sources[index] if sources else ""
+    match = re.search(r" line (\d+)$", text or "")
+    return (int(match.group(1)) if match else 0, index)
 
 
 def discover(data_dir, labels_file=None) -> ImageSet:
-    """The images under ``data_dir``: an ImageFolder tree, a flat folder, or a flat folder + labels file."""
+    """The images under ``data_dir``: an ImageFolder tree, a flat folder, or a flat folder + labels file.
+    Files that are not supported images are counted in a note, never dropped without a word."""
+    ignored: List[str] = []
+    images = _discover(data_dir, labels_file, ignored)
+    if ignored_note(ignored):
+        images.notes.append(ignored_note(ignored))
+    return images
+
+
+def _is_dir(entry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # a symlink to itself, or one whose target vanished: not a folder
+        return False
+
+
+def _discover(data_dir, labels_file, ignored: List[str]) -> ImageSet:
     root = _check_folder(data_dir)
     if labels_file is not None:
-        return _discover_with_labels(root, os.fspath(labels_file))
+        return _discover_with_labels(root, os.fspath(labels_file), ignored)
     try:
         entries = list(os.scandir(root))
     except OSError as exc:
@@ -77,16 +112,16 @@ def discover(data_dir, labels_file=None) -> ImageSet:
         raise UserError("data folder {} is empty".format(root))
     # Images at the top level mean a flat folder; otherwise the subfolders are classes (as in ImageFolder,
     # which ignores top-level files).
-    if any(not entry.is_dir() and is_image_file(entry.name) for entry in entries):
+    if any(not _is_dir(entry) and is_image_file(entry.name) for entry in entries):
         notes = []
-        if any(entry.is_dir() for entry in entries):
+        if any(_is_dir(entry) for entry in entries):
             notes.append("{} has images at its top level, so it is read as one unlabeled folder (subfolders "
                          "included), not as class folders".format(root))
-        return ImageSet(paths=_walk_or_fail(root), labels=None, class_names=None, notes=notes)
-    classes = sorted(entry.name for entry in entries if entry.is_dir() and not entry.name.startswith("."))
+        return ImageSet(paths=_walk_or_fail(root, ignored), labels=None, class_names=None, notes=notes)
+    classes = sorted(entry.name for entry in entries if _is_dir(entry) and not entry.name.startswith("."))
     if not classes:
-        raise _no_images(root)
-    return _discover_image_folder(root, classes)
+        raise _no_images(root, entries)
+    return _discover_image_folder(root, classes, ignored)
 
 
 def _check_folder(data_dir) -> str:
@@ -98,14 +133,16 @@ def _check_folder(data_dir) -> str:
     return root
 
 
-def _no_images(root: str) -> UserError:
-    return UserError("no images ({}) under {}".format(" ".join(IMAGE_EXTENSIONS), root))
+def _no_images(root: str, ignored: Sequence = ()) -> UserError:
+    other = " ({} other file(s) there)".format(len(ignored)) if ignored else ""
+    return UserError("no images ({}) under {}{}".format(" ".join(IMAGE_EXTENSIONS), root, other))
 
 
-def _walk_or_fail(root: str) -> List[str]:
-    paths = walk_images(root)
+def _walk_or_fail(root: str, ignored: Optional[List[str]] = None) -> List[str]:
+    ignored = [] if ignored is None else ignored
+    paths = walk_images(root, ignored)
     if not paths:
-        raise _no_images(root)
+        raise _no_images(root, ignored)
     return paths
 
 
@@ -120,24 +157,26 @@ def _class_indices(classes: List[str]):
     return list(range(len(classes))), classes
 
 
-def _discover_image_folder(root: str, classes: List[str]) -> ImageSet:
+def _discover_image_folder(root: str, classes: List[str], ignored: List[str]) -> ImageSet:
     paths: List[str] = []
     labels: List[int] = []
+    sources: List[str] = []
     empty = []
     indices, class_names = _class_indices(classes)
     for index, name in zip(indices, classes):
-        found = walk_images(os.path.join(root, name))
+        found = walk_images(os.path.join(root, name), ignored)
         if not found:
             empty.append(name)
         paths.extend(found)
         labels.extend([index] * len(found))
+        sources.extend(["class folder {} (index {})".format(os.path.join(root, name), index)] * len(found))
     if not paths:
         raise _no_images(root)
     notes = []
     if empty:
         notes.append("{} of {} class folders hold no images (e.g. {}); class indices still count them".format(
             len(empty), len(classes), empty[0]))
-    return ImageSet(paths=paths, labels=labels, class_names=class_names, notes=notes)
+    return ImageSet(paths=paths, labels=labels, class_names=class_names, notes=notes, label_sources=sources)
 
 
 # -- labels files ----------------------------------------------------------------------------------------
@@ -148,10 +187,10 @@ def imagenet_synsets() -> List[str]:
         return [line.split("\t", 1)[0].strip() for line in handle if line.strip()]
 
 
-def _discover_with_labels(root: str, labels_file: str) -> ImageSet:
+def _discover_with_labels(root: str, labels_file: str, ignored: List[str]) -> ImageSet:
     if not os.path.isfile(labels_file):
         raise UserError("no such labels file: {}".format(labels_file))
-    paths = _walk_or_fail(root)
+    paths = _walk_or_fail(root, ignored)
     try:
         with open(labels_file, "r", encoding="utf-8-sig") as handle:
             lines = handle.read().splitlines()
@@ -166,22 +205,25 @@ def _discover_with_labels(root: str, labels_file: str) -> ImageSet:
 _LISTING_LINE = re.compile(r"^(.+?)[\s,]+(-?\d+)$")
 
 
-def _parse_listing(labels_file: str, lines: List[str]) -> Dict[str, int]:
-    """``<file> <class index>`` lines (space, tab or comma separated; blank lines and # comments skipped)."""
+def _parse_listing(labels_file: str, lines: List[str], line_of: Optional[Dict[str, int]] = None) -> Dict[str, int]:
+    """``<file> <class index>`` lines (space, tab or comma separated; blank lines and # comments skipped).
+    ``line_of`` is filled with each name's line number."""
     entries: Dict[str, int] = {}
+    line_of = {} if line_of is None else line_of
     for number, line in enumerate(lines, 1):
         text = line.strip()
         if not text or text.startswith("#"):
             continue
         match = _LISTING_LINE.match(text)
-        if not match or int(match.group(2)) < 0:
+        if not match:
             raise UserError("labels file {} line {}: expected '<file> <class index>', got {!r}".format(
                 labels_file, number, text[:80]))
-        name, label = _normalize_name(match.group(1)), int(match.group(2))
+        name, label = _normalize_name(match.group(1)), parse_class_index(match.group(2), labels_file, number)
         if entries.get(name, label) != label:
             raise UserError("labels file {} gives {} two classes ({} and {})".format(
                 labels_file, name, entries[name], label))
         entries[name] = label
+        line_of.setdefault(name, number)
     if not entries:
         raise UserError("labels file {} lists no files".format(labels_file))
     return entries
@@ -215,9 +257,11 @@ class _FileIndex:
 
 
 def _match_listing(root: str, paths: List[str], labels_file: str, lines: List[str]) -> ImageSet:
-    entries = _parse_listing(labels_file, lines)
+    line_of: Dict[str, int] = {}
+    entries = _parse_listing(labels_file, lines, line_of)
     index = _FileIndex(root, paths)
     found: Dict[str, int] = {}
+    where: Dict[str, str] = {}
     missing = []
     for name, label in entries.items():
         hits = index.find(name, by_stem=False)
@@ -228,13 +272,14 @@ def _match_listing(root: str, paths: List[str], labels_file: str, lines: List[st
                             "to the folder".format(labels_file, name, len(hits), root))
         if hits:
             found[hits[0]] = label
+            where[hits[0]] = "labels file {} line {}".format(labels_file, line_of[name])
         else:
             missing.append(name)
     # A hand-written listing that names absent files is a mistake worth stopping for.
     if missing:
         raise UserError("labels file {} names {} file(s) not found under {}: {}".format(
             labels_file, len(missing), root, _examples(missing)))
-    return _labeled_set(paths, found, class_names=None, labels_file=labels_file)
+    return _labeled_set(paths, found, class_names=None, labels_file=labels_file, where=where)
 
 
 def _match_loc_csv(root: str, paths: List[str], labels_file: str, lines: List[str]) -> ImageSet:
@@ -250,6 +295,7 @@ def _match_loc_csv(root: str, paths: List[str], labels_file: str, lines: List[st
     id_col, pred_col = header.index(LOC_HEADER[0]), header.index(LOC_HEADER[1])
     index = _FileIndex(root, paths)
     found: Dict[str, int] = {}
+    where: Dict[str, str] = {}
     unmatched = []
     for number, row in enumerate(rows, 2):
         if not row or not any(cell.strip() for cell in row):
@@ -261,25 +307,28 @@ def _match_loc_csv(root: str, paths: List[str], labels_file: str, lines: List[st
         hits = index.find(row[id_col].strip(), by_stem=True)
         for path in hits:
             found[path] = synset_index[tokens[0]]
+            where[path] = "labels file {} line {}".format(labels_file, number)
         if not hits:
             unmatched.append(row[id_col].strip())
     if not found:
         raise UserError("labels file {} names none of the {} images under {} (e.g. {} is not there)".format(
             labels_file, len(paths), root, _examples(unmatched, 1)))
-    image_set = _labeled_set(paths, found, class_names=synsets, labels_file=labels_file)
+    image_set = _labeled_set(paths, found, class_names=synsets, labels_file=labels_file, where=where)
     if unmatched:
         image_set.notes.append("{} of the rows of {} have no image under {}".format(
             len(unmatched), os.path.basename(labels_file), root))
     return image_set
 
 
-def _labeled_set(paths: List[str], found: Dict[str, int], class_names, labels_file: str) -> ImageSet:
+def _labeled_set(paths: List[str], found: Dict[str, int], class_names, labels_file: str,
+                 where: Optional[Dict[str, str]] = None) -> ImageSet:
     kept = [p for p in paths if p in found]
     notes = []
     if len(kept) < len(paths):
         notes.append("{} images under the folder have no label in {} and are left out".format(
             len(paths) - len(kept), os.path.basename(labels_file)))
-    return ImageSet(paths=kept, labels=[found[p] for p in kept], class_names=class_names, notes=notes)
+    return ImageSet(paths=kept, labels=[found[p] for p in kept], class_names=class_names, notes=notes,
+                    label_sources=[(where or {}).get(p, "") for p in kept])
 
 
 def _examples(items: Sequence[str], count: int = 3) -> str:
@@ -386,7 +435,7 @@ def cache_key(paths: Sequence[str], spec: PreprocessSpec) -> str:
 
 def decode_crop(path: str, spec: PreprocessSpec) -> np.ndarray:
     """One file to its (S, S, 3) uint8 crop: decode, convert to RGB, resize the shorter side, center crop."""
-    return np.asarray(resize_and_crop(decode_image(path), spec), dtype=np.uint8)
+    return np.asarray(resize_and_crop(decode_image(path, spec.resize_size), spec), dtype=np.uint8)
 
 
 def _decode_one(path: str, spec: PreprocessSpec) -> Tuple[Optional[np.ndarray], str]:
@@ -508,6 +557,10 @@ def load_images(images: ImageSet, spec: PreprocessSpec, workers: int = 2, cache_
     a fraction of the decode time. ``executor``: "thread" (measured faster here: PIL releases the GIL while
     decoding and resizing) or "process".
     """
+    size = spec.input_size
+    # uint8 crops plus the float32 batch made from them: refuse a sample the machine cannot hold, up front
+    check_memory(len(images) * size * size * 3 * (1 + 4), "{} images at {}x{}".format(len(images), size, size),
+                 "use a smaller --num-images")
     path = None
     cached = None
     notes = list(images.notes)
@@ -547,9 +600,13 @@ def _touch(path: str) -> None:
 
 def load_dataset(data_dir, spec: PreprocessSpec, labels_file=None, num_images: int = DEFAULT_NUM_IMAGES,
                  seed: int = 0, workers: int = 2, cache_dir=None, progress: bool = True, use_cache: bool = True,
-                 executor: str = "thread") -> LoadedImages:
-    """discover + stratified_sample + load_images; UserError when no image could be decoded."""
-    images = stratified_sample(discover(data_dir, labels_file), num_images, seed)
+                 executor: str = "thread", num_classes: Optional[int] = None) -> LoadedImages:
+    """discover + stratified_sample + load_images; UserError when no image could be decoded, or (given
+    ``num_classes``) when a label is not a class of the model."""
+    found = discover(data_dir, labels_file)
+    if num_classes is not None:
+        found.check_fits(num_classes)  # all of them, before sampling: a bad line is a bad file
+    images = stratified_sample(found, num_images, seed)
     loaded = load_images(images, spec, workers=workers, cache_dir=cache_dir, use_cache=use_cache,
                          progress=progress, executor=executor)
     if not len(loaded):

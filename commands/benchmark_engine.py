@@ -62,6 +62,10 @@ def benchmark_engine_command(artifacts, arch, weights, strict, input_size, data_
     """
     from benchmark.engine import BenchmarkOptions, benchmark_engine
     from benchmark.report import to_markdown, write_report
+    from deploy.validate import check_finite_number
+
+    if max_top1_drop is not None:  # NaN would never fail and a negative drop always would
+        check_finite_number("--max-top1-drop", max_top1_drop, minimum=0, maximum=100)
 
     options = BenchmarkOptions(batch_sizes=batch_sizes, warmup=warmup, iterations=iterations, threads=threads,
                                device=device, cuda_graph=cuda_graph, num_images=num_images, seed=seed,

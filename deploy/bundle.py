@@ -17,8 +17,8 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .errors import UserError
-from .fileio import atomic_path, sha256_file, write_json, write_text
+from .errors import UserError, os_error
+from .fileio import atomic_path, remove_stale_temps, sha256_file, temp_prefix, write_json, write_text
 from .runners.execution import ENGINE_SUFFIXES, ONNX_SUFFIXES
 
 DEPLOY_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -29,6 +29,9 @@ TAR_SUFFIXES = (".tar.gz", ".tgz")
 # What Jetsons run: the trtexec lines are written for these TensorRT versions.
 TARGETS = (("JetPack 6, TensorRT 10.3", "10.3.0"), ("JetPack 5, TensorRT 8.5", "8.5.2"))
 JETSON_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
+# Every bundle carries this file; `--force` replaces only a folder (or tarball) that has it, so a mistyped
+# -o (".", "~", the folder the models came from) can never be emptied.
+MANIFEST = "eca-deploy-bundle.json"
 
 
 @dataclass
@@ -76,10 +79,50 @@ def classify_artifacts(artifacts: Sequence[str]) -> Tuple[List[str], List[str], 
     return models, caches, labels
 
 
+def model_data_files(path: str) -> List[str]:
+    """The external-data files of a model, relative to its folder; UserError for a model the target could not
+    load: unreadable, opset out of range, data outside its folder or missing, or no eca-deploy metadata."""
+    from .metadata import load_onnx_proto, read_model_info
+    from .validate import external_data_files
+    read_model_info(path)  # metadata present, valid and matching the graph
+    _, model = load_onnx_proto(path)
+    if model is None:
+        raise UserError("bundling needs the onnx package to read {}".format(path))
+    return external_data_files(model, path)
+
+
+def _carry(source: str, relative: str, staging: str, carried: Dict[str, str]) -> None:
+    """Copy one external-data file into the bundle, refusing two different files under one name."""
+    real = os.path.realpath(source)
+    if relative in carried:
+        if carried[relative] != real:
+            raise UserError("{} and {} would both be {} in the bundle; a bundle is one flat folder".format(
+                carried[relative], real, relative))
+        return
+    if os.path.exists(os.path.join(staging, relative)):
+        raise UserError("external data file {} clashes with another file of the bundle".format(relative))
+    carried[relative] = real
+    os.makedirs(os.path.dirname(os.path.join(staging, relative)), exist_ok=True)
+    shutil.copy2(source, os.path.join(staging, relative))
+
+
+def check_models_load(staging: str, models: Sequence[str]) -> None:
+    """Each model loads from the staging folder with all its weights, as it will on the target."""
+    import onnx
+    for path in models:
+        staged = os.path.join(staging, os.path.basename(path))
+        model_data_files(staged)
+        try:
+            onnx.load(staged)
+        except Exception as exc:  # noqa: BLE001  (onnx raises several types for a missing or short data file)
+            raise UserError("{} does not load from the bundle: {}".format(
+                os.path.basename(path), str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)) from None
+
+
 def model_sidecar(path: str) -> Dict[str, object]:
     """What the target needs to know without the onnx package: metadata, input shapes, precision, sha256."""
     from .metadata import read_onnx_metadata
-    from .trt.onnx_info import inspect_onnx
+    from .onnx_info import inspect_onnx
 
     info = inspect_onnx(path)
     return {"metadata": read_onnx_metadata(path),
@@ -178,11 +221,12 @@ def _fill(staging: str, models, caches, labels, max_batch, notes) -> List[str]:
     shutil.copytree(DEPLOY_DIR, os.path.join(staging, "deploy"),
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo"))
     commands, blocks = [], []
+    carried: Dict[str, str] = {}
     for path in models:
         name = os.path.basename(path)
         shutil.copy2(path, os.path.join(staging, name))
-        if os.path.exists(path + ".data"):  # weights saved as external data travel with the model
-            shutil.copy2(path + ".data", os.path.join(staging, name + ".data"))
+        for relative in model_data_files(path):  # external weights travel with the model, whatever their name
+            _carry(os.path.join(os.path.dirname(path), relative), relative, staging, carried)
         sidecar = model_sidecar(path)
         write_json(os.path.join(staging, name + ".json"), sidecar)
         lines = build_lines(path, sidecar, _build_options(path, sidecar, caches, max_batch, notes), caches)
@@ -194,6 +238,8 @@ def _fill(staging: str, models, caches, labels, max_batch, notes) -> List[str]:
     write_text(os.path.join(staging, "build_engines.sh"), _script(blocks))
     os.chmod(os.path.join(staging, "build_engines.sh"), 0o755)
     write_text(os.path.join(staging, "README.md"), _readme(models, caches, labels, commands))
+    write_json(os.path.join(staging, MANIFEST), {"producer": "eca-deploy", "models": [
+        os.path.basename(m) for m in models], "data_files": sorted(carried)})
     return commands
 
 
@@ -213,26 +259,62 @@ def _list_files(root: str) -> List[str]:
     return sorted(found)
 
 
+def _is_previous_bundle(output: str, is_tar: bool) -> bool:
+    if is_tar:
+        try:
+            with tarfile.open(output, "r:gz") as tar:
+                return any(name.split("/", 1)[-1] == MANIFEST for name in tar.getnames()[:5000])
+        except (OSError, tarfile.TarError, EOFError):
+            return False
+    return os.path.isfile(os.path.join(output, MANIFEST))
+
+
+def check_replaceable(output: str, is_tar: bool, inputs: Sequence[str], force: bool) -> None:
+    """An existing output may be replaced only with --force and only when it is a previous bundle: never the
+    current or home folder, a folder holding the inputs, or anything that lacks the bundle manifest."""
+    if not os.path.lexists(output):
+        return
+    if not force:
+        raise UserError("{} exists; choose another output or pass --force to replace it".format(output))
+    real = os.path.realpath(output)
+    protected = {os.path.realpath(os.getcwd()): "the current folder", os.path.realpath(os.path.expanduser("~")):
+                 "your home folder", os.path.realpath(os.sep): "the root folder"}
+    for folder, what in protected.items():
+        if folder == real or folder.startswith(real.rstrip(os.sep) + os.sep):
+            raise UserError("refusing to replace {}: it is or holds {}".format(output, what))
+    for item in inputs:
+        source = os.path.realpath(item)
+        if source == real or source.startswith(real.rstrip(os.sep) + os.sep):
+            raise UserError("refusing to replace {}: it holds the input {}".format(output, item))
+    if not _is_previous_bundle(output, is_tar):
+        raise UserError("refusing to replace {}: --force replaces only a previous bundle (one with {}), and this "
+                        "is not one".format(output, MANIFEST))
+
+
 def bundle(artifacts: Sequence[str], output, max_batch: Optional[int] = None, force: bool = False) -> BundleResult:
     """Write the bundle to ``output`` (a folder, or a tarball when it ends in .tar.gz/.tgz)."""
     models, caches, labels = classify_artifacts(artifacts)
     if max_batch is not None and max_batch < 1:
         raise UserError("--max-batch must be at least 1, got {}".format(max_batch))
-    output = os.path.abspath(os.fspath(output))
+    output = os.path.abspath(os.path.expanduser(os.fspath(output)))
     is_tar = output.lower().endswith(TAR_SUFFIXES)
-    if not is_tar and os.path.exists(output) and not force:
-        raise UserError("{} exists; choose another output or pass --force to replace it".format(output))
+    check_replaceable(output, is_tar, list(models) + list(caches) + list(labels), force)
     parent = os.path.dirname(output)
-    os.makedirs(parent, exist_ok=True)
     root_name = os.path.basename(output)
     for suffix in TAR_SUFFIXES:
         if root_name.lower().endswith(suffix):
             root_name = root_name[:-len(suffix)]
     notes: List[str] = []
-    staging = tempfile.mkdtemp(prefix="." + root_name + ".", suffix=".part", dir=parent)
-    os.chmod(staging, 0o755)  # mkdtemp makes it private; the bundle is meant to be copied and shared
     try:
+        os.makedirs(parent, exist_ok=True)
+        remove_stale_temps(os.path.join(parent, root_name))
+        staging = tempfile.mkdtemp(prefix=temp_prefix(root_name), suffix=".part", dir=parent)
+    except OSError as exc:
+        raise os_error(exc, output) from None
+    try:
+        os.chmod(staging, 0o755)  # mkdtemp makes it private; the bundle is meant to be copied and shared
         commands = _fill(staging, models, caches, labels, max_batch, notes)
+        check_models_load(staging, models)
         files = _list_files(staging)
         if is_tar:
             with atomic_path(output) as tmp:
@@ -246,6 +328,8 @@ def bundle(artifacts: Sequence[str], output, max_batch: Optional[int] = None, fo
             elif os.path.exists(output):
                 os.remove(output)
             os.replace(staging, output)
+    except OSError as exc:  # a full disk, a read-only folder, an unreadable input: say which path and why
+        raise os_error(exc, output) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return BundleResult(output, "tar.gz" if is_tar else "folder", [os.path.basename(m) for m in models],

@@ -27,11 +27,12 @@ import numpy as np
 from .cliutil import note, run_main
 from .compare import topk_indices
 from .errors import MissingDependencyError, UserError
-from .images import collect_images
+from .images import collect_images, ignored_note
 from .metadata import read_model_info
 from .preprocess import PreprocessSpec, decode_image, preprocess_image
 from .runners.execution import (Clocks, artifact_kind, fixed_batch_size, infer_batch, input_name as image_input,
                                 latency_record, output_name, warm_up)
+from .validate import check_batch_memory
 
 IMAGENET_CLASSES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "imagenet_classes.tsv")
 
@@ -75,13 +76,16 @@ def bgr_to_pil(frame: np.ndarray):
     return Image.fromarray(np.ascontiguousarray(frame[:, :, 2::-1]))
 
 
-def image_frames(inputs: Sequence[str]) -> Iterator[Tuple[str, object]]:
-    paths = collect_images(inputs)
+def image_frames(inputs: Sequence[str], resize_size: Optional[int] = None) -> Iterator[Tuple[str, object]]:
+    ignored: List[str] = []
+    paths = collect_images(inputs, ignored)
+    if ignored_note(ignored):
+        note(ignored_note(ignored))
     if not paths:
         raise UserError("no images found in {}".format(", ".join(inputs)))
     for path in paths:
         try:
-            yield path, decode_image(path)
+            yield path, decode_image(path, resize_size)
         except UserError as exc:
             note("skipping: {}".format(exc))
 
@@ -146,7 +150,7 @@ def batched(frames: Iterator, size: int) -> Iterator[List]:
 def _trt_engine_for(args) -> str:
     from .trt.build import BuildOptions
     from .trt.engine_cache import ensure_engine
-    from .trt.onnx_info import inspect_onnx
+    from .onnx_info import inspect_onnx
     from .trt.profiles import is_dynamic
 
     inputs = inspect_onnx(args.model).inputs
@@ -169,7 +173,11 @@ def open_runner(args):
             from .runners.onnxruntime import OnnxRuntimeRunner
             if args.cuda_graph:
                 note("--cuda-graph applies to TensorRT engines only; ignored for ONNX Runtime")
-            providers = [p.strip() for p in args.providers.split(",") if p.strip()]
+            from .runners.onnxruntime import PROVIDER_ALIASES
+            from .validate import check_providers
+            providers, warnings = check_providers(args.providers, PROVIDER_ALIASES)
+            for message in warnings:
+                note(message)
             return OnnxRuntimeRunner(path, providers=providers), path
         path = _trt_engine_for(args)
     from .runners.tensorrt import TensorRTRunner
@@ -207,9 +215,11 @@ def classify(runner, frames: Iterator, spec: PreprocessSpec, input_name: str, ba
     warm-up run of the first."""
     timed = [] if timed is None else timed
     output, pad_to = output_name(runner), batch_size if static else None
-    for batch in batched(frames, batch_size):
+    # Each image is preprocessed as it arrives, so a batch holds S x S crops, never N decoded photos.
+    crops = ((name, preprocess_image(image, spec)) for name, image in frames)
+    for batch in batched(crops, batch_size):
         names = [name for name, _ in batch]
-        array = np.stack([preprocess_image(image, spec) for _, image in batch]).astype(np.float32, copy=False)
+        array = np.stack([crop for _, crop in batch]).astype(np.float32, copy=False)
         if not timed:  # the first run pays for lazy initialization; it is not timed
             warm_up(runner, array, 1, pad_to)
             timed.append(Clocks(runner))
@@ -279,9 +289,10 @@ def run(args: argparse.Namespace) -> int:
     runner, info_path = open_runner(args)
     info = read_model_info(info_path)
     labels = load_labels(info.num_classes, args.labels)
-    frames = image_frames(args.inputs) if args.inputs else capture_frames(args)
+    frames = image_frames(args.inputs, info.preprocess.resize_size) if args.inputs else capture_frames(args)
     with runner:
         input_name, batch_size, static = choose_batch(runner, args.batch)
+        check_batch_memory(batch_size, info.preprocess.input_size, "--batch")
         images, timed = 0, []
         for result in classify(runner, limited(frames, args.max_frames), info.preprocess, input_name, batch_size,
                                static, args.top_k, labels, timed):

@@ -10,6 +10,8 @@ from typing import Dict, Optional
 
 from .errors import UserError
 from .preprocess import PreprocessSpec
+from .validate import (MAX_CLASSES, check_against_graph, check_metadata_dict, check_onnx_model, graph_io_shapes,
+                       parse_int_field)
 
 PRODUCER = "eca-deploy"
 
@@ -27,14 +29,23 @@ class ModelInfo:
 
     @classmethod
     def from_metadata(cls, meta: Dict[str, str], source="model") -> "ModelInfo":
+        """Validated on load: a field that is missing or malformed is a UserError naming ``source`` and it."""
+        meta = check_metadata_dict(meta, source)
         if "num_classes" not in meta or "arch" not in meta:
             raise UserError("{} carries no eca-deploy metadata (arch, num_classes); export it with `cli.py export`".format(
                 source))
+        if not meta["arch"].strip():
+            raise UserError("{}: metadata field arch is empty".format(source))
         known = {"arch", "num_classes", "precision", "checkpoint_sha256"}
+        try:
+            preprocess = PreprocessSpec.from_metadata(meta)
+        except UserError as exc:
+            raise UserError("{}: {}".format(source, exc)) from None
         return cls(
             arch=meta["arch"],
-            num_classes=int(meta["num_classes"]),
-            preprocess=PreprocessSpec.from_metadata(meta),
+            num_classes=parse_int_field("metadata field num_classes", meta["num_classes"], minimum=1,
+                                        maximum=MAX_CLASSES, source=source),
+            preprocess=preprocess,
             precision=meta.get("precision", "fp32"),
             checkpoint_sha256=meta.get("checkpoint_sha256", ""),
             extra={k: v for k, v in meta.items() if k not in known},
@@ -63,9 +74,14 @@ def read_sidecar(model_path) -> Optional[dict]:
         return None
     try:
         with open(path, "r", encoding="utf-8") as handle:
-            return json.load(handle)
+            sidecar = json.load(handle)
     except (OSError, ValueError) as exc:
         raise UserError("cannot read sidecar {}: {}".format(path, exc)) from None
+    if not isinstance(sidecar, dict):
+        raise UserError("sidecar {} must hold a JSON object, not a {}".format(path, type(sidecar).__name__))
+    if "metadata" in sidecar:
+        check_metadata_dict(sidecar["metadata"], path)
+    return sidecar
 
 
 def load_onnx_proto(path):
@@ -79,17 +95,28 @@ def load_onnx_proto(path):
     except ImportError:
         return None, None
     try:
-        return onnx, onnx.load(path, load_external_data=False)
+        model = onnx.load(path, load_external_data=False)
+    except OSError as exc:
+        raise UserError("cannot read {}: {}".format(path, exc.strerror or exc)) from None
     except Exception as exc:  # onnx raises DecodeError, ValueError, ... for a corrupt file
-        raise UserError("{} is not a readable ONNX model: {}".format(path, exc)) from None
+        raise UserError("{} is not a readable ONNX model: {}".format(path, str(exc).splitlines()[0][:200]
+                                                                      if str(exc) else type(exc).__name__)) from None
+    check_onnx_model(model, path)  # opset in range, external data inside the model's folder
+    return onnx, model
 
 
 def read_onnx_metadata(path) -> Dict[str, str]:
     """The ``metadata_props`` of an ONNX file as a dict, without needing onnx on the device."""
     path = os.fspath(path)
+    return _onnx_metadata_and_shapes(path)[0]
+
+
+def _onnx_metadata_and_shapes(path: str):
+    """(metadata_props, first input shape, first output shape) by onnx, ONNX Runtime or the sidecar."""
     _, model = load_onnx_proto(path)
     if model is not None:
-        return {prop.key: prop.value for prop in model.metadata_props}
+        inputs, outputs = graph_io_shapes(model)
+        return {prop.key: prop.value for prop in model.metadata_props}, inputs, outputs
     try:
         import onnxruntime as ort
     except ImportError:
@@ -99,19 +126,24 @@ def read_onnx_metadata(path) -> Dict[str, str]:
             session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
             raise UserError("{} is not a readable ONNX model: {}".format(path, str(exc).splitlines()[0])) from None
-        return dict(session.get_modelmeta().custom_metadata_map)
+        shape = lambda node: [d if isinstance(d, int) else None for d in node.shape]  # noqa: E731
+        return (dict(session.get_modelmeta().custom_metadata_map), shape(session.get_inputs()[0]),
+                shape(session.get_outputs()[0]))
     sidecar = read_sidecar(path)
     if sidecar is None:
         raise UserError("cannot read metadata of {}: install onnx or onnxruntime, or ship {}".format(
             path, sidecar_path(path)))
-    return dict(sidecar.get("metadata", sidecar))
+    return check_metadata_dict(sidecar.get("metadata", sidecar), sidecar_path(path)), None, None
 
 
 def read_model_info(path) -> ModelInfo:
     """ModelInfo of an ONNX model, or of an engine from its sidecar."""
     path = os.fspath(path)
     if path.endswith(".onnx"):
-        return ModelInfo.from_metadata(read_onnx_metadata(path), source=path)
+        meta, inputs, outputs = _onnx_metadata_and_shapes(path)
+        info = ModelInfo.from_metadata(meta, source=path)
+        check_against_graph(inputs, outputs, info.preprocess.input_size, info.num_classes, path)
+        return info
     sidecar = read_sidecar(path)
     if sidecar is None:
         raise UserError("{} has no sidecar {}; engines built by `cli.py build` carry one".format(

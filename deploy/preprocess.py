@@ -6,8 +6,9 @@ benchmarks and Jetson inference. On PIL images it equals torchvision's standard 
 resize and the same float32 arithmetic, so the results agree to the last bit.
 """
 import json
+import warnings
 from dataclasses import asdict, dataclass, field
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -79,30 +80,102 @@ class PreprocessSpec:
         if missing:
             raise UserError("model metadata lacks preprocessing keys: {}; was it exported by this tool?".format(
                 ", ".join(missing)))
-        try:
-            return cls(
-                input_size=int(json.loads(meta["input_size"])),
-                resize_size=int(json.loads(meta["resize_size"])),
-                interpolation=meta["interpolation"].strip('"'),
-                mean=tuple(json.loads(meta["mean"])),
-                std=tuple(json.loads(meta["std"])),
-            )
-        except (TypeError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
-            raise UserError("model metadata has malformed preprocessing values: {}".format(exc)) from None
+        sizes = {key: _size_field(meta, key) for key in ("input_size", "resize_size")}
+        mean, std = _triple_field(meta, "mean"), _triple_field(meta, "std")
+        return cls(interpolation=meta["interpolation"].strip('"'), mean=mean, std=std, **sizes)
 
 
-def decode_image(path) -> Image.Image:
+def _field_value(meta: Dict[str, str], key: str):
+    try:
+        return json.loads(meta[key])
+    except (TypeError, ValueError):  # json.JSONDecodeError is a ValueError
+        raise UserError("metadata field {} is malformed (not JSON): {!r}".format(key, str(meta[key])[:40])) from None
+
+
+def _size_field(meta: Dict[str, str], key: str) -> int:
+    from .validate import MAX_INPUT_SIZE
+    value = _field_value(meta, key)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_INPUT_SIZE:
+        raise UserError("metadata field {} must be an integer from 1 to {}, got {!r}".format(
+            key, MAX_INPUT_SIZE, meta[key][:40]))
+    return value
+
+
+def _triple_field(meta: Dict[str, str], key: str) -> Tuple[float, ...]:
+    """A list of finite numbers; __post_init__ then checks that there is one per channel."""
+    value = _field_value(meta, key)
+    if (not isinstance(value, list)
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in value)):
+        raise UserError("metadata field {} must be a list of finite numbers (R, G, B), got {!r}".format(
+            key, meta[key][:60]))
+    return tuple(float(v) for v in value)
+
+
+# Bounds on the work one image may cost, so no file (a 100000x1 PNG, a 100-megapixel photo) can exhaust memory.
+# Images within DECODE_BUDGET_PIXELS decode exactly as torchvision's transform sees them. Larger ones are
+# decoded smaller (JPEG's DCT scaling via draft) or box-reduced by an integer factor before the resize; both
+# keep the shorter side at least REDUCING_GAP times the resize size, the margin Pillow documents as giving a
+# result indistinguishable from resizing the full image (Image.resize's reducing_gap). What still exceeds
+# MAX_DECODE_PIXELS, or is more elongated than MAX_ASPECT_RATIO (its resized shorter side would make the long
+# side enormous), is refused with a UserError, which the loaders turn into a skipped and counted image.
+DECODE_BUDGET_PIXELS = 16000000
+MAX_DECODE_PIXELS = 25000000
+MAX_ASPECT_RATIO = 20.0
+REDUCING_GAP = 3.0
+
+
+# Pillow warns above 89 megapixels and refuses above 179 from the header alone; the bounds above are tighter and
+# skip such images with one counted line, so its warning would only be a second, noisier message.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+class ImageTooLargeError(UserError):
+    """An image beyond the decode bounds; loaders skip and count it like an unreadable one."""
+
+
+def check_image_geometry(width: int, height: int, path="image") -> None:
+    """Refuse an image whose size or aspect ratio is beyond the decode bounds, before it is decoded."""
+    if width < 1 or height < 1:
+        raise ImageTooLargeError("{} has no pixels ({}x{})".format(path, width, height))
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise ImageTooLargeError("{} is {}x{}, more elongated than the {:g}:1 limit".format(
+            path, width, height, MAX_ASPECT_RATIO))
+
+
+def _reduction(width: int, height: int, resize_size: Optional[int]) -> int:
+    """The integer factor an image may shrink by before the resize: 1 within the budget (the exact path)."""
+    if resize_size is None or width * height <= DECODE_BUDGET_PIXELS:
+        return 1
+    return max(1, int(min(width, height) // (REDUCING_GAP * resize_size)))
+
+
+def decode_image(path, resize_size: Optional[int] = None) -> Image.Image:
     """Open any supported file as an RGB PIL image, the way ``Image.open(path).convert('RGB')`` does.
 
-    Decoding is forced here, so a truncated or corrupt file fails now with UserError, not later.
+    ``resize_size`` (the shorter side the preprocessing resizes to) lets images above DECODE_BUDGET_PIXELS be
+    decoded or reduced smaller first; see the bounds above. Decoding is forced here, so a truncated or corrupt
+    file fails now with UserError, not later.
     """
     try:
         with Image.open(path) as image:
+            check_image_geometry(image.width, image.height, path)
+            factor = _reduction(image.width, image.height, resize_size)
+            if factor > 1 and image.format in ("JPEG", "MPO"):  # DCT scaling: never decodes full-size pixels
+                image.draft("RGB", (image.width // factor, image.height // factor))
+                factor = _reduction(image.width, image.height, resize_size)  # what draft left to do
+            if image.width * image.height > MAX_DECODE_PIXELS:
+                raise ImageTooLargeError("{} is {}x{}, above the {:g}-megapixel decode limit".format(
+                    path, image.width, image.height, MAX_DECODE_PIXELS / 1e6))
             image.load()
+            if factor > 1:
+                reducible = image if image.mode in ("RGB", "RGBA", "L", "LA", "I", "F") else image.convert("RGB")
+                return reducible.reduce(factor).convert("RGB")
             return image.convert("RGB")
+    except UserError:
+        raise
     except Exception as exc:  # noqa: BLE001
         # Broad on purpose: besides OSError/SyntaxError, PIL's format plugins raise struct.error, EOFError,
-        # IndexError, KeyError, ValueError, DecompressionBombError ... on malformed files.
+        # IndexError, KeyError, ValueError, DecompressionBombError, MemoryError ... on malformed files.
         raise UserError("cannot decode image {}: {}".format(path, str(exc) or type(exc).__name__)) from None
 
 
@@ -152,7 +225,7 @@ def preprocess_image(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
 
 
 def preprocess_file(path, spec: PreprocessSpec) -> np.ndarray:
-    return preprocess_image(decode_image(path), spec)
+    return preprocess_image(decode_image(path, spec.resize_size), spec)
 
 
 def preprocess_batch(images: Sequence[Image.Image], spec: PreprocessSpec) -> np.ndarray:

@@ -11,6 +11,7 @@ from deploy.errors import UserError
 from deploy.fileio import atomic_path
 from deploy.metadata import ModelInfo
 from deploy.preprocess import PreprocessSpec
+from deploy.validate import check_opset, max_opset
 
 from .attention_forms import DEFAULT_FORM, METADATA_KEY, FormReport, check_form, convert
 from .onnx_graph import full_check, op_histogram, set_metadata, simplify, trace_to_onnx
@@ -51,6 +52,15 @@ def preprocess_for(model: torch.nn.Module, input_size: int) -> PreprocessSpec:
     if input_size == spec.input_size:
         return spec
     return PreprocessSpec.for_input_size(input_size, interpolation=spec.interpolation, mean=spec.mean, std=spec.std)
+
+
+def max_export_opset() -> int:
+    """The newest opset both torch's TorchScript exporter and the installed onnx support; checked up front, since
+    torch fails deep inside the trace on a newer one (and prints the whole graph)."""
+    from torch.onnx import _constants  # private, but the only place torch states its range; guarded below
+    newest = getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", None) or getattr(
+        _constants, "ONNX_MAX_OPSET", DEFAULT_OPSET)
+    return min(int(newest), max_opset())
 
 
 def model_metadata(model, spec: PreprocessSpec, checkpoint, opset: int, seed: int) -> Dict[str, str]:
@@ -94,8 +104,7 @@ def export_model(
     ONNX Runtime FP32 on x86, ``lean`` is the plain graph for TensorRT and the Q/DQ models.
     """
     check_form(attention_form)
-    if opset < MIN_OPSET:
-        raise UserError("opset {} is too old; use {} or newer".format(opset, MIN_OPSET))
+    check_opset(opset, MIN_OPSET, max_export_opset())
     if input_size < 32:
         raise UserError("input size {} is too small; the networks downsample by 32".format(input_size))
     if batch is not None and batch < 1:

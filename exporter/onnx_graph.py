@@ -25,10 +25,14 @@ def trace_to_onnx(model, input_size: int, opset: int, batch: Optional[int]) -> o
     buffer = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy-exporter deprecation notice is not the user's concern
-        torch.onnx.export(
-            model, (example,), buffer, dynamo=False, opset_version=opset, do_constant_folding=True,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=dynamic_axes,
-        )
+        try:
+            torch.onnx.export(
+                model, (example,), buffer, dynamo=False, opset_version=opset, do_constant_folding=True,
+                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=dynamic_axes,
+            )
+        except (RuntimeError, ValueError) as exc:  # the message carries the whole traced graph: keep line one
+            raise UserError("torch cannot export this model at opset {}: {}".format(
+                opset, str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)) from None
     return onnx.load_from_string(buffer.getvalue())
 
 

@@ -5,6 +5,7 @@ malicious checkpoint is rejected before any of its code can run.
 """
 import os
 import pickle
+import warnings
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
@@ -35,15 +36,44 @@ def load_checkpoint(path) -> Checkpoint:
     if not os.path.isfile(path):
         raise UserError("checkpoint not found: {}".format(path))
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else "unsupported content"
-        raise UserError("refusing to load {}: it is not a plain tensor checkpoint ({})".format(path, reason)) from None
-    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, ImportError) as exc:
-        raise UserError("cannot read checkpoint {}: {}".format(path, str(exc).splitlines()[0] if str(exc) else
-                                                              type(exc).__name__)) from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols are not the user's concern
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # torch's safe unpickler refused it: never suggest the unsafe one
+        refused = _refused_global(exc)
+        raise UserError("refusing to load {}: it is not a plain tensor checkpoint{}".format(
+            path, " ({})".format(refused) if refused else "")) from None
+    except OSError as exc:
+        raise UserError("cannot read checkpoint {}: {}".format(path, exc.strerror or exc)) from None
+    except Exception as exc:  # noqa: BLE001  (a text file or random bytes raise KeyError, IndexError, ...)
+        detail = " ({})".format(_safe_reason(exc)) if isinstance(exc, RuntimeError) else ""
+        raise UserError("{} is not a PyTorch checkpoint (a torch.save file of tensors){}".format(path, detail)) from None
     state_dict, arch = _unwrap(obj, path)
+    check_finite_tensors(state_dict, path)
     return Checkpoint(state_dict, sha256_file(path), arch)
+
+
+def _safe_reason(exc: BaseException) -> str:
+    """The first line of torch's message, unless it is the advice to rerun with weights_only=False: that would
+    execute whatever the file holds, so it is never passed on."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    kept = [line for line in lines if "weights_only" not in line and "two options" not in line]
+    return (kept[0] if kept else "unsupported content")[:160]
+
+
+def _refused_global(exc: BaseException) -> Optional[str]:
+    """The global torch's safe unpickler refused to import (the code a malicious file wanted to run), if named."""
+    for line in str(exc).splitlines():
+        if "GLOBAL" in line and "weights_only" not in line:
+            return line.strip()[:160]
+    return None
+
+
+def check_finite_tensors(state_dict: Dict[str, torch.Tensor], path) -> None:
+    """NaN or infinite weights export fine but compute garbage; refuse them at load, naming the first."""
+    for key, tensor in state_dict.items():
+        if tensor.is_floating_point() and tensor.numel() and not bool(torch.isfinite(tensor).all()):
+            raise UserError("{}: tensor {} holds NaN or infinite values; the checkpoint is damaged".format(path, key))
 
 
 def _unwrap(obj, path) -> Tuple[Dict[str, torch.Tensor], Optional[str]]:
@@ -54,6 +84,10 @@ def _unwrap(obj, path) -> Tuple[Dict[str, torch.Tensor], Optional[str]]:
         if isinstance(obj.get(key), dict):
             obj = obj[key]
             break
+    bad_keys = [k for k in obj if not isinstance(k, str)]
+    if bad_keys:
+        raise UserError("{} is not a state dict: its keys must be parameter names, found {!r}".format(
+            path, bad_keys[0]))
     tensors = {_strip_prefix(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not tensors:
         raise UserError("{} contains no tensors; expected a state dict or a dict with 'state_dict'".format(path))
@@ -79,6 +113,9 @@ def adapt_eca_kernels(model: nn.Module, state_dict: Dict[str, torch.Tensor]) -> 
         if not isinstance(module, ECALayer):
             continue
         weight = state_dict.get(name + ".conv.weight")
+        if weight is not None and weight.dim() == 3 and weight.shape[-1] % 2 == 0:
+            raise UserError("{}.conv.weight has kernel size {}; ECA kernels are odd (padding (k-1)/2 keeps the "
+                            "channel count)".format(name, int(weight.shape[-1])))
         if weight is not None and weight.dim() == 3 and weight.shape[-1] != module.k_size:
             module.set_kernel_size(int(weight.shape[-1]))
         kernels[name] = module.k_size
@@ -132,11 +169,17 @@ def load_model(arch: str, weights=None, num_classes: Optional[int] = None, seed:
     if extra and "num_convs" not in options:
         options["num_convs"] = extra + 1
     model = create_model(arch, num_classes=num_classes or inferred or 1000, **options)
-    adapt_eca_kernels(model, state_dict)
+    try:
+        adapt_eca_kernels(model, state_dict)
+    except UserError as exc:
+        raise UserError("{}: {}".format(weights, exc)) from None
     problem = describe_mismatch(model, state_dict)
     if problem:
         hint = " (checkpoint says arch {})".format(checkpoint.arch) if checkpoint.arch and checkpoint.arch != arch else ""
         raise UserError("{} does not fit {}{}: {}".format(weights, arch, hint, problem))
-    model.load_state_dict(state_dict, strict=True)
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:  # dtype or layout surprises describe_mismatch does not cover
+        raise UserError("{} does not fit {}: {}".format(weights, arch, str(exc).splitlines()[0][:200])) from None
     model.eval()
     return model, checkpoint

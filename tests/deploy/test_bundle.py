@@ -112,5 +112,6 @@ def test_bundle_refusals(artifacts, tmp_path):
     open(os.path.join(first, "stale.txt"), "w").close()
     bundle([model, labels], tmp_path / "again", force=True)
     assert sorted(p for p in os.listdir(first) if not os.path.isdir(os.path.join(first, p))) == [
-        "README.md", "build_engines.sh", "labels.txt", "tiny_eca.onnx", "tiny_eca.onnx.json"]
+        "README.md", "build_engines.sh", "eca-deploy-bundle.json", "labels.txt", "tiny_eca.onnx",
+        "tiny_eca.onnx.json"]
     assert not [p for p in os.listdir(str(tmp_path)) if p.endswith((".part", ".old"))]

@@ -1,0 +1,286 @@
+"""The one validation layer for what users hand the tool: ONNX files, model metadata, labels, numbers, output
+paths and the memory a run will need. Every command goes through these checks, so a bad input is one line
+``error: ...`` (exit 2) that names the file and the field, never a traceback deep inside onnx or numpy.
+
+Torch-free and Python 3.8, like the rest of deploy/; checkpoint checks that need torch live in
+models/checkpoint.py and reuse ``check_finite_number`` and the messages here.
+"""
+import math
+import os
+import re
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from .errors import UserError
+
+# Opsets a model may carry. The Q/DQ models and TensorRT's parser need 13+ (per-channel QuantizeLinear);
+# anything older or newer than the installed onnx knows cannot be checked, calibrated or converted.
+MIN_OPSET = 13
+# The oldest opset ONNX Runtime loads; deploy.infer and bundle accept any model it can run.
+MIN_LOAD_OPSET = 7
+# Used when the onnx package is absent (a Jetson): ORT 1.x and TensorRT 8.5-10.x parse up to this.
+FALLBACK_MAX_OPSET = 21
+# Class counts and indices beyond this are typos (ImageNet-21k has 21841); it also keeps indices in int64.
+MAX_CLASSES = 1000000
+# Preprocessing sizes beyond this make one image a multi-gigabyte tensor; no classifier here needs it.
+MAX_INPUT_SIZE = 4096
+# A batch may use at most this share of the memory the machine has available, the rest is for the runtime.
+MEMORY_SHARE = 0.6
+
+
+# -- numbers ---------------------------------------------------------------------------------------------
+
+def check_finite_number(name: str, value, minimum: Optional[float] = None,
+                        maximum: Optional[float] = None) -> float:
+    """``value`` as a float, or a UserError naming ``name`` when it is NaN, infinite or out of range."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UserError("{} must be a number, got {!r}".format(name, value)) from None
+    if not math.isfinite(number):
+        raise UserError("{} must be a finite number, got {}".format(name, value))
+    if minimum is not None and number < minimum:
+        raise UserError("{} must be at least {:g}, got {:g}".format(name, minimum, number))
+    if maximum is not None and number > maximum:
+        raise UserError("{} must be at most {:g}, got {:g}".format(name, maximum, number))
+    return number
+
+
+def parse_int_field(name: str, text, minimum: int = 1, maximum: Optional[int] = None, source: str = "") -> int:
+    """An integer field of metadata or a labels file: ``"10"`` or ``10``, never ``"ten"``, ``"1e3"`` or 10**20."""
+    where = "{}: ".format(source) if source else ""
+    if isinstance(text, bool) or not isinstance(text, (int, str)):
+        raise UserError("{}{} must be an integer, got {!r}".format(where, name, text))
+    raw = text.strip().strip('"') if isinstance(text, str) else str(text)
+    if not re.match(r"^-?[0-9]{1,12}$", raw):
+        raise UserError("{}{} must be an integer{}, got {!r}".format(
+            where, name, " from {} to {}".format(minimum, maximum) if maximum is not None else "", str(text)[:40]))
+    value = int(raw)
+    if value < minimum or (maximum is not None and value > maximum):
+        raise UserError("{}{} must be between {} and {}, got {}".format(where, name, minimum, maximum, value)
+                        if maximum is not None else "{}{} must be at least {}, got {}".format(
+                            where, name, minimum, value))
+    return value
+
+
+# -- ONNX files ------------------------------------------------------------------------------------------
+
+def max_opset() -> int:
+    """The newest opset the installed onnx knows (what the checker and converters accept)."""
+    try:
+        import onnx
+        return int(onnx.defs.onnx_opset_version())
+    except Exception:  # noqa: BLE001  (no onnx on a Jetson: a conservative bound)
+        return FALLBACK_MAX_OPSET
+
+
+def check_opset(opset, minimum: int = MIN_OPSET, maximum: Optional[int] = None, source: str = "--opset") -> int:
+    """``opset`` inside [minimum, maximum]; the message says which range is supported."""
+    maximum = max_opset() if maximum is None else maximum
+    value = parse_int_field(source, opset, minimum=0)
+    if not minimum <= value <= maximum:
+        raise UserError("{} {} is not supported; use an opset from {} to {}".format(source, value, minimum, maximum))
+    return value
+
+
+def model_opset(model) -> Optional[int]:
+    """The default-domain opset of a ModelProto, or None when it imports none."""
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return int(entry.version)
+    return None
+
+
+def _tensors_of(model):
+    try:
+        from onnx.external_data_helper import _get_all_tensors
+        return list(_get_all_tensors(model))
+    except Exception:  # noqa: BLE001  (older onnx: initializers are where exporters put weights)
+        return list(model.graph.initializer)
+
+
+def external_data_files(model, path: str) -> List[str]:
+    """The external-data files (relative to the model's folder) a ModelProto needs; UserError for a location
+    that is absolute, leaves the folder or is missing, since loading it would read elsewhere or fail."""
+    folder = os.path.dirname(os.path.abspath(path))
+    real_folder = os.path.realpath(folder)
+    found: List[str] = []
+    for tensor in _tensors_of(model):
+        if tensor.data_location != 1:  # TensorProto.EXTERNAL
+            continue
+        entries = {entry.key: entry.value for entry in tensor.external_data}
+        location = entries.get("location", "")
+        if not location or os.path.isabs(location) or location.replace("\\", "/").startswith("/"):
+            raise UserError("{}: tensor {!r} keeps its data at {!r}, not a path inside the model's folder".format(
+                path, tensor.name, location))
+        target = os.path.realpath(os.path.join(folder, location))
+        if os.path.commonpath([target, real_folder]) != real_folder:
+            raise UserError("{}: tensor {!r} keeps its data at {!r}, outside the model's folder".format(
+                path, tensor.name, location))
+        if not os.path.isfile(target):
+            raise UserError("{}: external data file {} of tensor {!r} is missing".format(
+                path, os.path.join(folder, location), tensor.name))
+        relative = os.path.normpath(location)
+        if relative not in found:
+            found.append(relative)
+    return found
+
+
+def check_onnx_model(model, path: str, min_opset: int = MIN_LOAD_OPSET) -> None:
+    """Opset in range and external data inside the model's folder, before onnx or ORT is asked to load it."""
+    opset = model_opset(model)
+    if opset is None:
+        raise UserError("{} imports no ONNX operator set; it is not a model this tool exported".format(path))
+    top = max_opset()
+    if not min_opset <= opset <= top:
+        raise UserError("{} uses opset {}; supported: {} to {}".format(path, opset, min_opset, top))
+    external_data_files(model, path)
+
+
+# -- metadata --------------------------------------------------------------------------------------------
+
+def check_metadata_dict(meta, source: str) -> Dict[str, str]:
+    """Metadata must be a flat object of strings (an ONNX ``metadata_props`` or a sidecar's ``metadata``)."""
+    if not isinstance(meta, dict):
+        raise UserError("{}: metadata must be a JSON object, got a {}".format(source, type(meta).__name__))
+    return {str(key): value if isinstance(value, str) else _json_text(value) for key, value in meta.items()}
+
+
+def _json_text(value) -> str:
+    import json
+    return json.dumps(value)
+
+
+def check_against_graph(input_shape: Optional[Sequence], output_shape: Optional[Sequence], input_size: int,
+                        num_classes: int, source: str) -> None:
+    """Metadata that describes another model (copied in, or edited) is refused, naming the field that differs."""
+    if input_shape is not None and len(input_shape) == 4:
+        height, width = input_shape[2], input_shape[3]
+        if all(isinstance(d, int) and d > 0 for d in (height, width)) and (height, width) != (input_size,
+                                                                                            input_size):
+            raise UserError("{}: metadata field input_size is {}, but the model's input is {}x{} (metadata of "
+                            "another model?)".format(source, input_size, height, width))
+    if output_shape is not None and len(output_shape) == 2:
+        classes = output_shape[1]
+        if isinstance(classes, int) and classes > 0 and classes != num_classes:
+            raise UserError("{}: metadata field num_classes is {}, but the model outputs {} classes (metadata of "
+                            "another model?)".format(source, num_classes, classes))
+
+
+def graph_io_shapes(model) -> Tuple[Optional[List], Optional[List]]:
+    """(first input shape, first output shape) of a ModelProto, dims as int or None (symbolic)."""
+    def shape(value):
+        tensor = value.type.tensor_type
+        if not tensor.HasField("shape"):
+            return None
+        return [dim.dim_value if dim.HasField("dim_value") else None for dim in tensor.shape.dim]
+    initializers = {init.name for init in model.graph.initializer}
+    inputs = [v for v in model.graph.input if v.name not in initializers]
+    return (shape(inputs[0]) if inputs else None,
+            shape(model.graph.output[0]) if model.graph.output else None)
+
+
+# -- labels ----------------------------------------------------------------------------------------------
+
+def parse_class_index(text: str, labels_file: str, line: int) -> int:
+    """A class index of a labels file: a non-negative integer below MAX_CLASSES, else a UserError at its line."""
+    return parse_int_field("class index", text, minimum=0, maximum=MAX_CLASSES - 1,
+                           source="labels file {} line {}".format(labels_file, line))
+
+
+def check_labels_in_range(labels: Iterable[int], sources: Optional[Sequence[str]], num_classes: int,
+                          what: str = "labels") -> None:
+    """Every class index < ``num_classes``; the error names the first bad one and where it came from."""
+    for position, label in enumerate(labels):
+        if not 0 <= int(label) < num_classes:
+            where = sources[position] if sources and position < len(sources) and sources[position] else \
+                "{} entry {}".format(what, position + 1)
+            raise UserError("{}: class index {} is out of range for a model with {} classes (0 to {})".format(
+                where, int(label), num_classes, num_classes - 1))
+
+
+# -- output paths ----------------------------------------------------------------------------------------
+
+def check_output_file(path, what: str = "output") -> str:
+    """An output file path that can be written: not a folder, its parent a folder (or creatable)."""
+    path = os.path.abspath(os.fspath(path))
+    if os.path.isdir(path):
+        raise UserError("{} {} is a folder; give a file path".format(what, path))
+    parent = os.path.dirname(path)
+    probe = parent
+    while probe and not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if probe and not os.path.isdir(probe):
+        raise UserError("cannot write {} {}: {} is a file, not a folder".format(what, path, probe))
+    return path
+
+
+def check_output_files(paths: Iterable, what: str = "output") -> List[str]:
+    """check_output_file for a set of artifacts, all before the first one is written."""
+    return [check_output_file(path, what) for path in paths]
+
+
+# -- memory ----------------------------------------------------------------------------------------------
+
+def available_memory_bytes() -> Optional[int]:
+    """Memory the machine can give this process now (MemAvailable), or None where it cannot be read."""
+    try:
+        with open("/proc/meminfo", "r") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(needed_bytes: int, what: str, hint: str = "") -> None:
+    """Refuse work whose estimate exceeds MEMORY_SHARE of the available memory, before it starts."""
+    available = available_memory_bytes()
+    if available is None or needed_bytes <= available * MEMORY_SHARE:
+        return
+    raise UserError("{} needs about {:.1f} GiB, but this machine has {:.1f} GiB available{}".format(
+        what, needed_bytes / 2.0 ** 30, available / 2.0 ** 30, "; " + hint if hint else ""))
+
+
+# -- execution providers ---------------------------------------------------------------------------------
+
+def check_providers(text: str, aliases: Dict[str, str]) -> Tuple[List[str], List[str]]:
+    """(provider names as given, warnings). An unknown name is a UserError (a typo must not quietly run on
+    the CPU); a known provider this onnxruntime cannot start is a warning, since ORT falls back to the CPU."""
+    names = [part.strip() for part in str(text).split(",") if part.strip()]
+    if not names:
+        raise UserError("--providers is empty; give one or more of {}".format(", ".join(sorted(aliases))))
+    try:
+        import onnxruntime
+        known = set(onnxruntime.get_all_providers())
+        available = set(onnxruntime.get_available_providers())
+    except Exception:  # noqa: BLE001  (no onnxruntime: the runner says so when it starts)
+        known, available = set(aliases.values()), None
+    warnings = []
+    for name in names:
+        resolved = aliases.get(name.lower(), name)
+        if resolved not in known and resolved not in aliases.values():
+            raise UserError("unknown ONNX Runtime provider {!r}; choose from {}".format(
+                name, ", ".join(sorted(aliases))))
+        if available is not None and resolved not in available:
+            warnings.append("provider {} is not available in this onnxruntime; it falls back to {}".format(
+                name, ", ".join(sorted(available & {"CPUExecutionProvider"})) or "what is available"))
+    return names, warnings
+
+
+# Activation memory of a CNN classifier per image, as a multiple of its input tensor: ONNX Runtime's largest
+# single request for batch 100000 of a 32x32 ECA-ResNet was about 21x the input batch, so 24x bounds it.
+ACTIVATION_FACTOR = 24
+
+
+def batch_memory_bytes(batch_size: int, input_size: int, channels: int = 3) -> int:
+    """A rough upper estimate of what running one batch of float32 images needs (input plus activations)."""
+    return int(batch_size) * channels * int(input_size) ** 2 * 4 * (ACTIVATION_FACTOR + 1)
+
+
+def check_batch_memory(batch_size: int, input_size: int, flag: str = "--batch-sizes") -> None:
+    check_memory(batch_memory_bytes(batch_size, input_size), "a batch of {} images at {}x{}".format(
+        batch_size, input_size, input_size), "use a smaller {}".format(flag))
