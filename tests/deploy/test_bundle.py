@@ -52,7 +52,7 @@ def test_folder_bundle_contents(artifacts, tmp_path):
 
 
 def test_bundle_sidecar_serves_a_device_without_onnx(artifacts, tmp_path, monkeypatch):
-    from deploy.trt.onnx_info import inspect_onnx
+    from deploy.onnx_info import inspect_onnx
     model, _, _ = artifacts
     root = bundle([model], tmp_path / "b").output
     bundled = os.path.join(root, "tiny_eca.onnx")
