@@ -20,7 +20,8 @@ from .common import emit_json, json_option, note, stderr_is_tty
 @click.option("--deployed", type=click.Path(dir_okay=False),
               help="An ONNX model of MODEL (FP32, FP16 or INT8 Q/DQ): report its attention parity.")
 @click.option("--input-size", type=click.IntRange(min=32),
-              help="Default: the deployed model's (another size is refused), else MODEL's own (224).")
+              help="Default: the deployed model's (another size is refused), else 224 for a 1000-class ImageNet "
+              "checkpoint; required for a checkpoint trained on other data.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="Image decoding threads.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="For --num-images.")

@@ -72,9 +72,18 @@ def test_text_summary(digits_split, digits_eca_checkpoint, tmp_path):
 ])
 def test_user_errors_are_one_line(digits_split, digits_eca_checkpoint, tmp_path, extra, message):
     result = CliRunner().invoke(cli, ["attention", "eca_resnet18", "--weights", digits_eca_checkpoint,
-                                      "--data", digits_split[1], "--out", str(tmp_path)] + extra)
+                                      "--data", digits_split[1], "--input-size", "32", "--out", str(tmp_path)] + extra)
     assert result.exit_code == 2
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_a_non_imagenet_checkpoint_without_an_input_size_is_refused(digits_split, digits_eca_checkpoint, tmp_path):
+    """Its 224 px default would give a plot at chance accuracy that looks fine; nothing is written."""
+    result = CliRunner().invoke(cli, ["attention", "eca_resnet18", "--weights", digits_eca_checkpoint,
+                                      "--data", digits_split[1], "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "has 10 classes" in result.output and "--input-size" in result.output
+    assert not (tmp_path / "out").exists()
 
 
 def test_unlabeled_images_and_wrong_deployed_model_are_refused(digits_split, digits_se_checkpoint,

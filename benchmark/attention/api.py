@@ -19,12 +19,14 @@ from deploy.errors import UserError
 from deploy.fileio import write_json, write_text
 from deploy.metadata import read_model_info
 from deploy.preprocess import PreprocessSpec
-from exporter.api import preprocess_for
+from exporter.api import model_num_classes, preprocess_for
 
 from .classes import ClassChoice, choose_classes
 from .figure import ALL_CLASSES, ModelPanel, plot_attention
 from .hooks import AttentionBlock, AttentionRecorder, require_blocks
 from .stats import SPREAD_DEFINITION, AttentionParity, ClassMeanAccumulator, ClassMeans, ParityAccumulator
+
+IMAGENET_NUM_CLASSES = 1000
 
 CHUNK_IMAGES = 256  # images decoded at a time; bounds memory independently of the data set size
 FILES = {"figure": "attention.png", "json": "attention.json", "csv": "attention.csv",
@@ -155,7 +157,16 @@ def _load(arch: str, weights, notes: List[str]):
 def _resolve_spec(model, arch: str, input_size: Optional[int], info, run: ModelAttention,
                   notes: List[str]) -> PreprocessSpec:
     if info is None:
-        return preprocess_for(model, input_size) if input_size else model.preprocess
+        if input_size:
+            return preprocess_for(model, input_size)
+        classes = model_num_classes(model)
+        if classes != IMAGENET_NUM_CLASSES:
+            # The zoo's 224 px is ImageNet's; a checkpoint trained elsewhere says nothing of its size, and a wrong
+            # size gives a plot that looks fine but means nothing.
+            raise UserError("{} has {} classes, so it was not trained on ImageNet at {} px and its input size is "
+                            "unknown: give --input-size N (the size it was trained at) or --deployed MODEL.onnx"
+                            .format(arch, classes, model.preprocess.input_size))
+        return model.preprocess
     if info.arch != arch:
         raise UserError("the deployed model is {}, not {}".format(info.arch, arch))
     spec = info.preprocess
