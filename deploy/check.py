@@ -113,15 +113,23 @@ def provenance_problems(info, reference: ReferenceData) -> List[str]:
 
 # -- running one artifact ------------------------------------------------------------------------------------
 
+def _importable(name: str) -> bool:
+    """Whether ``import name`` can work, without importing it (TensorRT takes seconds to import)."""
+    import importlib.util
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def make_runner(path: str, providers: Sequence[str]):
     """(runner, None), or (None, why it cannot run here): engines need TensorRT, models ONNX Runtime."""
-    import importlib.util
     if path.lower().endswith(ENGINE_SUFFIXES):
-        if importlib.util.find_spec("tensorrt") is None:
+        if not _importable("tensorrt"):
             return None, "TensorRT is not importable here (engines run only where they were built)"
         from .runners.tensorrt import TensorRTRunner
         return TensorRTRunner(path), None
-    if importlib.util.find_spec("onnxruntime") is None:
+    if not _importable("onnxruntime"):
         return None, "onnxruntime is not installed here (pip install onnxruntime); its engine is checked instead"
     from .runners.onnxruntime import OnnxRuntimeRunner
     return OnnxRuntimeRunner(path, providers=providers), None
