@@ -18,23 +18,6 @@ from tests.blocking import attempts_from_project, run_blocked
 BLOCKED = ["torch", "models", "exporter", "calibration", "benchmark"]
 
 
-@pytest.fixture(scope="module")
-def digits_bundle(digits_split, digits_eca_onnx, digits_eca_checkpoint, tmp_path_factory):
-    """(bundle folder, the models that went in): FP32, FP16 and INT8 digits models with reference data."""
-    from benchmark.reference import make_bundle_reference
-    from calibration.api import calibrate
-    from deploy.bundle import bundle
-
-    folder = tmp_path_factory.mktemp("models")
-    model = str(folder / "eca_digits.onnx")
-    shutil.copy(digits_eca_onnx, model)
-    result = calibrate(model, data_dir=digits_split[0], num_images=128, progress=False)
-    models = [model, result.fp16_model, result.int8_models["tensorrt"]]
-    proof = make_bundle_reference(models, weights=digits_eca_checkpoint, data_dir=digits_split[1], num_images=32)
-    out = bundle(models, tmp_path_factory.mktemp("bundle") / "digits", proof=proof)
-    return out.output, models
-
-
 def copy_bundle(root, tmp_path):
     target = str(tmp_path / "device")
     shutil.copytree(root, target)
@@ -47,7 +30,7 @@ def run_check(bundle_dir, tmp_path, *args, blocked=BLOCKED):
 
 
 def test_reference_data_loads_without_pickle(digits_bundle, digits_split):
-    root, _ = digits_bundle
+    root = digits_bundle[0]
     with np.load(os.path.join(root, REFERENCE_FILE), allow_pickle=False) as data:
         assert data["inputs"].shape == (32, 3, 32, 32) and data["inputs"].dtype == np.float32
         assert data["logits"].shape == (32, 10) and data["labels"].shape == (32,)
@@ -59,7 +42,7 @@ def test_reference_data_loads_without_pickle(digits_bundle, digits_split):
 
 
 def test_every_model_passes_torch_free(digits_bundle, tmp_path):
-    root, models = digits_bundle
+    root, models, _ = digits_bundle
     device = copy_bundle(root, tmp_path)
     proc = run_check(device, tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -80,7 +63,7 @@ def test_every_model_passes_torch_free(digits_bundle, tmp_path):
 
 
 def test_text_report(digits_bundle, capsys, monkeypatch):
-    root, _ = digits_bundle
+    root = digits_bundle[0]
     monkeypatch.chdir(root)
     assert check.main([]) == 0
     out = capsys.readouterr().out
@@ -100,7 +83,7 @@ def _export_other_weights(path):
 
 
 def test_model_from_other_weights_fails(digits_bundle, tmp_path):
-    root, _ = digits_bundle
+    root = digits_bundle[0]
     device = copy_bundle(root, tmp_path)
     _export_other_weights(os.path.join(device, "eca_digits.int8.tensorrt.onnx"))
     proc = run_check(device, tmp_path)
@@ -116,7 +99,7 @@ def test_corrupted_weights_fail_on_the_numbers_alone(digits_bundle, tmp_path):
     """Same metadata, so provenance cannot tell: two classes' rows of the classifier swapped in the INT8 model."""
     import onnx
     from onnx import numpy_helper
-    root, _ = digits_bundle
+    root = digits_bundle[0]
     device = copy_bundle(root, tmp_path)
     path = os.path.join(device, "eca_digits.int8.tensorrt.onnx")
     model = onnx.load(path)
@@ -135,7 +118,7 @@ def test_corrupted_weights_fail_on_the_numbers_alone(digits_bundle, tmp_path):
 
 
 def test_engine_without_tensorrt_is_skipped_with_the_reason(digits_bundle, tmp_path):
-    root, _ = digits_bundle
+    root = digits_bundle[0]
     device = copy_bundle(root, tmp_path)
     shutil.copy(os.path.join(device, "eca_digits.onnx.json"), os.path.join(device, "eca_digits.engine.json"))
     open(os.path.join(device, "eca_digits.engine"), "wb").close()
@@ -148,7 +131,7 @@ def test_engine_without_tensorrt_is_skipped_with_the_reason(digits_bundle, tmp_p
 
 def test_nothing_runnable_is_an_error(digits_bundle, tmp_path):
     """Without onnxruntime and without engines nothing ran: that is not a pass."""
-    root, _ = digits_bundle
+    root = digits_bundle[0]
     proc = run_check(copy_bundle(root, tmp_path), tmp_path, blocked=BLOCKED + ["onnxruntime"])
     assert proc.returncode == 2
     assert "error: nothing could run here: onnxruntime is not installed here" in proc.stderr
