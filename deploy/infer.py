@@ -9,8 +9,11 @@ Every image goes through the model's own preprocessing, read from its metadata (
 Output: the top-k classes per image, with ImageNet names for 1000-class models (``--labels`` overrides).
 With ``--json``: one JSON object per line and image ({"path", "topk", "names", "probs"}, softmax
 probabilities), then one last line {"summary": {...}} with the latency statistics, all on stdout (notes go to
-stderr). Latency is the runner's time per batch (end to end; for TensorRT also GPU compute alone), after one
-untimed warm-up run of the first batch; preprocessing is not included. On a Jetson the summary adds the power
+stderr). On a folder of class folders (an ImageFolder tree) each image also gets its "label" and the summary
+top-1/top-5 "accuracy". A provider asked for with --providers that does not run is a one-line warning, or with
+--strict-providers an error. Options may come before or after the inputs. Latency is the runner's time per
+batch (end to end; for TensorRT also GPU compute alone), after one untimed warm-up run of the first batch;
+preprocessing is not included. On a Jetson the summary adds the power
 mode (nvpmodel) and, with jetson-stats installed, the board's power draw.
 
 deploy/ needs only numpy and Pillow (plus onnxruntime, or JetPack's TensorRT), so this uses argparse.

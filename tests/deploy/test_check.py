@@ -159,3 +159,12 @@ def test_engines_built_on_the_device_pass(digits_bundle, tmp_path):
     engines = [a for a in json.loads(proc.stdout)["artifacts"] if a["kind"] == "engine"]
     assert len(engines) == 3 and all(a["status"] == "PASS" and a["runner"]["backend"] == "tensorrt"
                                      for a in engines)
+
+
+def test_help_and_options_anywhere(digits_bundle, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        check.main(["--help"])
+    assert exit_info.value.code == 0 and "usage: python -m deploy.check" in capsys.readouterr().out
+    assert check.main(["--json", digits_bundle[0], "--batch", "4"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["passed"] and {a["batch_size"] for a in report["artifacts"]} == {4}
