@@ -119,6 +119,10 @@ def make_bundle_reference(models: Sequence[str], weights=None, data_dir=None, la
                              os.path.normpath(os.fspath(data_dir))))
     cpu_checks = [check_artifact(path, data) for path in models]
     failed = [c for c in cpu_checks if c.status != "PASS"]
+    if failed and reference.random_weights:
+        raise UserError("the models have random weights (no checkpoint), and {} rebuilt with the recorded seed does "
+                        "not give their logits (other model options, such as a narrower stem?); export from a "
+                        "checkpoint and give it with --weights, or pass --no-reference".format(info.arch))
     if failed:
         raise CheckFailedError("on this CPU, before bundling: " + "; ".join(
             "{}: {}".format(c.name, "; ".join(c.reasons)) for c in failed))

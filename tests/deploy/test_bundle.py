@@ -197,3 +197,10 @@ def test_bundle_without_proof_has_no_reference(tiny_imagenet_onnx, tmp_path):
     result = bundle([tiny_imagenet_onnx], tmp_path / "plain")
     assert result.reference is None and "reference.npz" not in result.files
     assert "made with --no-reference" in open(os.path.join(result.output, "README.md")).read()
+
+
+def test_random_weights_that_cannot_be_rebuilt(tiny_imagenet_onnx):
+    """The tiny model's narrow stem is not in its metadata: PyTorch cannot rebuild it, and the bundle says so."""
+    from benchmark.reference import make_bundle_reference
+    with pytest.raises(UserError, match="random weights .* does not give their logits"):
+        make_bundle_reference([tiny_imagenet_onnx], num_images=2)
