@@ -21,6 +21,7 @@ import numpy as np
 from .cliutil import run_main
 from .compare import compare_logits, topk_indices
 from .errors import CheckFailedError, UserError
+from .infer import latency_stats  # one summary of a runner's clock for infer and check
 from .metadata import read_model_info, read_sidecar
 from .reference import REFERENCE_FILE, ReferenceData, load_reference
 from .runners.base import pad_batch
@@ -193,7 +194,7 @@ def check_artifact(path: str, reference: ReferenceData, providers: Sequence[str]
         with runner:
             logits, result.batch_size = run_inputs(runner, reference.inputs, batch)
             result.runner = runner.describe()
-            times = np.asarray(runner.inference_times, dtype=np.float64) * 1000.0
+            latency = latency_stats(runner.inference_times, len(logits))
     except UserError as exc:
         result.reasons = problems + ["it did not run: {}".format(exc)]
         return result
@@ -202,7 +203,7 @@ def check_artifact(path: str, reference: ReferenceData, providers: Sequence[str]
             logits.shape, reference.logits.shape)]
         return result
     judge(result, compare_logits(reference.logits, logits), reference, logits, problems)
-    result.latency_p50_ms, result.latency_p99_ms = (float(v) for v in np.percentile(times, [50, 99]))
+    result.latency_p50_ms, result.latency_p99_ms = latency["p50_ms"], latency["p99_ms"]
     return result
 
 

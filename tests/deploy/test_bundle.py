@@ -118,7 +118,6 @@ def test_bundle_refusals(artifacts, tmp_path):
 # -- the proof a bundle carries (reference data) and the samples that fit its model -------------------------------
 
 def test_digits_bundle_carries_reference_and_held_out_samples(digits_bundle, digits_split):
-    from deploy.images import walk_images
     root, models, payload = digits_bundle
     files = payload["files"]
     assert payload["reference"] == "reference.npz" and "reference.npz" in files
