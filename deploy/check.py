@@ -61,6 +61,7 @@ class BundleCheck:
     bundle: str
     reference: Dict[str, object]
     artifacts: List[ArtifactCheck]
+    notes: List[str] = field(default_factory=list)
 
     @property
     def failed(self) -> List[ArtifactCheck]:
@@ -73,7 +74,7 @@ class BundleCheck:
     def to_dict(self) -> Dict[str, object]:
         return {"bundle": self.bundle, "reference": self.reference,
                 "artifacts": [asdict(a) for a in self.artifacts],
-                "passed": bool(self.ran) and not self.failed}
+                "passed": bool(self.ran) and not self.failed, "notes": list(self.notes)}
 
 
 # -- finding what to check -----------------------------------------------------------------------------------
@@ -246,7 +247,11 @@ def check_bundle(bundle_dir: str = ".", providers: Sequence[str] = ("cpu",), bat
                "classes": int(reference.logits.shape[1]), "labeled": reference.labels is not None,
                "arch": reference.arch, "checkpoint_sha256": reference.checkpoint_sha256, "source": reference.source,
                "tolerances": reference.tolerances}
-    return BundleCheck(os.path.abspath(bundle_dir), summary, checks)
+    notes = []
+    if not any(c.kind == "engine" for c in checks):
+        notes.append("no TensorRT engines here yet, so only the ONNX models were checked; `sh build_engines.sh` "
+                     "builds them{}".format("" if _importable("tensorrt") else " where TensorRT is installed"))
+    return BundleCheck(os.path.abspath(bundle_dir), summary, checks, notes)
 
 
 # -- the command ---------------------------------------------------------------------------------------------
@@ -289,6 +294,7 @@ def format_report(report: BundleCheck) -> str:
         for reason in a.reasons:
             lines.append("{} {}: {}".format(a.status, a.name, reason))
     counts = {status: sum(a.status == status for a in report.artifacts) for status in (PASS, FAIL, SKIP)}
+    lines += ["note: " + message for message in report.notes]
     lines.append("{} passed, {} failed, {} skipped".format(counts[PASS], counts[FAIL], counts[SKIP]))
     return "\n".join(lines)
 
