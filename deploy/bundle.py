@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from .errors import UserError, os_error
 from .fileio import atomic_path, remove_stale_temps, sha256_file, temp_prefix, write_json, write_text
+from .reference import REFERENCE_FILE
 from .runners.execution import ENGINE_SUFFIXES, ONNX_SUFFIXES
 
 DEPLOY_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -32,6 +33,9 @@ JETSON_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
 # Every bundle carries this file; `--force` replaces only a folder (or tarball) that has it, so a mistyped
 # -o (".", "~", the folder the models came from) can never be emptied.
 MANIFEST = "eca-deploy-bundle.json"
+IMAGENET_CLASSES = 1000   # only such models get deploy/samples, the ImageNet photos
+SAMPLES_FOLDER = "samples"
+CLASS_NAMES_FILE = "labels.txt"
 
 
 @dataclass
@@ -44,6 +48,8 @@ class BundleResult:
     files: List[str]
     build_commands: List[str]
     notes: List[str] = field(default_factory=list)
+    reference: Optional[str] = None   # reference.npz, when the bundle carries PyTorch's logits
+    samples: Optional[str] = None     # the folder of sample images the README runs on
 
     def to_dict(self) -> Dict[str, object]:
         return asdict(self)
@@ -179,7 +185,8 @@ def _script(blocks: List[List[str]]) -> str:
     return "\n".join(body)
 
 
-def _readme(models: List[str], caches: List[str], labels: List[str], commands: List[str]) -> str:
+def _readme(models: List[str], caches: List[str], labels: List[str], commands: List[str], samples: str,
+            has_reference: bool) -> str:
     model = os.path.basename(models[0])
     first = shlex.split(commands[0])  # the engine name (it carries the precision) as build_engines.sh writes it
     engine = first[first.index("-o") + 1] if "-o" in first else model[:-5] + ".engine"
@@ -206,20 +213,42 @@ def _readme(models: List[str], caches: List[str], labels: List[str], commands: L
     ] + ["    " + command for command in commands] + [
         "", "The script's comments hold the plan and the equivalent trtexec and polygraphy lines for JetPack 6 and",
         "JetPack 5 (`python3 -m deploy.build MODEL.onnx --dry-run` prints the same plan).", "",
-        "## 2. Run", "",
-        "    python3 -m deploy.infer {} deploy/samples{}".format(engine, labels_flag),
+    ] + _check_section(has_reference) + [
+        "## 3. Run", "",
+        "    python3 -m deploy.infer {} {}{}".format(engine, samples, labels_flag),
         "    python3 -m deploy.infer {} --gst \"nvarguscamerasrc ! video/x-raw(memory:NVMM) ! nvvidconv ! "
         "video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! appsink\" --max-frames 300".format(engine),
         "", "Without TensorRT (a laptop with onnxruntime), the ONNX model runs the same way:", "",
-        "    python3 -m deploy.infer {} deploy/samples{}".format(model, labels_flag),
-        "", "Add `--json` for one JSON line per image and a final summary line with latency statistics.", "",
+        "    python3 -m deploy.infer {} {}{}".format(model, samples, labels_flag),
+        "", "Add `--json` for one JSON line per image and a final summary line with latency statistics.",
+        "On a folder of class folders (like `{}/`) both outputs also give top-1 and top-5 accuracy.".format(samples)
+        if samples == SAMPLES_FOLDER else "", "",
     ]
     return "\n".join(lines)
 
 
-def _fill(staging: str, models, caches, labels, max_batch, notes) -> List[str]:
+def _check_section(has_reference: bool) -> List[str]:
+    """The README step right after the build: every model and engine against PyTorch, on this device."""
+    if not has_reference:
+        return ["## 2. Check", "", "This bundle was made with --no-reference, so it carries no PyTorch logits and",
+                "`python3 -m deploy.check` has nothing to hold the engines to.", ""]
+    return [
+        "## 2. Check the engines against PyTorch", "",
+        "    python3 -m deploy.check          # or: python3 -m deploy.check . --json", "",
+        "`{}` holds preprocessed images, the logits the PyTorch original gave for them and, per".format(
+            REFERENCE_FILE),
+        "precision, the least top-1 agreement and logit cosine the models passed with on the CPU before bundling.",
+        "deploy.check runs every `.engine` (TensorRT) and `.onnx` model (ONNX Runtime, when installed) here on",
+        "those images, prints top-1/top-5 agreement, max abs error, cosine, latency p50/p99 and PASS or FAIL per",
+        "artifact, and exits 1 when any fails. An engine that fails is not the model you bundled: do not deploy it.",
+        "",
+    ]
+
+
+def _fill(staging: str, models, caches, labels, max_batch, notes, proof=None) -> List[str]:
+    photos = _ships_photos(models)
     shutil.copytree(DEPLOY_DIR, os.path.join(staging, "deploy"),
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo"))
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", *(() if photos else ("samples",))))
     commands, blocks = [], []
     carried: Dict[str, str] = {}
     for path in models:
@@ -237,10 +266,40 @@ def _fill(staging: str, models, caches, labels, max_batch, notes) -> List[str]:
     notes.extend(_cache_version_note(path) for path in caches)
     write_text(os.path.join(staging, "build_engines.sh"), _script(blocks))
     os.chmod(os.path.join(staging, "build_engines.sh"), 0o755)
-    write_text(os.path.join(staging, "README.md"), _readme(models, caches, labels, commands))
+    samples, labels = _write_proof(staging, proof, labels, photos)
+    write_text(os.path.join(staging, "README.md"), _readme(models, caches, labels, commands, samples,
+                                                           proof is not None))
     write_json(os.path.join(staging, MANIFEST), {"producer": "eca-deploy", "models": [
         os.path.basename(m) for m in models], "data_files": sorted(carried)})
     return commands
+
+
+def _ships_photos(models: Sequence[str]) -> bool:
+    """The ImageNet sample photos fit only 1000-class ImageNet models; a digits model would call a cat a 3."""
+    from .metadata import read_model_info
+    return all(read_model_info(path).num_classes == IMAGENET_CLASSES for path in models)
+
+
+def _write_proof(staging: str, proof, labels: List[str], photos: bool) -> Tuple[str, List[str]]:
+    """reference.npz, the held-out sample images (class folders) and their class names; returns the samples
+    folder the README runs on and the label files the bundle now has."""
+    from .reference import save_reference
+
+    samples = "deploy/samples" if photos else "YOUR_IMAGES/"
+    if proof is None:
+        return samples, labels
+    save_reference(os.path.join(staging, REFERENCE_FILE), proof.data)
+    for index, (path, folder) in enumerate(proof.samples):
+        target = os.path.join(staging, SAMPLES_FOLDER, *([folder] if folder else []))
+        os.makedirs(target, exist_ok=True)
+        shutil.copy2(path, os.path.join(target, "{:02d}_{}".format(index, os.path.basename(path))))
+    if proof.samples:
+        samples = SAMPLES_FOLDER
+    names = proof.class_names
+    if names and not labels and len(names) == len(proof.data.logits[0]) and not photos:
+        write_text(os.path.join(staging, CLASS_NAMES_FILE), "\n".join(names) + "\n")
+        labels = labels + [os.path.join(staging, CLASS_NAMES_FILE)]
+    return samples, labels
 
 
 def _cache_version_note(path: str) -> str:
@@ -291,8 +350,13 @@ def check_replaceable(output: str, is_tar: bool, inputs: Sequence[str], force: b
                         "is not one".format(output, MANIFEST))
 
 
-def bundle(artifacts: Sequence[str], output, max_batch: Optional[int] = None, force: bool = False) -> BundleResult:
-    """Write the bundle to ``output`` (a folder, or a tarball when it ends in .tar.gz/.tgz)."""
+def bundle(artifacts: Sequence[str], output, max_batch: Optional[int] = None, force: bool = False,
+           proof=None) -> BundleResult:
+    """Write the bundle to ``output`` (a folder, or a tarball when it ends in .tar.gz/.tgz).
+
+    ``proof`` (benchmark.reference.BundleReference, made where PyTorch runs) adds reference.npz for
+    ``python -m deploy.check`` and the held-out sample images; without it the bundle carries no proof.
+    """
     models, caches, labels = classify_artifacts(artifacts)
     if max_batch is not None and max_batch < 1:
         raise UserError("--max-batch must be at least 1, got {}".format(max_batch))
@@ -313,7 +377,7 @@ def bundle(artifacts: Sequence[str], output, max_batch: Optional[int] = None, fo
         raise os_error(exc, output) from None
     try:
         os.chmod(staging, 0o755)  # mkdtemp makes it private; the bundle is meant to be copied and shared
-        commands = _fill(staging, models, caches, labels, max_batch, notes)
+        commands = _fill(staging, models, caches, labels, max_batch, notes, proof)
         check_models_load(staging, models)
         files = _list_files(staging)
         if is_tar:
@@ -332,6 +396,7 @@ def bundle(artifacts: Sequence[str], output, max_batch: Optional[int] = None, fo
         raise os_error(exc, output) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    samples = next((p for p in (SAMPLES_FOLDER, "deploy/samples") if any(f.startswith(p + "/") for f in files)), None)
     return BundleResult(output, "tar.gz" if is_tar else "folder", [os.path.basename(m) for m in models],
                         [os.path.basename(c) for c in caches], [os.path.basename(l) for l in labels], files, commands,
-                        notes)
+                        notes, REFERENCE_FILE if REFERENCE_FILE in files else None, samples)

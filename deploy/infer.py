@@ -10,8 +10,11 @@ Output: the top-k classes per image, with ImageNet names for 1000-class models (
 With ``--json``: one JSON object per line and image ({"path", "topk", "names", "probs"}, softmax
 probabilities), then one last line {"summary": {...}} with the latency record of deploy.runners.execution
 (runs, batch_size, mean_ms, min_ms, p50_ms, p90_ms, p99_ms, images_per_s, spread, unstable), all on stdout
-(notes go to stderr). Latency is the runner's time per batch (end to end; for TensorRT also GPU compute alone), after one
-untimed warm-up run of the first batch; preprocessing is not included. On a Jetson the summary adds the power
+(notes go to stderr). On a folder of class folders (an ImageFolder tree) each image also gets its "label" and the
+summary top-1/top-5 "accuracy". A provider asked for with --providers that does not run is a one-line warning, or
+with --strict-providers an error. Options may come before or after the inputs. Latency is the runner's time per
+batch (end to end; for TensorRT also GPU compute alone), after one untimed warm-up run of the first batch;
+preprocessing is not included. On a Jetson the summary adds the power
 mode (nvpmodel) and, with jetson-stats installed, the board's power draw.
 
 deploy/ needs only numpy and Pillow (plus onnxruntime, or JetPack's TensorRT), so this uses argparse.
@@ -27,7 +30,7 @@ import numpy as np
 from .cliutil import note, run_main
 from .compare import topk_indices
 from .errors import MissingDependencyError, UserError
-from .images import collect_images, ignored_note
+from .images import collect_images, ignored_note, is_image_file, walk_images
 from .metadata import read_model_info
 from .preprocess import PreprocessSpec, decode_image, preprocess_image
 from .runners.execution import (Clocks, artifact_kind, fixed_batch_size, infer_batch, input_name as image_input,
@@ -58,6 +61,64 @@ def load_labels(num_classes: int, labels_path: Optional[str] = None) -> Optional
             # "<synset>\t<names>"; the first of the comma-separated names is the one people know
             return [line.split("\t", 1)[1].split(",")[0].strip() for line in handle.read().splitlines()]
     return None
+
+
+def imagenet_synsets() -> List[str]:
+    with open(IMAGENET_CLASSES, "r", encoding="utf-8") as handle:
+        return [line.split("\t", 1)[0].strip() for line in handle.read().splitlines() if line.strip()]
+
+
+def folder_class_indices(folders: List[str], num_classes: int,
+                         names: Optional[List[str]]) -> Optional[Dict[str, int]]:
+    """Class index per class-folder name, or None when the folders cannot be matched to the model's classes.
+
+    In order: ImageNet synsets (1000-class models), the model's class names (``--labels`` or ImageNet's), the
+    sorted folder order when there is one folder per class (torchvision's ImageFolder, as calibrate reads
+    ``--data``), and folder names that are class indices.
+    """
+    tables = [imagenet_synsets()] if num_classes == 1000 else []
+    tables += [names] if names else []
+    for table in tables:
+        index = {name: i for i, name in enumerate(table)}
+        if all(folder in index for folder in folders):
+            return {folder: index[folder] for folder in folders}
+    if len(folders) == num_classes:
+        return {folder: i for i, folder in enumerate(sorted(folders))}
+    if all(folder.isdigit() and int(folder) < num_classes for folder in folders):
+        return {folder: int(folder) for folder in folders}
+    return None
+
+
+def ground_truth(inputs: Sequence[str], num_classes: int, names: Optional[List[str]]) -> Tuple[Dict[str, int],
+                                                                                              List[str]]:
+    """({image path: class index} for the inputs that are ImageFolder trees, notes on trees left unscored)."""
+    truth, notes = {}, []
+    for item in inputs:
+        if not os.path.isdir(item):
+            continue
+        entries = sorted(os.listdir(item))
+        if any(is_image_file(e) and os.path.isfile(os.path.join(item, e)) for e in entries):
+            continue  # images at the top: a plain folder, not class folders
+        folders = [e for e in entries if not e.startswith(".") and os.path.isdir(os.path.join(item, e))]
+        mapping = folder_class_indices(folders, num_classes, names) if folders else None
+        if mapping is None:
+            if folders:
+                notes.append("{}: its {} class folders match neither the model's {} class names nor its class "
+                             "indices, so no accuracy is given (pass --labels with the class names)".format(
+                                 item, len(folders), num_classes))
+            continue
+        for folder in folders:
+            for path in walk_images(os.path.join(item, folder)):
+                truth[path] = mapping[folder]
+    return truth, notes
+
+
+def accuracy(hits: Sequence[Tuple[bool, bool]]) -> Optional[Dict[str, float]]:
+    """Top-1 and top-5 accuracy over (top-1 hit, top-5 hit) pairs."""
+    if not hits:
+        return None
+    return {"images": len(hits), "top1": float(np.mean([h[0] for h in hits])),
+            "top5": float(np.mean([h[1] for h in hits]))}
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -173,12 +234,8 @@ def open_runner(args):
             from .runners.onnxruntime import OnnxRuntimeRunner
             if args.cuda_graph:
                 note("--cuda-graph applies to TensorRT engines only; ignored for ONNX Runtime")
-            from .runners.onnxruntime import PROVIDER_ALIASES
-            from .validate import check_providers
-            providers, warnings = check_providers(args.providers, PROVIDER_ALIASES)
-            for message in warnings:
-                note(message)
-            return OnnxRuntimeRunner(path, providers=providers), path
+            providers = [p.strip() for p in args.providers.split(",") if p.strip()]
+            return OnnxRuntimeRunner(path, providers=providers, require_requested=args.strict_providers), path
         path = _trt_engine_for(args)
     from .runners.tensorrt import TensorRTRunner
     return TensorRTRunner(path, use_cuda_graph=args.cuda_graph), path
@@ -250,6 +307,10 @@ def _print_summary(summary: Dict[str, object]) -> None:
     elif isinstance(extra, dict):
         extra = "{} (sm {})".format(extra.get("name"), extra.get("compute_capability"))
     print("runner: {} {}".format(runner.get("backend"), extra).rstrip())
+    scored = summary.get("accuracy")
+    if scored:
+        print("accuracy on {} labeled images: top-1 {:.2%}, top-5 {:.2%}".format(
+            scored["images"], scored["top1"], scored["top5"]))
     latency = summary["latency"]
     if latency:
         print("{} images, {} timed batches of {}: latency mean {:.2f} ms, p50 {:.2f}, p90 {:.2f}, p99 {:.2f} ms{}; "
@@ -275,6 +336,15 @@ def _print_summary(summary: Dict[str, object]) -> None:
         print("jetson: " + ", ".join(parts))
 
 
+def warn_missing_providers(runner) -> None:
+    """One line on stderr when ONNX Runtime runs without a provider that was asked for (--strict-providers:
+    an error instead, raised by the runner)."""
+    missing = getattr(runner, "missing_providers", None)
+    if missing:
+        print("warning: ONNX Runtime cannot run {} here; running on {} (--strict-providers makes this an "
+              "error)".format(", ".join(missing), ", ".join(runner.active_providers)), file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     from .jetson import jetson_report
 
@@ -289,13 +359,25 @@ def run(args: argparse.Namespace) -> int:
     runner, info_path = open_runner(args)
     info = read_model_info(info_path)
     labels = load_labels(info.num_classes, args.labels)
+    truth, truth_notes = ground_truth(args.inputs, info.num_classes, labels)
+    for message in truth_notes:
+        note(message)
     frames = image_frames(args.inputs, info.preprocess.resize_size) if args.inputs else capture_frames(args)
     with runner:
+        warn_missing_providers(runner)
         input_name, batch_size, static = choose_batch(runner, args.batch)
         check_batch_memory(batch_size, info.preprocess.input_size, "--batch")
-        images, timed = 0, []
+        images, hits, timed = 0, [], []
+        # with known classes, top-5 is always ranked (for the accuracy) and then cut to --top-k for printing
+        ranked = max(args.top_k, 5) if truth else args.top_k
         for result in classify(runner, limited(frames, args.max_frames), info.preprocess, input_name, batch_size,
-                               static, args.top_k, labels, timed):
+                               static, ranked, labels, timed):
+            if result["path"] in truth:
+                label = truth[result["path"]]
+                hits.append((result["topk"][0] == label, label in result["topk"][:5]))
+                result["label"] = label
+            for key in ("topk", "names", "probs"):
+                result[key] = result[key][:args.top_k]
             _print_result(result, args.json)
             images += 1
         if images == 0:
@@ -303,7 +385,8 @@ def run(args: argparse.Namespace) -> int:
         described = runner.describe()
         summary = {"model": args.model, "runner": described, "batch_size": batch_size, "images": images,
                    "latency": latency_record(timed[0].wall(), batch_size),
-                   "compute": latency_record(timed[0].compute(), batch_size)}
+                   "compute": latency_record(timed[0].compute(), batch_size),
+                   "accuracy": accuracy(hits)}
     for message in described.get("notes") or []:
         note(message)
     jetson = jetson_report()
@@ -341,11 +424,14 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cuda-graph", action="store_true", help="TensorRT: replay the execution as a CUDA graph")
     parser.add_argument("--providers", default="cpu", help="ONNX Runtime providers, comma-separated: cpu, cuda, "
                                                            "tensorrt (default cpu); what really runs is reported")
+    parser.add_argument("--strict-providers", action="store_true", help="exit 2 when a provider in --providers "
+                                                                        "cannot run, instead of a warning")
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = make_parser().parse_args(argv)
+    # intermixed: options may come before, between or after the inputs (`MODEL --trt images/`)
+    args = make_parser().parse_intermixed_args(argv)
     return run_main(lambda: run(args))
 
 

@@ -90,6 +90,10 @@ class OnnxRuntimeRunner(BaseRunner):
         ort = import_onnxruntime()
         if not os.path.isfile(self.model_path):
             raise UserError("no such model file: {}".format(self.model_path))
+        unknown = [p for p in self.requested_providers if p not in ort.get_all_providers()]
+        if unknown:
+            raise UserError("unknown ONNX Runtime provider {}; use {} or a full name such as {}".format(
+                ", ".join(unknown), ", ".join(sorted(PROVIDER_ALIASES)), "CUDAExecutionProvider"))
         available = ort.get_available_providers()
         providers = [p for p in self.requested_providers if p in available] or ["CPUExecutionProvider"]
         try:
@@ -97,14 +101,18 @@ class OnnxRuntimeRunner(BaseRunner):
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
             raise UserError("ONNX Runtime cannot load {}: {}".format(
                 self.model_path, str(exc).splitlines()[0])) from None
-        if self.require_requested:
-            fell_back = [p for p in self.requested_providers if p not in self.session.get_providers()]
-            if fell_back:
-                raise UserError("ONNX Runtime could not start {} for {}; running providers: {}".format(
-                    ", ".join(fell_back), self.model_path, ", ".join(self.session.get_providers())))
+        fell_back = self.missing_providers
+        if fell_back and self.require_requested:
+            raise UserError("ONNX Runtime could not start {} for {}; running providers: {}".format(
+                ", ".join(fell_back), self.model_path, ", ".join(self.session.get_providers())))
 
     def deactivate_impl(self) -> None:
         self.session = None
+
+    @property
+    def missing_providers(self):
+        """Requested providers that are not running (not in this build, or they failed to start)."""
+        return [p for p in self.requested_providers if p not in self.active_providers]
 
     @property
     def active_providers(self):

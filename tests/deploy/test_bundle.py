@@ -4,6 +4,7 @@ import os
 import sys
 import tarfile
 
+import numpy as np
 import pytest
 
 from deploy.bundle import bundle
@@ -115,3 +116,93 @@ def test_bundle_refusals(artifacts, tmp_path):
         "README.md", "build_engines.sh", "eca-deploy-bundle.json", "labels.txt", "tiny_eca.onnx",
         "tiny_eca.onnx.json"]
     assert not [p for p in os.listdir(str(tmp_path)) if p.endswith((".part", ".old"))]
+
+
+# -- the proof a bundle carries (reference data) and the samples that fit its model -------------------------------
+
+def test_digits_bundle_carries_reference_and_held_out_samples(digits_bundle, digits_split):
+    root, models, payload = digits_bundle
+    files = payload["files"]
+    assert payload["reference"] == "reference.npz" and "reference.npz" in files
+    # a 10-class model gets digits from --data as class folders, never the ImageNet photos
+    assert payload["samples"] == "samples" and not any(f.startswith("deploy/samples/") for f in files)
+    shipped = [f for f in files if f.startswith("samples/")]
+    assert len(shipped) == 20 and all(f.split("/")[1] in [str(d) for d in range(10)] for f in shipped)
+    for name in shipped:  # each sample sits in the folder of its own class
+        digit, file_name = name.split("/")[1:]
+        assert os.path.isfile(os.path.join(digits_split[1], digit, file_name.split("_", 1)[1]))
+    # held out: none of them is among the reference inputs
+    with np.load(os.path.join(root, "reference.npz"), allow_pickle=False) as data:
+        inputs = data["inputs"]
+    from deploy.metadata import read_model_info
+    from deploy.preprocess import preprocess_file
+    spec = read_model_info(models[0]).preprocess
+    for name in shipped[:5]:
+        sample = preprocess_file(os.path.join(root, name), spec)
+        assert not any(np.array_equal(sample, row) for row in inputs)
+    assert open(os.path.join(root, "labels.txt")).read().split() == [str(d) for d in range(10)]
+    assert [c["precision"] for c in payload["cpu_checks"]] == ["fp32", "fp16", "int8"]
+    assert all(c["top1_agreement"] >= c["tolerance"]["min_top1_agreement"] for c in payload["cpu_checks"])
+
+    readme = open(os.path.join(root, "README.md")).read()
+    build, check, run = (readme.index(h) for h in ("## 1. Build", "## 2. Check", "## 3. Run"))
+    assert build < check < run and "python3 -m deploy.check" in readme[check:run]
+    assert "python3 -m deploy.infer eca_digits.onnx samples --labels labels.txt" in readme
+    assert "deploy/samples" not in readme
+
+
+def test_the_readme_example_scores_the_shipped_samples(digits_bundle, tmp_path):
+    root = digits_bundle[0]
+    proc = run_blocked(["-m", "deploy.infer", "--json", "eca_digits.onnx", "samples", "--labels", "labels.txt"],
+                       str(tmp_path), ["torch"], cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    accuracy = lines[-1]["summary"]["accuracy"]
+    assert accuracy["images"] == 20 and accuracy["top1"] >= 0.9 and accuracy["top5"] >= accuracy["top1"]
+    assert all(r["label"] == int(r["path"].split("/")[1]) for r in lines[:-1])
+
+
+def test_reference_needs_images_that_fit_the_model(digits_eca_onnx, digits_eca_checkpoint, tmp_path):
+    from benchmark.reference import make_bundle_reference
+    with pytest.raises(UserError, match="10 classes, so the ImageNet sample photos prove nothing"):
+        make_bundle_reference([digits_eca_onnx], weights=digits_eca_checkpoint)
+    with pytest.raises(UserError, match="give it with --weights"):
+        make_bundle_reference([digits_eca_onnx], data_dir=str(tmp_path))
+    other = _tiny_checkpoint(tmp_path, num_classes=10)
+    with pytest.raises(UserError, match="is not the checkpoint the models were exported from"):
+        make_bundle_reference([digits_eca_onnx], weights=other, data_dir=str(tmp_path))
+
+
+def _tiny_checkpoint(tmp_path, num_classes):
+    import models
+    from tests.digits import save_state_dict
+    model = models.create_model("eca_resnet18", num_classes=num_classes, stem_width=16)
+    return save_state_dict(model, str(tmp_path / "tiny_{}.pth".format(num_classes)))
+
+
+def test_imagenet_model_without_data_uses_the_photos(tmp_path):
+    """A 1000-class model's reference inputs are the shipped photos (unlabeled), and the bundle keeps them."""
+    from benchmark.reference import make_bundle_reference
+    from deploy.images import sample_images
+    from exporter import export_model
+    weights = _tiny_checkpoint(tmp_path, num_classes=1000)
+    model = str(tmp_path / "tiny.onnx")
+    export_model("eca_resnet18", model, weights=weights, input_size=32, do_simplify=False, parity_batch_sizes=(1,))
+    proof = make_bundle_reference([model], weights=weights)
+    assert len(proof.data.inputs) == len(sample_images()) and proof.data.labels is None and proof.samples == []
+    result = bundle([model], tmp_path / "b", proof=proof)
+    assert result.samples == "deploy/samples" and result.reference == "reference.npz"
+    assert "python3 -m deploy.infer tiny.engine deploy/samples" in open(os.path.join(result.output, "README.md")).read()
+
+
+def test_bundle_without_proof_has_no_reference(tiny_imagenet_onnx, tmp_path):
+    result = bundle([tiny_imagenet_onnx], tmp_path / "plain")
+    assert result.reference is None and "reference.npz" not in result.files
+    assert "made with --no-reference" in open(os.path.join(result.output, "README.md")).read()
+
+
+def test_random_weights_that_cannot_be_rebuilt(tiny_imagenet_onnx):
+    """The tiny model's narrow stem is not in its metadata: PyTorch cannot rebuild it, and the bundle says so."""
+    from benchmark.reference import make_bundle_reference
+    with pytest.raises(UserError, match="random weights .* does not give their logits"):
+        make_bundle_reference([tiny_imagenet_onnx], num_images=2)

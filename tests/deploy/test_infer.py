@@ -1,5 +1,6 @@
 """deploy.infer on the CPU: the ONNX Runtime path end to end on the shipped photos, labels, batching, sources."""
 import json
+import os
 import sys
 
 import numpy as np
@@ -173,3 +174,76 @@ def test_jetson_detection_and_power_mode(tmp_path):
     assert parse_nvpmodel("NV Power Mode: MAXN\n0\n") == {"name": "MAXN", "id": 0}
     assert parse_nvpmodel("NVPM WARN: ...\nNV Power Mode: 15W\n2") == {"name": "15W", "id": 2}
     assert parse_nvpmodel("command not found") is None
+
+
+# -- as users type it: options anywhere, accuracy on class folders, honest providers ------------------------------
+
+def test_options_before_or_after_the_inputs(tiny_imagenet_onnx, capsys):
+    args = infer.make_parser().parse_intermixed_args([tiny_imagenet_onnx, "--trt", "images/", "--top-k", "3"])
+    assert args.inputs == ["images/"] and args.trt and args.top_k == 3
+    for argv in (["--json", tiny_imagenet_onnx, SAMPLES_DIR, "--top-k", "2"],
+                 [tiny_imagenet_onnx, "--top-k", "2", "--json", SAMPLES_DIR],
+                 ["--top-k", "2", tiny_imagenet_onnx, SAMPLES_DIR, "--json"]):
+        assert infer.main(argv) == 0
+        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert len(lines) == 10 and all(len(r["topk"]) == 2 for r in lines[:-1])
+
+
+def _digit_tree(root, val_dir, per_class=3, names=None):
+    """``root/<class>/`` with the first ``per_class`` held-out digits of each class; folders named by ``names``."""
+    import shutil
+    for digit in range(10):
+        folder = os.path.join(str(root), names[digit] if names else str(digit))
+        os.makedirs(folder)
+        for name in sorted(os.listdir(os.path.join(val_dir, str(digit))))[:per_class]:
+            shutil.copy(os.path.join(val_dir, str(digit), name), folder)
+    return str(root)
+
+
+def test_accuracy_on_an_imagefolder_tree(digits_eca_onnx, digits_split, tmp_path, capsys):
+    tree = _digit_tree(tmp_path / "val", digits_split[1])
+    results, summary = run_json(capsys, digits_eca_onnx, "--top-k", "1", tree)
+    assert len(results) == 30 and all(r["label"] == int(r["path"].split(os.sep)[-2]) for r in results)
+    assert all(len(r["topk"]) == 1 for r in results)  # --top-k is what is printed; top-5 is still scored
+    accuracy = summary["accuracy"]
+    assert accuracy["images"] == 30
+    assert accuracy["top1"] == pytest.approx(np.mean([r["topk"][0] == r["label"] for r in results]))
+    assert 0.9 <= accuracy["top1"] <= accuracy["top5"] <= 1.0
+
+    assert infer.main([digits_eca_onnx, tree, "--top-k", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy on 30 labeled images: top-1 {:.2%}, top-5 {:.2%}".format(accuracy["top1"],
+                                                                                 accuracy["top5"]) in out
+
+
+def test_class_folders_matched_by_name(digits_eca_onnx, digits_split, tmp_path, capsys):
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    tree = _digit_tree(tmp_path / "named", digits_split[1], per_class=1, names=names)
+    for folder in names[5:]:  # a subset of the classes: only the names can place them
+        import shutil
+        shutil.rmtree(os.path.join(tree, folder))
+    labels = tmp_path / "names.txt"
+    labels.write_text("\n".join(names) + "\n")
+    results, summary = run_json(capsys, digits_eca_onnx, tree, "--labels", str(labels))
+    assert [r["label"] for r in results] == [4, 1, 3, 2, 0]  # folders four, one, three, two, zero
+    assert summary["accuracy"]["images"] == 5
+
+    assert infer.main([digits_eca_onnx, tree, "--json"]) == 0
+    captured = capsys.readouterr()
+    lines = [json.loads(line) for line in captured.out.splitlines()]
+    assert lines[-1]["summary"]["accuracy"] is None and "label" not in lines[0]
+    assert "match neither the model's 10 class names nor its class indices" in captured.err
+
+
+def test_missing_provider_warns_and_strict_fails(tiny_imagenet_onnx, capsys):
+    image = sample_images()[0]
+    assert infer.main([tiny_imagenet_onnx, "--providers", "cuda,cpu", image]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["warning: ONNX Runtime cannot run CUDAExecutionProvider here; running on CPUExecutionProvider "
+                   "(--strict-providers makes this an error)"]
+    assert infer.main([tiny_imagenet_onnx, "--providers", "cuda", "--strict-providers", image]) == 2
+    assert "error: ONNX Runtime could not start CUDAExecutionProvider" in capsys.readouterr().err
+    assert infer.main([tiny_imagenet_onnx, "--providers", "cdua", image]) == 2
+    assert "error: unknown ONNX Runtime provider cdua" in capsys.readouterr().err
+    assert infer.main([tiny_imagenet_onnx, "--providers", "cpu", "--strict-providers", image]) == 0
+    assert capsys.readouterr().err == ""

@@ -1,0 +1,131 @@
+"""The proof a bundle carries, made where PyTorch and the checkpoint are: inputs, PyTorch logits, tolerances.
+
+The reference model is rebuilt as benchmark-engine builds it (the zoo architecture named in the ONNX metadata,
+loaded with the checkpoint the models were exported from, at their input size), and the inputs are real
+images through the models' own preprocessing. Before anything is written, every ONNX model of the bundle is
+held to the per-precision tolerances on this CPU with deploy.check, the same code the device runs, so a bundle
+never ships a proof its own models fail.
+"""
+import os
+import re
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from deploy.check import ArtifactCheck, check_artifact
+from deploy.errors import CheckFailedError, UserError
+from deploy.metadata import ModelInfo, read_model_info
+from deploy.reference import DEFAULT_REFERENCE_IMAGES, ReferenceData
+
+from .engine import Artifact, Reference, check_artifact as check_against_reference, load_images
+
+IMAGENET_CLASSES = 1000
+SAMPLE_IMAGES = 20   # held-out images shipped from --data, for the README's deploy.infer example
+TORCH_BATCH = 32
+
+
+@dataclass
+class BundleReference:
+    """The reference data, the images to ship as samples (path, class folder or None) and the CPU checks."""
+
+    data: ReferenceData
+    samples: List[Tuple[str, Optional[str]]]
+    class_names: Optional[List[str]]
+    cpu_checks: List[ArtifactCheck]
+    notes: List[str] = field(default_factory=list)
+
+
+def common_model_info(models: Sequence[str]) -> ModelInfo:
+    """The ModelInfo the bundled models share; one reference serves them only when they come from one export."""
+    infos = [(path, read_model_info(path)) for path in models]
+    first_path, first = infos[0]
+    for path, info in infos[1:]:
+        for what in ("arch", "num_classes", "checkpoint_sha256", "preprocess"):
+            if getattr(info, what) != getattr(first, what):
+                raise UserError("{} and {} differ in {} ({} vs {}): one bundle's reference data serves models "
+                                "exported from one checkpoint; bundle them separately or pass --no-reference"
+                                .format(os.path.basename(first_path), os.path.basename(path), what,
+                                        getattr(first, what), getattr(info, what)))
+    return first
+
+
+def reference_model(info: ModelInfo, weights) -> Reference:
+    """The PyTorch original of ``info``: its arch with ``weights`` (or the recorded random seed)."""
+    import models
+    from exporter.api import model_num_classes, preprocess_for
+
+    if info.checkpoint_sha256 and weights is None:
+        raise UserError("the models were exported from checkpoint {}...; give it with --weights so the bundle can "
+                        "carry PyTorch's logits (or pass --no-reference)".format(info.checkpoint_sha256[:12]))
+    if weights is None:
+        seed = re.search(r"seed (\d+)", (info.extra or {}).get("weights", ""))
+        model, checkpoint = models.load_model(info.arch, None, num_classes=info.num_classes,
+                                              seed=int(seed.group(1)) if seed else 0)
+    else:
+        model, checkpoint = models.load_model(info.arch, weights)
+        if checkpoint.sha256 != info.checkpoint_sha256:
+            raise UserError("{} (sha256 {}...) is not the checkpoint the models were exported from ({})".format(
+                weights, checkpoint.sha256[:12], info.checkpoint_sha256[:12] or "random weights"))
+    spec = preprocess_for(model, info.preprocess.input_size)
+    return Reference(info.arch, model, spec, model_num_classes(model), checkpoint is None,
+                     checkpoint.sha256 if checkpoint else "")
+
+
+def torch_logits(model, inputs: np.ndarray) -> np.ndarray:
+    import torch
+
+    rows = []
+    with torch.inference_mode():
+        for start in range(0, len(inputs), TORCH_BATCH):
+            rows.append(model(torch.from_numpy(inputs[start:start + TORCH_BATCH])).float().numpy())
+    return np.concatenate(rows).astype(np.float32)
+
+
+def held_out_samples(data_dir, labels_file, used: Sequence[str], count: int, seed: int):
+    """(path, class folder name) of up to ``count`` images from ``data_dir`` that are not reference inputs."""
+    from calibration.data import discover, stratified_sample
+
+    images = discover(data_dir, labels_file)
+    taken = set(os.path.abspath(p) for p in used)
+    rest = images.subset([i for i, p in enumerate(images.paths) if os.path.abspath(p) not in taken])
+    chosen = stratified_sample(rest if len(rest) else images, count, seed)
+    if chosen.labels is None:
+        return [(path, None) for path in chosen.paths], None
+    width = len(str(max(chosen.labels)))
+    names = chosen.class_names
+    return [(path, names[label] if names else "{:0{}d}".format(label, width))
+            for path, label in zip(chosen.paths, chosen.labels)], names
+
+
+def make_bundle_reference(models: Sequence[str], weights=None, data_dir=None, labels_file=None,
+                          num_images: int = DEFAULT_REFERENCE_IMAGES, seed: int = 0,
+                          progress: bool = False) -> BundleReference:
+    """Reference data for ``models`` from ``data_dir`` (or the sample photos, for ImageNet models only)."""
+    if num_images < 1:
+        raise UserError("--reference-images must be at least 1, got {}".format(num_images))
+    info = common_model_info(models)
+    if data_dir is None and info.num_classes != IMAGENET_CLASSES:
+        raise UserError("the models have {} classes, so the ImageNet sample photos prove nothing about them; give "
+                        "--data DIR with the images they were checked on (or pass --no-reference)".format(
+                            info.num_classes))
+    reference = reference_model(info, weights)
+    notes = check_against_reference(Artifact(models[0], "onnx", info), reference)
+    images = load_images(data_dir, labels_file, reference.spec, num_images, seed=seed, progress=progress)
+    data = ReferenceData(inputs=images.array, logits=torch_logits(reference.model, images.array),
+                         labels=images.labels, arch=info.arch, checkpoint_sha256=info.checkpoint_sha256,
+                         source="the deploy/samples photos" if data_dir is None else os.path.basename(
+                             os.path.normpath(os.fspath(data_dir))))
+    cpu_checks = [check_artifact(path, data) for path in models]
+    failed = [c for c in cpu_checks if c.status != "PASS"]
+    if failed and reference.random_weights:
+        raise UserError("the models have random weights (no checkpoint), and {} rebuilt with the recorded seed does "
+                        "not give their logits (other model options, such as a narrower stem?); export from a "
+                        "checkpoint and give it with --weights, or pass --no-reference".format(info.arch))
+    if failed:
+        raise CheckFailedError("on this CPU, before bundling: " + "; ".join(
+            "{}: {}".format(c.name, "; ".join(c.reasons)) for c in failed))
+    samples, class_names = [], None
+    if data_dir is not None:
+        samples, class_names = held_out_samples(data_dir, labels_file, images.paths, SAMPLE_IMAGES, seed)
+    return BundleReference(data, samples, class_names, cpu_checks, notes)
