@@ -31,8 +31,9 @@ def bundle_command(artifacts, output, max_batch, weights, data_dir, labels_file,
     built on the target (python3 -m deploy.build), never bundled.
     """
     from benchmark.reference import make_bundle_reference
-    from deploy.bundle import bundle, classify_artifacts
+    from deploy.bundle import bundle, check_output, classify_artifacts
 
+    check_output(artifacts, output, force)
     proof = None
     if not no_reference:
         models = classify_artifacts(artifacts)[0]

@@ -350,6 +350,16 @@ def check_replaceable(output: str, is_tar: bool, inputs: Sequence[str], force: b
                         "is not one".format(output, MANIFEST))
 
 
+def check_output(artifacts: Sequence[str], output, force: bool) -> Tuple[str, bool]:
+    """(absolute output, is it a tarball), once it is known that writing there replaces nothing it must not;
+    callers run this before any slow work (the PyTorch reference), so a refused -o costs nothing."""
+    models, caches, labels = classify_artifacts(artifacts)
+    output = os.path.abspath(os.path.expanduser(os.fspath(output)))
+    is_tar = output.lower().endswith(TAR_SUFFIXES)
+    check_replaceable(output, is_tar, list(models) + list(caches) + list(labels), force)
+    return output, is_tar
+
+
 def bundle(artifacts: Sequence[str], output, max_batch: Optional[int] = None, force: bool = False,
            proof=None) -> BundleResult:
     """Write the bundle to ``output`` (a folder, or a tarball when it ends in .tar.gz/.tgz).
@@ -360,9 +370,7 @@ def bundle(artifacts: Sequence[str], output, max_batch: Optional[int] = None, fo
     models, caches, labels = classify_artifacts(artifacts)
     if max_batch is not None and max_batch < 1:
         raise UserError("--max-batch must be at least 1, got {}".format(max_batch))
-    output = os.path.abspath(os.path.expanduser(os.fspath(output)))
-    is_tar = output.lower().endswith(TAR_SUFFIXES)
-    check_replaceable(output, is_tar, list(models) + list(caches) + list(labels), force)
+    output, is_tar = check_output(artifacts, output, force)
     parent = os.path.dirname(output)
     root_name = os.path.basename(output)
     for suffix in TAR_SUFFIXES:

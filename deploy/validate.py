@@ -247,30 +247,6 @@ def check_memory(needed_bytes: int, what: str, hint: str = "") -> None:
 
 # -- execution providers ---------------------------------------------------------------------------------
 
-def check_providers(text: str, aliases: Dict[str, str]) -> Tuple[List[str], List[str]]:
-    """(provider names as given, warnings). An unknown name is a UserError (a typo must not quietly run on
-    the CPU); a known provider this onnxruntime cannot start is a warning, since ORT falls back to the CPU."""
-    names = [part.strip() for part in str(text).split(",") if part.strip()]
-    if not names:
-        raise UserError("--providers is empty; give one or more of {}".format(", ".join(sorted(aliases))))
-    try:
-        import onnxruntime
-        known = set(onnxruntime.get_all_providers())
-        available = set(onnxruntime.get_available_providers())
-    except Exception:  # noqa: BLE001  (no onnxruntime: the runner says so when it starts)
-        known, available = set(aliases.values()), None
-    warnings = []
-    for name in names:
-        resolved = aliases.get(name.lower(), name)
-        if resolved not in known and resolved not in aliases.values():
-            raise UserError("unknown ONNX Runtime provider {!r}; choose from {}".format(
-                name, ", ".join(sorted(aliases))))
-        if available is not None and resolved not in available:
-            warnings.append("provider {} is not available in this onnxruntime; it falls back to {}".format(
-                name, ", ".join(sorted(available & {"CPUExecutionProvider"})) or "what is available"))
-    return names, warnings
-
-
 # Activation memory of a CNN classifier per image, as a multiple of its input tensor: ONNX Runtime's largest
 # single request for batch 100000 of a 32x32 ECA-ResNet was about 21x the input batch, so 24x bounds it.
 ACTIVATION_FACTOR = 24

@@ -192,7 +192,7 @@ def test_imagenet_model_without_data_uses_the_photos(tmp_path):
     assert len(proof.data.inputs) == len(sample_images()) and proof.data.labels is None and proof.samples == []
     result = bundle([model], tmp_path / "b", proof=proof)
     assert result.samples == "deploy/samples" and result.reference == "reference.npz"
-    assert "python3 -m deploy.infer tiny.engine deploy/samples" in open(os.path.join(result.output, "README.md")).read()
+    assert "python3 -m deploy.infer tiny.fp32.engine deploy/samples" in open(os.path.join(result.output, "README.md")).read()
 
 
 def test_bundle_without_proof_has_no_reference(tiny_imagenet_onnx, tmp_path):

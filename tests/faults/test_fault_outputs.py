@@ -58,10 +58,10 @@ def test_force_refuses_a_folder_that_is_not_a_bundle(model_copy, precious):
 
 def test_force_replaces_a_previous_bundle(model_copy, tmp_path):
     output = tmp_path / "bundle"
-    assert run_cli(["bundle", model_copy, "-o", output]).exit_code == 0
-    assert_user_error(run_cli(["bundle", model_copy, "-o", output]), "--force")
+    assert run_cli(["bundle", model_copy, "-o", output, "--no-reference"]).exit_code == 0
+    assert_user_error(run_cli(["bundle", model_copy, "-o", output, "--no-reference"]), "--force")
     (output / "extra.txt").write_text("left by the user inside the bundle")
-    result = run_cli(["bundle", model_copy, "-o", output, "--force"])
+    result = run_cli(["bundle", model_copy, "-o", output, "--force", "--no-reference"])
     assert result.exit_code == 0, result.stderr
     assert not (output / "extra.txt").exists() and (output / "tiny.onnx").exists()
 
@@ -90,7 +90,7 @@ def test_full_or_read_only_disk_during_bundle(model_copy, tmp_path, monkeypatch,
             raise shutil.Error([(src, dst, "[Errno {}] {}".format(code, os.strerror(code)))])
         return real_copy(src, dst, **kwargs)
     monkeypatch.setattr(shutil, "copy2", failing_copy)
-    result = run_cli(["bundle", model_copy, "-o", tmp_path / "out" / "bundle"])
+    result = run_cli(["bundle", model_copy, "-o", tmp_path / "out" / "bundle", "--no-reference"])
     assert_user_error(result, "bundle", words)
     assert os.listdir(str(tmp_path / "out")) == []
 
