@@ -362,13 +362,24 @@ def collect_statistics(model, images: np.ndarray, progress: bool = True) -> Tupl
 def compute_ranges(model, images: np.ndarray, method: str = DEFAULT_METHOD, percentile: float = DEFAULT_PERCENTILE,
                    seed: int = 0, progress: bool = True) -> CalibrationRanges:
     """Calibrate ``model`` (an onnx.ModelProto) on preprocessed ``images`` with ``method``."""
+    check_method(method, percentile)
+    if len(images) == 0:
+        raise UserError("no calibration images")
+    stats, used = collect_statistics(model, np.ascontiguousarray(images, dtype=np.float32), progress)
+    return ranges_from_statistics(model, stats, used, method, percentile, seed)
+
+
+def check_method(method: str, percentile: float = DEFAULT_PERCENTILE) -> None:
     if method not in METHODS:
         raise UserError("unknown calibration method {!r}; choose one of {}".format(method, ", ".join(METHODS)))
     if not 0.0 < percentile <= 100.0:
         raise UserError("percentile must be in (0, 100], got {}".format(percentile))
-    if len(images) == 0:
-        raise UserError("no calibration images")
-    stats, used = collect_statistics(model, np.ascontiguousarray(images, dtype=np.float32), progress)
+
+
+def ranges_from_statistics(model, stats: "OrderedDict[str, TensorStats]", used: int, method: str,
+                           percentile: float = DEFAULT_PERCENTILE, seed: int = 0) -> CalibrationRanges:
+    """The ranges ``method`` picks from statistics gathered once by collect_statistics (no model run)."""
+    check_method(method, percentile)
     full_range = full_range_tensors(model)
     tensors = OrderedDict()
     for name, stat in stats.items():

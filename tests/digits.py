@@ -65,7 +65,9 @@ def train_digits_model(arch: str = "eca_resnet18", train_dir: str = None, epochs
     from deploy.preprocess import PreprocessSpec, preprocess_file
 
     torch.manual_seed(seed)
-    model = models.create_model(arch, num_classes=10, stem_width=stem_width, **options)
+    if stem_width is not None:  # the ResNets' width; MobileNetV2 takes width_mult instead
+        options["stem_width"] = stem_width
+    model = models.create_model(arch, num_classes=10, **options)
     model.preprocess = PreprocessSpec.for_input_size(INPUT_SIZE)
     paths = walk_images(train_dir)
     x = torch.from_numpy(np.stack([preprocess_file(p, model.preprocess) for p in paths]))
