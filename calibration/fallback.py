@@ -12,9 +12,9 @@ from typing import Dict, List, Optional, Tuple
 
 from deploy.errors import UserError
 
+from .layer_report import COMPUTE_OPS, quantized_layers
 from .selection import HeldOut, Score
 
-COMPUTE_OPS = ("Conv", "Gemm", "MatMul")
 FLOAT_LAYER_SHARE = 0.1  # default --max-float-layers: about this share of the quantized layers
 
 
@@ -60,18 +60,6 @@ class FallbackResult:
 
 def default_max_float_layers(num_quantized: int) -> int:
     return max(1, int(round(num_quantized * FLOAT_LAYER_SHARE)))
-
-
-def quantized_layers(model) -> List[str]:
-    """Names of the compute layers (Conv, Gemm, MatMul) with a DequantizeLinear feeding an input."""
-    producers = {out: node for node in model.graph.node for out in node.output}
-    names = []
-    for node in model.graph.node:
-        if node.op_type in COMPUTE_OPS and any(
-                producers.get(name) is not None and producers[name].op_type == "DequantizeLinear"
-                for name in node.input):
-            names.append(node.name)
-    return names
 
 
 def float_layers(quantized, fp32, names) -> object:
