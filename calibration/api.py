@@ -42,6 +42,30 @@ META_HELDOUT_AGREEMENT = "calibration_heldout_agreement"  # % top-1 agreement wi
 META_FLOAT_LAYERS = "float_layers"              # JSON list of the compute layers left in float
 
 
+def describe_calibration(metadata: Dict[str, str]) -> Optional[str]:
+    """One line on how an INT8 model was calibrated, from its ONNX metadata (ModelInfo.extra); None for others.
+
+    For reports: e.g. "percentile 99.99 (auto, 99.51% held-out agreement), 2 float layers: /conv1/Conv, /fc/Gemm".
+    """
+    method = metadata.get(META_METHOD)
+    if not method or "quant_target" not in metadata:
+        return None
+    name = "percentile {:g}".format(float(metadata[META_PERCENTILE])) if META_PERCENTILE in metadata else method
+    how = [metadata.get(META_SELECTION, "explicit")]
+    if META_HELDOUT_AGREEMENT in metadata:
+        how.append("{}% held-out agreement".format(metadata[META_HELDOUT_AGREEMENT]))
+    try:
+        floats = json.loads(metadata.get(META_FLOAT_LAYERS, "[]"))
+    except ValueError:
+        floats = []
+    text = "{} ({})".format(name, ", ".join(how))
+    if floats:
+        text += ", {} float layer(s): {}".format(len(floats), ", ".join(floats))
+    else:
+        text += ", no float layers"
+    return text
+
+
 @dataclass
 class TargetOutcome:
     """What calibration settled on for one target."""
@@ -161,11 +185,11 @@ def calibrate(onnx_path, data_dir=None, labels_file=None, targets: Sequence[str]
     ranges_by_candidate = {c: ranges_from_statistics(model, stats, used, c.method, c.range_percentile, seed)
                            for c in candidates}
 
+    from .qdq import save_model, set_metadata
     quantized, outcomes = {}, {}
     for target in targets:
         model_proto, summary, outcome = _quantize_target(model, ranges_by_candidate, target, heldout, goal,
                                                          max_float_layers, method == AUTO, progress)
-        from .qdq import save_model, set_metadata
         set_metadata(model_proto, _int8_metadata(target, outcome, ranges_by_candidate[outcome.candidate], seed,
                                                  heldout))
         summary.path = save_model(model_proto, paths["int8"][target])

@@ -90,7 +90,7 @@ def _print_result(result) -> None:
         if outcome.score is not None:
             text += ", held-out agreement {:.2f}%".format(outcome.score["agreement"])
             if "top1_drop" in outcome.score:
-                text += ", top-1 {:+.2f} pt".format(-outcome.score["top1_drop"])
+                text += ", top-1 {:+.2f} pt".format(0.0 - outcome.score["top1_drop"])  # 0.0 - 0.0 is +0.0
         if outcome.float_layers:
             text += ", {} float layer(s): {}".format(len(outcome.float_layers), ", ".join(outcome.float_layers))
         click.echo(text + ")")
