@@ -248,8 +248,10 @@ def plot_sqnr(report: LayerReport, path: str, title: str = "") -> str:
             axis.plot(*zip(*points), marker, markersize=5, label=label,
                       fillstyle="full" if quantized or not any_int8 else "none")
     worst = report.layers[0]
+    side = worst.depth / max(max(depth), 1)  # keep the label inside the axes at either end
     axis.annotate("worst: {} ({:.1f} dB)".format(worst.name, worst.sqnr_db), (worst.depth, worst.sqnr_db),
-                  xytext=(0, -28), textcoords="offset points", ha="center", fontsize=8,
+                  xytext=(0, -28), textcoords="offset points", fontsize=8,
+                  ha="right" if side > 0.7 else "left" if side < 0.3 else "center",
                   arrowprops={"arrowstyle": "->", "color": "0.3"})
     low = min(sqnr)
     axis.set_ylim(min(0.0, low - 10.0), max(sqnr) + 5.0)

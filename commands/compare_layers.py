@@ -48,10 +48,13 @@ def compare_layers_command(fp32_model, other_model, data_dir, labels_file, num_i
         return
     click.echo("{} compute layers of {} against {}, on {} images (worst first):".format(
         len(report.layers), other_model, fp32_model, report.num_images))
-    click.echo("  {:<40} {:<7} {:>9} {:>9} {:>12}".format("name", "op", "sqnr_db", "cosine", "max_abs_error"))
+    width = max(len(layer.name) for layer in report.layers)
+    click.echo("  {:<{w}} {:<7} {:>9} {:>9} {:>13}  {}".format("name", "op", "sqnr_db", "cosine", "max_abs_error",
+                                                              "runs in", w=width))
     for layer in report.layers:
-        click.echo("  {:<40} {:<7} {:>9.2f} {:>9.5f} {:>12.4g}".format(
-            layer.name, layer.op, layer.sqnr_db, layer.cosine, layer.max_abs_error))
+        click.echo("  {:<{w}} {:<7} {:>9.2f} {:>9.5f} {:>13.4g}  {}".format(
+            layer.name, layer.op, layer.sqnr_db, layer.cosine, layer.max_abs_error,
+            "int8" if layer.quantized else "float", w=width))
     click.echo("worst: {}".format(report.worst))
     if plot_path:
         click.echo("wrote {} (SQNR along the depth)".format(plot_path))

@@ -77,14 +77,13 @@ def test_calibrate_auto_by_default_prints_the_candidates(digits_eca_onnx, digits
     assert meta["calibration_method"] == outcome["method"] and meta["float_layers"] == "[]"
 
 
-def test_calibrate_missed_target_exits_1_with_one_line(tiny_imagenet_onnx, digits_split, tmp_path):
+def test_calibrate_missed_target_exits_1_with_one_line(digits_mobilenet_onnx, digits_split, tmp_path):
     model = str(tmp_path / "eca.onnx")
-    shutil.copy(tiny_imagenet_onnx, model)
-    # Random weights over 1000 classes: near-tied logits, so INT8 cannot agree on every image with one float
-    # layer. The best model is still written, and the line says so.
-    result = _run(["calibrate", model, "--data", digits_split[0], "--num-images", "160", "--no-fp16",
-                   "--method", "minmax", "--min-agreement", "100", "--max-float-layers", "1",
-                   "--cache-dir", str(tmp_path / "cache")])
+    shutil.copy(digits_mobilenet_onnx, model)
+    # Entropy agrees on about 98% of the held-out digits with this MobileNetV2; one float layer cannot make it
+    # 100%. The best model is still written, and the line says so.
+    result = _run(["calibrate", model, "--data", digits_split[0], "--no-fp16", "--method", "entropy",
+                   "--min-agreement", "100", "--max-float-layers", "1", "--cache-dir", str(tmp_path / "cache")])
     assert result.exit_code == 1
     line = _single_error_line(result)
     assert "best held-out agreement" in line and "1 float layer(s) tried" in line

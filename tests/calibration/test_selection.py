@@ -91,7 +91,7 @@ def test_heldout_images_never_feed_the_ranges(digits_eca_onnx, digits_calibratio
     expected = compute_ranges(onnx.load(model), images.array[split.calibration], chosen.method,
                               chosen.range_percentile, progress=False)
     written = json.load(open(result.ranges_json))["tensors"]
-    assert list(written) == list(expected.tensors)
+    assert set(written) == set(expected.tensors)
     for name, tensor_range in expected.tensors.items():
         assert written[name]["amax"] == tensor_range.amax and written[name]["max"] == tensor_range.max
 
