@@ -226,6 +226,8 @@ def _quantize_target(model, ranges_by_candidate, target: str, heldout, goal: Acc
                                                                        progress)
         outcome = TargetOutcome(candidate, "auto", [r.to_dict() for r in results],
                                 format_table(target, results, candidate, len(heldout)), score.to_dict())
+        from .qdq import check_quantized
+        check_quantized(proto, target)
     else:
         candidate = next(iter(ranges_by_candidate))
         proto, summary = build_quantized(model, ranges_by_candidate[candidate], target)

@@ -155,8 +155,9 @@ def quantize(model, ranges, target: str, output_path: str, metadata: Optional[Di
     return summary
 
 
-def build_quantized(model, ranges, target: str, metadata: Optional[Dict[str, str]] = None):
-    """(onnx.ModelProto, QuantizedModel with an empty path): the checked Q/DQ model, not yet written."""
+def build_quantized(model, ranges, target: str, metadata: Optional[Dict[str, str]] = None, check: bool = True):
+    """(onnx.ModelProto, QuantizedModel with an empty path): the Q/DQ model (checked unless ``check`` is False,
+    for candidates that are only scored), not yet written."""
     import onnx
     if target not in TARGETS:
         raise UserError("unknown quantization target {!r}; choose one of {}".format(target, ", ".join(TARGETS)))
@@ -179,7 +180,8 @@ def build_quantized(model, ranges, target: str, metadata: Optional[Dict[str, str
         for add_name, index in sorted(residual.items()):
             remove_input_qdq(quantized, add_name, index)
     _finish(quantized, model, metadata)
-    check_quantized(quantized, target)
+    if check:
+        check_quantized(quantized, target)
     quantize_nodes = sum(1 for n in quantized.graph.node if n.op_type == "QuantizeLinear")
     return quantized, QuantizedModel(target, "", activation, quantize_nodes, sorted(attention), len(residual))
 

@@ -236,20 +236,31 @@ def entropy_amax(hist: np.ndarray, edges: np.ndarray, levels: int = QUANT_LEVELS
 
 
 def mse_amax(hist: np.ndarray, edges: np.ndarray, start: int = START_BIN, block: int = 256) -> float:
-    """The threshold (a bin edge) minimizing the expected squared error of 8-bit symmetric fake quantization."""
+    """The threshold (a bin edge) minimizing the expected squared error of 8-bit symmetric fake quantization.
+
+    Bins above a candidate threshold all quantize to it, so their error comes from suffix sums of the
+    counts, the centers and their squares; only the bins below it are rounded one by one. This halves the
+    work of the plain candidates x bins search, which dominated `--method auto` (every candidate needs mse).
+    """
     stop = _last_nonzero(hist) + 1
     if stop <= start:
         return float(edges[stop])
     centers = (edges[:stop] + edges[1:stop + 1]) / 2.0
     counts = hist[:stop].astype(np.float64)
-    candidates = edges[start:stop + 1]
-    errors = np.empty(len(candidates))
-    for first in range(0, len(candidates), block):
-        amax = candidates[first:first + block, None]
-        step = amax / (QUANT_LEVELS - 1)
-        quantized = np.minimum(np.round(centers[None, :] / step), QUANT_LEVELS - 1) * step
-        errors[first:first + block] = ((quantized - centers[None, :]) ** 2 * counts[None, :]).sum(axis=1)
-    return float(candidates[int(np.argmin(errors))])
+    suffix = [np.concatenate([np.cumsum((counts * centers ** power)[::-1])[::-1], [0.0]]) for power in (0, 1, 2)]
+    indices = np.arange(start, stop + 1)            # candidate i: threshold edges[i], bins [0, i) inside
+    errors = np.empty(len(indices))
+    for first in range(0, len(indices), block):
+        index = indices[first:first + block]
+        amax = edges[index]
+        width = int(index[-1])
+        step = (amax / (QUANT_LEVELS - 1))[:, None]
+        inside = np.arange(width)[None, :] < index[:, None]
+        rounded = np.minimum(np.round(centers[None, :width] / step), QUANT_LEVELS - 1) * step
+        error_inside = np.where(inside, (rounded - centers[None, :width]) ** 2 * counts[None, :width], 0.0).sum(axis=1)
+        error_clipped = suffix[2][index] - 2.0 * amax * suffix[1][index] + amax ** 2 * suffix[0][index]
+        errors[first:first + block] = error_inside + np.maximum(error_clipped, 0.0)
+    return float(edges[indices[int(np.argmin(errors))]])
 
 
 # -- running the model ------------------------------------------------------------------------------------
