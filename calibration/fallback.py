@@ -71,6 +71,8 @@ def float_layers(quantized, fp32, names) -> object:
     fp32_inits = {init.name: init for init in fp32.graph.initializer}
     producers = {out: node for node in model.graph.node for out in node.output}
     initializers = {init.name for init in model.graph.initializer}
+    taken = initializers | set(producers) | {value.name for value in model.graph.input}
+    float_names: Dict[str, str] = {}  # FP32 initializer -> its name here (ORT's weight DQ outputs reuse the name)
     wanted = set(names)
     for node in model.graph.node:
         if node.name not in wanted:
@@ -84,10 +86,19 @@ def float_layers(quantized, fp32, names) -> object:
                 continue
             source = original.input[index]
             if source in fp32_inits:                     # a weight or bias: the FP32 values
-                if source not in initializers:
-                    model.graph.initializer.append(copy.deepcopy(fp32_inits[source]))
-                    initializers.add(source)
-                node.input[index] = source
+                if source not in float_names:
+                    if source in initializers:           # the TensorRT target keeps FP32 weights in front of Q
+                        float_names[source] = source
+                    else:
+                        name = source
+                        while name in taken:
+                            name += "_float"
+                        init = copy.deepcopy(fp32_inits[source])
+                        init.name = name
+                        model.graph.initializer.append(init)
+                        taken.add(name)
+                        float_names[source] = name
+                node.input[index] = float_names[source]
             else:                                        # an activation: the float tensor the Q read
                 q = producers.get(dq.input[0])
                 node.input[index] = q.input[0] if q is not None and q.op_type == "QuantizeLinear" else source
@@ -131,8 +142,10 @@ def fall_back(quantized, fp32, heldout: HeldOut, goal: AccuracyGoal, base: Score
     """Greedily float the most sensitive layers until ``goal`` holds on ``heldout`` or ``max_layers`` are float."""
     if goal.met(base):
         return FallbackResult(quantized, [], base, True, 0)
-    ranking = rank_sensitivity(quantized, fp32, heldout, base)
     limit = default_max_float_layers(len(quantized_layers(quantized))) if max_layers is None else max_layers
+    if limit <= 0:
+        return FallbackResult(quantized, [], base, False, 0)
+    ranking = rank_sensitivity(quantized, fp32, heldout, base)
     best = FallbackResult(quantized, [], base, False, 0, ranking)
     chosen: List[str] = []
     for name, _ in ranking[:limit]:

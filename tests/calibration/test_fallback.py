@@ -3,7 +3,9 @@ reached by taking the Q/DQ off its most sensitive layers; the float layers are r
 import json
 import shutil
 
+import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from calibration.api import calibrate
 from calibration.fallback import AccuracyGoal, default_max_float_layers, float_layers
@@ -20,11 +22,15 @@ def test_float_layers_reads_float_inputs_and_drops_unused_qdq(digits_mobilenet_o
     quantized = onnx.load(result.int8_models["cpu"])
     layers = quantized_layers(quantized)
     assert default_max_float_layers(len(layers)) == round(len(layers) * 0.1)
-    floated = float_layers(quantized, onnx.load(model), layers[:2])
+    fp32 = onnx.load(model)
+    floated = float_layers(quantized, fp32, layers[:2])
     assert quantized_layers(floated) == layers[2:]
-    fp32_inits = {init.name for init in onnx.load(model).graph.initializer}
     node = next(n for n in floated.graph.node if n.name == layers[0])
-    assert node.input[1] in fp32_inits                                  # the FP32 weight, not int8 + DQ
+    original = next(n for n in fp32.graph.node if n.name == layers[0])
+    weights = {init.name: numpy_helper.to_array(init) for init in floated.graph.initializer}
+    fp32_weights = {init.name: numpy_helper.to_array(init) for init in fp32.graph.initializer}
+    for index in (1, 2):                                                # weight and bias: FP32, not int8 + DQ
+        assert np.array_equal(weights[node.input[index]], fp32_weights[original.input[index]])
     assert len(floated.graph.node) < len(quantized.graph.node)
 
 
