@@ -3,6 +3,7 @@ import click
 
 from calibration.api import (DEFAULT_METHOD, DEFAULT_NUM_IMAGES, DEFAULT_TARGET, DEFAULT_TRT_VERSION,
                              METHOD_CHOICES)
+from calibration.fallback import FLOAT_LAYER_SHARE
 from calibration.qdq import TARGETS
 from calibration.ranges import DEFAULT_PERCENTILE
 from calibration.selection import CANDIDATES, HOLDOUT_SHARE, MIN_HOLDOUT
@@ -30,7 +31,8 @@ from .common import emit_json, json_option, note, stderr_is_tty
 @click.option("--max-top1-drop", type=click.FloatRange(min=0, max=100), metavar="PT",
               help="Top-1 points the INT8 model may lose on the held-out images (needs labels).")
 @click.option("--max-float-layers", type=click.IntRange(min=0), metavar="N",
-              help="Most layers left in float to meet a target [default: about 10% of the quantized layers].")
+              help="Most layers left in float to meet a target [default: about {:.0%} of the quantized "
+                   "layers].".format(FLOAT_LAYER_SHARE))
 @click.option("--num-images", type=click.IntRange(min=1), default=DEFAULT_NUM_IMAGES, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0, max=2 ** 32 - 1), default=0, show_default=True,
               help="Seed of the class-balanced image sample and of the held-out split.")
