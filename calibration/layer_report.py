@@ -93,17 +93,21 @@ def match_layers(fp32, other) -> Tuple[List[Tuple[int, object, object]], List[st
         if twin is not None and twin.op_type == node.op_type:
             pairs[depth] = twin
             used.add(id(twin))
-    # What names did not settle: the next unused layer of the same op and weight shape, in network order.
+    # What names did not settle: the next unused layer of the same op and weight shape, in network order
+    # (searching on from the last match, then from the start: a quantizer may order parallel branches
+    # differently, e.g. CBAM's two MLP passes).
     rest = [node for node in candidates if id(node) not in used]
+    taken = [False] * len(rest)
     position = 0
     for depth, node in enumerate(reference):
         if depth in pairs:
             continue
         shape = _weight_shape(fp32, node)
-        for index in range(position, len(rest)):
+        for index in list(range(position, len(rest))) + list(range(position)):
             twin = rest[index]
-            if twin.op_type == node.op_type and _weight_shape(other, twin) == shape:
+            if not taken[index] and twin.op_type == node.op_type and _weight_shape(other, twin) == shape:
                 pairs[depth] = twin
+                taken[index] = True
                 position = index + 1
                 break
     matched = [(depth, reference[depth], pairs[depth]) for depth in sorted(pairs)]
