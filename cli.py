@@ -15,6 +15,8 @@ COMMANDS = {
     "export": ("commands.export", "export_command", "Export a zoo model to a checked, simplified ONNX model."),
     "calibrate": ("commands.calibrate", "calibrate_command",
                   "INT8 Q/DQ models, TensorRT calibration cache and FP16 model from calibration images."),
+    "compare-layers": ("commands.compare_layers", "compare_layers_command",
+                       "Per-layer SQNR of a Q/DQ or FP16 model against its FP32 model, worst layer first."),
     "build": ("commands.build", "build_command", "Build a TensorRT engine and its sidecar from an ONNX model, here."),
     "bundle": ("commands.bundle", "bundle_command", "Pack ONNX models, caches, labels and deploy/ for a Jetson."),
     "attention": ("commands.attention", "attention_command",

@@ -12,7 +12,8 @@ import runpy
 import sys
 
 GOALS = (("ORT FP32 / PyTorch eager", "fp32", "pytorch", 1.5), ("CPU INT8 / ORT FP32", "int8_cpu", "fp32", 3.0))
-EXTRA_BENCHMARKS = ("benchmark.bench_attention_cost", "benchmark.bench_precision", "benchmark.bench_preprocess")
+EXTRA_BENCHMARKS = ("benchmark.bench_attention_cost", "benchmark.bench_precision", "benchmark.bench_preprocess",
+                    "benchmark.bench_calibration")
 
 
 def _parse(argv):

@@ -42,6 +42,23 @@ def parity_table(result: BenchmarkResult) -> str:
     return markdown_table(header, rows)
 
 
+def calibration_lines(result: BenchmarkResult) -> List[str]:
+    """Per INT8 ONNX artifact: the calibration method chosen and the layers left in float (its metadata)."""
+    from calibration.api import describe_calibration
+    from deploy.metadata import read_model_info
+    lines = []
+    for backend in result.backends:
+        if backend.kind != "onnx" or not backend.path:
+            continue
+        try:
+            text = describe_calibration(read_model_info(backend.path).extra or {})
+        except Exception:  # a report line is not worth failing the report for
+            text = None
+        if text:
+            lines.append("- {}: {}".format(backend.name, text))
+    return lines
+
+
 def speed_table(result: BenchmarkResult) -> str:
     with_compute = any(t.compute for b in result.backends for t in b.timings)
     header = ["model", "batch", "img/s (p50)", "mean ms", "p50 ms", "p90 ms", "p99 ms", "p90/p50"]
@@ -114,6 +131,9 @@ def to_markdown(result: BenchmarkResult, title: Optional[str] = None) -> str:
         speed_table(result),
         "",
     ]
+    calibration = calibration_lines(result)
+    if calibration:
+        parts += ["## INT8 calibration", ""] + calibration + [""]
     ratio_lines = speedups(result)
     if ratio_lines:
         parts += ratio_lines + [""]

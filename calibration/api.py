@@ -1,24 +1,97 @@
 """The calibrate stage: one calibration pass feeds the INT8 models of every target, the TensorRT calibration
 cache, the JSON of the ranges and the FP16 model.
 
-Outputs (default: beside the FP32 model; with ``output``, in its folder), for ``model.onnx``:
-``model.int8.<target>.onnx`` (or ``output`` for the first target), ``model.calib.cache``,
-``model.ranges.json`` and ``model.fp16.onnx``. The same inputs and seed give byte-identical files.
+Outputs, for ``-o out/name.onnx`` (or, without it, beside ``model.onnx`` with the stem ``model``):
+``name.onnx`` for the first target (``name.int8.<target>.onnx`` for the others, and for all without ``-o``),
+``name.calib.cache``, ``name.ranges.json`` and ``name.fp16.onnx``. A ``-o`` stem ending in ``.int8.<target>``
+loses that ending for the siblings. The same inputs and seed give byte-identical files.
+
+``method="auto"`` (the default) holds out part of the images, derives every candidate of
+calibration.selection from one pass of statistics over the rest, and keeps per target the candidate whose Q/DQ
+model agrees best with FP32 on the held-out images. With an AccuracyGoal the model that misses it gets float
+layers (calibration.fallback). The cache and ranges.json carry the ranges chosen for the TensorRT target (the
+first target when TensorRT is not asked for).
 """
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
 
 from deploy.calib_cache import parse_trt_version, write_calibration_cache
 from deploy.errors import UserError
 from deploy.fileio import sha256_file, staged_files, write_json
 from deploy.validate import check_output_files
 
+from .fallback import AccuracyGoal
 from .qdq import TARGETS
-from .ranges import DEFAULT_METHOD, DEFAULT_PERCENTILE, METHODS
+from .ranges import DEFAULT_PERCENTILE, METHODS
+from .selection import AUTO, CANDIDATES, Candidate
 
+METHOD_CHOICES = (AUTO,) + METHODS
+DEFAULT_METHOD = AUTO
+DEFAULT_TARGET = "tensorrt"
 DEFAULT_NUM_IMAGES = 512
 DEFAULT_TRT_VERSION = "8.6"
+
+# ONNX metadata keys of an INT8 model that reports show (benchmark-engine, the pipeline report).
+META_METHOD = "calibration_method"              # the method whose ranges the model uses (entropy, ..., mse)
+META_PERCENTILE = "calibration_percentile"
+META_SELECTION = "calibration_selection"        # "auto" (chosen on held-out images) or "explicit"
+META_HELDOUT_AGREEMENT = "calibration_heldout_agreement"  # % top-1 agreement with FP32 on the held-out images
+META_FLOAT_LAYERS = "float_layers"              # JSON list of the compute layers left in float
+
+
+def describe_calibration(metadata: Dict[str, str]) -> Optional[str]:
+    """One line on how an INT8 model was calibrated, from its ONNX metadata (ModelInfo.extra); None for others.
+
+    For reports: e.g. "percentile 99.99 (auto, 99.51% held-out agreement), 2 float layers: /conv1/Conv, /fc/Gemm".
+    """
+    method = metadata.get(META_METHOD)
+    if not method or "quant_target" not in metadata:
+        return None
+    name = "percentile {:g}".format(float(metadata[META_PERCENTILE])) if META_PERCENTILE in metadata else method
+    how = [metadata.get(META_SELECTION, "explicit")]
+    if META_HELDOUT_AGREEMENT in metadata:
+        how.append("{}% held-out agreement".format(metadata[META_HELDOUT_AGREEMENT]))
+    try:
+        floats = json.loads(metadata.get(META_FLOAT_LAYERS, "[]"))
+    except ValueError:
+        floats = []
+    text = "{} ({})".format(name, ", ".join(how))
+    if floats:
+        text += ", {} float layer(s): {}".format(len(floats), ", ".join(floats))
+    else:
+        text += ", no float layers"
+    return text
+
+
+@dataclass
+class TargetOutcome:
+    """What calibration settled on for one target."""
+
+    candidate: Candidate
+    selection: str                                 # "auto" or "explicit"
+    candidates: List[dict] = field(default_factory=list)
+    table: List[str] = field(default_factory=list)
+    score: Optional[dict] = None                   # held-out score of the written model
+    float_layers: List[str] = field(default_factory=list)
+    goal_met: Optional[bool] = None
+    float_layers_tried: int = 0
+    sensitivity: Dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> Dict[str, object]:
+        payload = {"method": self.candidate.method, "percentile": self.candidate.percentile,
+                   "choice": self.candidate.name, "selection": self.selection, "float_layers": list(self.float_layers)}
+        if self.candidates:
+            payload["candidates"] = self.candidates
+        if self.score is not None:
+            payload["heldout"] = self.score
+        if self.goal_met is not None:
+            payload.update(goal_met=self.goal_met, float_layers_tried=self.float_layers_tried,
+                           sensitivity=self.sensitivity)
+        return payload
 
 
 @dataclass
@@ -29,12 +102,21 @@ class CalibrationResult:
     fp16_model: Optional[str]
     num_images: int
     skipped: List[Tuple[str, str]]       # (path, reason) of images that could not be decoded
-    method: str
+    method: str                          # what the ranges of the cache and ranges.json use
     trt_version: int = 0
     trt_algorithm: str = ""
     percentile: Optional[float] = None
     quantized: Dict[str, dict] = field(default_factory=dict)  # target -> QuantizedModel.to_dict()
     notes: List[str] = field(default_factory=list)
+    requested_method: str = DEFAULT_METHOD
+    heldout_images: int = 0
+    targets: Dict[str, TargetOutcome] = field(default_factory=dict)
+    goal: Optional[str] = None
+
+    @property
+    def missed(self) -> List[str]:
+        """Targets whose accuracy goal was missed even with float layers."""
+        return [target for target, outcome in self.targets.items() if outcome.goal_met is False]
 
     def to_dict(self) -> Dict[str, object]:
         return {
@@ -43,9 +125,13 @@ class CalibrationResult:
             "ranges_json": self.ranges_json,
             "fp16_model": self.fp16_model,
             "num_images": self.num_images,
+            "heldout_images": self.heldout_images,
             "skipped": [{"path": path, "reason": reason} for path, reason in self.skipped],
+            "requested_method": self.requested_method,
             "method": self.method,
             "percentile": self.percentile,
+            "targets": {target: outcome.to_dict() for target, outcome in self.targets.items()},
+            "goal": self.goal,
             "trt_version": self.trt_version,
             "trt_algorithm": self.trt_algorithm,
             "quantized": self.quantized,
@@ -53,18 +139,21 @@ class CalibrationResult:
         }
 
 
-def calibrate(onnx_path, data_dir=None, labels_file=None, targets: Sequence[str] = ("tensorrt",),
+def calibrate(onnx_path, data_dir=None, labels_file=None, targets: Sequence[str] = (DEFAULT_TARGET,),
               method: str = DEFAULT_METHOD, num_images: int = DEFAULT_NUM_IMAGES, seed: int = 0, workers: int = 2,
               output=None, trt_version=DEFAULT_TRT_VERSION, cache_dir=None, fp16: bool = True,
-              percentile: float = DEFAULT_PERCENTILE, progress: bool = True, images=None) -> CalibrationResult:
+              percentile: float = DEFAULT_PERCENTILE, progress: bool = True, images=None,
+              goal: AccuracyGoal = AccuracyGoal(), max_float_layers: Optional[int] = None) -> CalibrationResult:
     """Calibrate the FP32 classifier ``onnx_path`` and write every artifact; see the module docstring.
 
     ``images``: pre-loaded ``calibration.data.LoadedImages`` (used as given; ``data_dir`` is then not read).
+    ``goal``: an accuracy goal on the held-out images; a missed goal is in ``result.missed`` (not raised), and the
+    best model reached is written all the same.
     Raises UserError for bad input (not a classifier, no images, unknown method or target, ...).
     """
     targets = _check_targets(targets)
-    if method not in METHODS:
-        raise UserError("unknown calibration method {!r}; choose one of {}".format(method, ", ".join(METHODS)))
+    if method not in METHOD_CHOICES:
+        raise UserError("unknown calibration method {!r}; choose one of {}".format(method, ", ".join(METHOD_CHOICES)))
     trt_number = parse_trt_version(trt_version)
     onnx_path = os.path.abspath(os.fspath(onnx_path))
     model, info = load_classifier(onnx_path)
@@ -77,31 +166,52 @@ def calibrate(onnx_path, data_dir=None, labels_file=None, targets: Sequence[str]
         images = load_dataset(data_dir, info.preprocess, labels_file=labels_file, num_images=num_images, seed=seed,
                               workers=workers, cache_dir=cache_dir, progress=progress, num_classes=info.num_classes)
     _check_images(images, info.preprocess.input_size)
+    labels = getattr(images, "labels", None)
+    goal.check_labels(labels is not None)
+    notes = list(getattr(images, "notes", []))
 
-    from .qdq import quantize
-    from .ranges import compute_ranges
-    ranges = compute_ranges(model, images.array, method, percentile, seed=seed, progress=progress)
+    from .ranges import collect_statistics, ranges_from_statistics
+    array = np.ascontiguousarray(images.array, dtype=np.float32)
+    heldout = None
+    calibration_array = array
+    if method == AUTO or goal:
+        from .selection import HeldOut, holdout_split
+        split = holdout_split(len(array), seed, labels)
+        if split.note:
+            notes.append(split.note)
+        calibration_array = array[split.calibration]
+        heldout = HeldOut(model, array[split.holdout], None if labels is None else labels[split.holdout])
+    candidates = CANDIDATES if method == AUTO else (
+        Candidate(method, percentile if method == "percentile" else None),)
+    stats, used = collect_statistics(model, calibration_array, progress)
+    ranges_by_candidate = {c: ranges_from_statistics(model, stats, used, c.method, c.range_percentile, seed)
+                           for c in candidates}
+
+    from .qdq import save_model, set_metadata
+    protos, quantized, outcomes = {}, {}, {}
+    for target in targets:
+        model_proto, summary, outcome = _quantize_target(model, ranges_by_candidate, target, heldout, goal,
+                                                         max_float_layers, method == AUTO, progress)
+        set_metadata(model_proto, _int8_metadata(target, outcome, ranges_by_candidate[outcome.candidate], seed,
+                                                 heldout))
+        summary.path = os.path.abspath(paths["int8"][target])
+        protos[target] = model_proto
+        quantized[target] = summary.to_dict()
+        outcomes[target] = outcome
+
+    cache_target = DEFAULT_TARGET if DEFAULT_TARGET in targets else targets[0]
+    ranges = ranges_by_candidate[outcomes[cache_target].candidate]
+    report = ranges.to_dict()
+    report.update(model=os.path.basename(onnx_path), model_sha256=sha256_file(onnx_path), trt_version=trt_number,
+                  targets={target: outcome.to_dict() for target, outcome in outcomes.items()},
+                  requested_method=method, ranges_target=cache_target,
+                  heldout_images=0 if heldout is None else len(heldout))
     # The artifacts are one set (models, cache and ranges from one pass): staged, then renamed together, so an
     # error or an interrupt leaves the previous set whole instead of new models beside an old cache.
     with staged_files(_written(paths, fp16)) as staged:
-        quantized = {}
         for target in targets:
-            metadata = {
-                "precision": "int8",
-                "quant_target": target,
-                "calibration_method": method,
-                "calibration_images": str(ranges.num_images),
-                "calibration_seed": str(seed),
-            }
-            if ranges.percentile is not None:
-                metadata["calibration_percentile"] = repr(float(ranges.percentile))
-            final = paths["int8"][target]
-            quantized[target] = quantize(model, ranges, target, staged[final], metadata).to_dict()
-            quantized[target]["path"] = final
+            save_model(protos[target], staged[paths["int8"][target]])
         write_calibration_cache(staged[paths["cache"]], ranges.scales(), trt_number, ranges.trt_algorithm)
-        report = ranges.to_dict()
-        report.update(model=os.path.basename(onnx_path), model_sha256=sha256_file(onnx_path),
-                      trt_version=trt_number, targets=list(targets))
         write_json(staged[paths["ranges"]], report)
         if fp16:
             _write_fp16(model, staged[paths["fp16"]])
@@ -109,9 +219,61 @@ def calibrate(onnx_path, data_dir=None, labels_file=None, targets: Sequence[str]
     return CalibrationResult(
         int8_models=dict(paths["int8"]), calib_cache=paths["cache"], ranges_json=paths["ranges"],
         fp16_model=fp16_path, num_images=ranges.num_images, skipped=list(getattr(images, "skipped", [])),
-        method=method, trt_version=trt_number, trt_algorithm=ranges.trt_algorithm, percentile=ranges.percentile,
-        quantized=quantized, notes=list(getattr(images, "notes", [])),
+        method=ranges.method, trt_version=trt_number, trt_algorithm=ranges.trt_algorithm, percentile=ranges.percentile,
+        quantized=quantized, notes=notes, requested_method=method,
+        heldout_images=0 if heldout is None else len(heldout), targets=outcomes,
+        goal=goal.describe() if goal else None,
     )
+
+
+def _quantize_target(model, ranges_by_candidate, target: str, heldout, goal: AccuracyGoal,
+                     max_float_layers: Optional[int], auto: bool, progress: bool):
+    """(onnx.ModelProto, QuantizedModel, TargetOutcome) of one target: the chosen candidate, then fallback."""
+    from .qdq import build_quantized
+    if auto:
+        from .selection import format_table, score_candidates
+        results, (score, candidate, proto, summary) = score_candidates(model, ranges_by_candidate, target, heldout,
+                                                                       progress)
+        outcome = TargetOutcome(candidate, "auto", [r.to_dict() for r in results],
+                                format_table(target, results, candidate, len(heldout)), score.to_dict())
+        from .qdq import check_quantized
+        check_quantized(proto, target)
+    else:
+        candidate = next(iter(ranges_by_candidate))
+        proto, summary = build_quantized(model, ranges_by_candidate[candidate], target)
+        score = heldout.score(proto) if heldout is not None else None
+        outcome = TargetOutcome(candidate, "explicit", score=None if score is None else score.to_dict())
+    if goal:
+        from .fallback import fall_back, sensitivity_dict
+        result = fall_back(proto, model, heldout, goal, score, max_float_layers)
+        proto = result.model
+        outcome.score = result.score.to_dict()
+        outcome.float_layers = list(result.float_layers)
+        outcome.goal_met = result.met
+        outcome.float_layers_tried = result.tried
+        outcome.sensitivity = sensitivity_dict(result.sensitivity)
+        if result.float_layers:
+            from .qdq import check_quantized
+            check_quantized(proto, target)
+    return proto, summary, outcome
+
+
+def _int8_metadata(target: str, outcome: TargetOutcome, ranges, seed: int, heldout) -> Dict[str, str]:
+    metadata = {
+        "precision": "int8",
+        "quant_target": target,
+        META_METHOD: outcome.candidate.method,
+        META_SELECTION: outcome.selection,
+        META_FLOAT_LAYERS: json.dumps(outcome.float_layers),
+        "calibration_images": str(ranges.num_images),
+        "calibration_seed": str(seed),
+    }
+    if ranges.percentile is not None:
+        metadata[META_PERCENTILE] = repr(float(ranges.percentile))
+    if outcome.score is not None:
+        metadata[META_HELDOUT_AGREEMENT] = "{:.2f}".format(outcome.score["agreement"])
+        metadata["calibration_heldout_images"] = str(len(heldout))
+    return metadata
 
 
 def _check_targets(targets: Sequence[str]) -> List[str]:
@@ -174,13 +336,22 @@ def _check_images(images, size: int) -> None:
 
 
 def artifact_paths(onnx_path: str, targets: Sequence[str], output=None) -> Dict[str, object]:
-    """Where each artifact goes: ``output`` for the first target's model, siblings named after the model."""
-    directory = os.path.dirname(os.path.abspath(os.fspath(output))) if output else os.path.dirname(onnx_path)
-    stem = os.path.splitext(os.path.basename(onnx_path))[0]
+    """Where each artifact goes: ``output`` for the first target's model, the others named after its stem
+    (after the input model's without ``output``)."""
+    if output:
+        output = os.path.abspath(os.fspath(output))
+        directory = os.path.dirname(output)
+        stem = os.path.splitext(os.path.basename(output))[0]
+        for target in TARGETS:  # -o m.int8.tensorrt.onnx: the siblings are m.int8.cpu.onnx, m.calib.cache, ...
+            if stem.endswith(".int8." + target):
+                stem = stem[:-len(".int8." + target)]
+    else:
+        directory = os.path.dirname(onnx_path)
+        stem = os.path.splitext(os.path.basename(onnx_path))[0]
     sibling = lambda suffix: os.path.join(directory, stem + suffix)  # noqa: E731
     int8 = {target: sibling(".int8.{}.onnx".format(target)) for target in targets}
     if output:
-        int8[targets[0]] = os.path.abspath(os.fspath(output))
+        int8[targets[0]] = output
     paths = {"int8": int8, "cache": sibling(".calib.cache"), "ranges": sibling(".ranges.json"),
              "fp16": sibling(".fp16.onnx")}
     written = list(int8.values()) + [paths["cache"], paths["ranges"], paths["fp16"]]

@@ -150,8 +150,15 @@ def _ancestor_depths(graph, tensor: str) -> Dict[str, int]:
 
 def quantize(model, ranges, target: str, output_path: str, metadata: Optional[Dict[str, str]] = None) -> QuantizedModel:
     """Write the Q/DQ INT8 model of ``model`` (onnx.ModelProto, FP32) for ``target`` to ``output_path``."""
+    quantized, summary = build_quantized(model, ranges, target, metadata)
+    summary.path = save_model(quantized, output_path)
+    return summary
+
+
+def build_quantized(model, ranges, target: str, metadata: Optional[Dict[str, str]] = None, check: bool = True):
+    """(onnx.ModelProto, QuantizedModel with an empty path): the Q/DQ model (checked unless ``check`` is False,
+    for candidates that are only scored), not yet written."""
     import onnx
-    from deploy.fileio import atomic_path
     if target not in TARGETS:
         raise UserError("unknown quantization target {!r}; choose one of {}".format(target, ", ".join(TARGETS)))
     attention = attention_nodes(model)
@@ -173,16 +180,36 @@ def quantize(model, ranges, target: str, output_path: str, metadata: Optional[Di
         for add_name, index in sorted(residual.items()):
             remove_input_qdq(quantized, add_name, index)
     _finish(quantized, model, metadata)
+    if check:
+        check_quantized(quantized, target)
+    quantize_nodes = sum(1 for n in quantized.graph.node if n.op_type == "QuantizeLinear")
+    return quantized, QuantizedModel(target, "", activation, quantize_nodes, sorted(attention), len(residual))
+
+
+def check_quantized(quantized, target: str) -> None:
+    import onnx
     try:
         onnx.checker.check_model(quantized, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise CheckFailedError("the {} INT8 model fails onnx.checker: {}".format(
             target, str(exc).splitlines()[0])) from None
+
+
+def set_metadata(model, metadata: Dict[str, str]) -> None:
+    """Add ``metadata`` to the model's metadata_props (sorted, so the file is the same for the same inputs)."""
+    import onnx
+    props = {prop.key: prop.value for prop in model.metadata_props}
+    props.update(metadata)
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, dict(sorted(props.items())))
+
+
+def save_model(model, output_path: str) -> str:
+    import onnx
+    from deploy.fileio import atomic_path
     with atomic_path(output_path) as tmp_path:
-        onnx.save(quantized, tmp_path)
-    quantize_nodes = sum(1 for n in quantized.graph.node if n.op_type == "QuantizeLinear")
-    return QuantizedModel(target, os.path.abspath(output_path), activation, quantize_nodes,
-                          sorted(attention), len(residual))
+        onnx.save(model, tmp_path)
+    return os.path.abspath(output_path)
 
 
 def _write_ort_ranges(ranges, path: str) -> None:

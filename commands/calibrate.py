@@ -1,10 +1,14 @@
 """`cli.py calibrate`: INT8 Q/DQ models, the TensorRT calibration cache, the ranges JSON and the FP16 model."""
 import click
 
-from .common import emit_json, json_option, note, stderr_is_tty
+from calibration.api import (DEFAULT_METHOD, DEFAULT_NUM_IMAGES, DEFAULT_TARGET, DEFAULT_TRT_VERSION,
+                             METHOD_CHOICES)
+from calibration.fallback import FLOAT_LAYER_SHARE
+from calibration.qdq import TARGETS
+from calibration.ranges import DEFAULT_PERCENTILE
+from calibration.selection import CANDIDATES, HOLDOUT_SHARE, MIN_HOLDOUT
 
-METHODS = ("entropy", "minmax", "percentile", "mse")
-TARGETS = ("tensorrt", "cpu")
+from .common import emit_json, json_option, note, stderr_is_tty
 
 
 @click.command("calibrate")
@@ -15,16 +19,25 @@ TARGETS = ("tensorrt", "cpu")
               help="'<file> <class>' lines or ImageNet's LOC_val_solution.csv (for class-balanced sampling).")
 @click.option("--target", "targets", type=click.Choice(TARGETS), multiple=True,
               help="Q/DQ placement: tensorrt (signed, TensorRT fusions) or cpu (uint8, ONNX Runtime). "
-                   "Repeat for both. [default: tensorrt]")
-@click.option("--method", type=click.Choice(METHODS), default="entropy", show_default=True,
-              help="How each activation's clipping range is chosen.")
-@click.option("--percentile", type=click.FloatRange(min=0, max=100, min_open=True), default=99.99,
+                   "Repeat for both. [default: {}]".format(DEFAULT_TARGET))
+@click.option("--method", type=click.Choice(METHOD_CHOICES), default=DEFAULT_METHOD, show_default=True,
+              help="How each activation's clipping range is chosen. auto holds out {:.0%} of the images (at least "
+                   "{}), tries {} and keeps, per target, the one that agrees best with FP32 on them.".format(
+                       HOLDOUT_SHARE, MIN_HOLDOUT, ", ".join(c.name for c in CANDIDATES)))
+@click.option("--percentile", type=click.FloatRange(min=0, max=100, min_open=True), default=DEFAULT_PERCENTILE,
               show_default=True, help="For --method percentile.")
-@click.option("--num-images", type=click.IntRange(min=1), default=512, show_default=True)
+@click.option("--min-agreement", type=click.FloatRange(min=0, max=100), metavar="PCT",
+              help="Top-1 agreement with FP32 the held-out images must show; layers go float until it holds.")
+@click.option("--max-top1-drop", type=click.FloatRange(min=0, max=100), metavar="PT",
+              help="Top-1 points the INT8 model may lose on the held-out images (needs labels).")
+@click.option("--max-float-layers", type=click.IntRange(min=0), metavar="N",
+              help="Most layers left in float to meet a target [default: about {:.0%} of the quantized "
+                   "layers].".format(FLOAT_LAYER_SHARE))
+@click.option("--num-images", type=click.IntRange(min=1), default=DEFAULT_NUM_IMAGES, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0, max=2 ** 32 - 1), default=0, show_default=True,
-              help="Seed of the class-balanced image sample.")
+              help="Seed of the class-balanced image sample and of the held-out split.")
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="Image decoding threads.")
-@click.option("--trt-version", default="8.6", show_default=True,
+@click.option("--trt-version", default=DEFAULT_TRT_VERSION, show_default=True,
               help="TensorRT version stamped into the calibration cache (8.5.2 on JetPack 5.1, 10.3 on JetPack 6); "
                    "TensorRT ignores a cache from another version.")
 @click.option("--cache-dir", type=click.Path(file_okay=False),
@@ -32,33 +45,59 @@ TARGETS = ("tensorrt", "cpu")
 @click.option("--no-fp16", is_flag=True, help="Do not write the FP16 model.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="INT8 model of the first target (default: MODEL stem + .int8.<target>.onnx); "
-                   "the other files go beside it.")
+                   "the other files go beside it, named after its stem.")
 @json_option
-def calibrate_command(model, data_dir, labels_file, targets, method, percentile, num_images, seed, workers,
-                      trt_version, cache_dir, no_fp16, output, as_json):
+def calibrate_command(model, data_dir, labels_file, targets, method, percentile, min_agreement, max_top1_drop,
+                      max_float_layers, num_images, seed, workers, trt_version, cache_dir, no_fp16, output, as_json):
     """Calibrate the FP32 classifier MODEL (.onnx from `cli.py export`) on the images in --data.
 
     Activation ranges come from running MODEL in ONNX Runtime once; the INT8 model(s), the TensorRT calibration
-    cache (implicit INT8 on TensorRT 8.5-10.x), the ranges JSON and the FP16 model all use them.
+    cache (implicit INT8 on TensorRT 8.5-10.x), the ranges JSON and the FP16 model all use them. A missed
+    --min-agreement / --max-top1-drop exits 1; the best model reached is still written.
     """
     from calibration.api import calibrate
+    from calibration.fallback import AccuracyGoal
+    from deploy.errors import CheckFailedError
 
-    result = calibrate(model, data_dir=data_dir, labels_file=labels_file, targets=targets or ("tensorrt",),
+    result = calibrate(model, data_dir=data_dir, labels_file=labels_file, targets=targets or (DEFAULT_TARGET,),
                        method=method, num_images=num_images, seed=seed, workers=workers, output=output,
                        trt_version=trt_version, cache_dir=cache_dir, fp16=not no_fp16, percentile=percentile,
-                       progress=not as_json and stderr_is_tty())
+                       progress=not as_json and stderr_is_tty(),
+                       goal=AccuracyGoal(min_agreement, max_top1_drop), max_float_layers=max_float_layers)
     for message in result.notes:
         note(message)
     if result.skipped:
         note("skipped {} unreadable image(s), e.g. {}: {}".format(len(result.skipped), *result.skipped[0]))
     if as_json:
         emit_json(result.to_dict())
-        return
-    click.echo("calibrated on {} images with {}".format(result.num_images, result.method))
+    else:
+        _print_result(result)
+    if result.missed:
+        target = result.missed[0]
+        outcome = result.targets[target]
+        raise CheckFailedError("{} missed for the {} target: best held-out agreement {:.2f}% with {} float layer(s) "
+                               "tried; the best model reached is written to {}".format(
+                                   result.goal, target, outcome.score["agreement"], outcome.float_layers_tried,
+                                   result.int8_models[target]))
+
+
+def _print_result(result) -> None:
+    held = " ({} more held out to judge them)".format(result.heldout_images) if result.heldout_images else ""
+    click.echo("calibrated on {} images{}".format(result.num_images, held))
     for target, path in result.int8_models.items():
-        click.echo("wrote {} (int8, {})".format(path, target))
-    click.echo("wrote {} (TensorRT {} calibration cache, {})".format(
-        result.calib_cache, _version_text(result.trt_version), result.trt_algorithm))
+        outcome = result.targets[target]
+        for line in outcome.table:
+            click.echo(line)
+        text = "wrote {} (int8, {}, {}".format(path, target, outcome.candidate.name)
+        if outcome.score is not None:
+            text += ", held-out agreement {:.2f}%".format(outcome.score["agreement"])
+            if "top1_drop" in outcome.score:
+                text += ", top-1 {:+.2f} pt".format(0.0 - outcome.score["top1_drop"])  # 0.0 - 0.0 is +0.0
+        if outcome.float_layers:
+            text += ", {} float layer(s): {}".format(len(outcome.float_layers), ", ".join(outcome.float_layers))
+        click.echo(text + ")")
+    click.echo("wrote {} (TensorRT {} calibration cache, {}, {})".format(
+        result.calib_cache, _version_text(result.trt_version), result.trt_algorithm, result.method))
     click.echo("wrote {} (ranges)".format(result.ranges_json))
     if result.fp16_model:
         click.echo("wrote {} (fp16)".format(result.fp16_model))

@@ -71,6 +71,32 @@ def digits_eca_onnx(tmp_path_factory, digits_eca_checkpoint):
 
 
 @pytest.fixture(scope="session")
+def digits_mobilenet_onnx(tmp_path_factory, digits_split):
+    """A narrow ECA-MobileNetV2 (width 0.25) trained on the digits for a few epochs, exported at 32x32.
+
+    Its depthwise convolutions make it harder to quantize than the ECA-ResNet-18: the calibration methods differ
+    on it, as on the issue's MobileNetV2.
+    """
+    import torch
+    from exporter import export_model
+    from tests.digits import INPUT_SIZE, save_state_dict, train_digits_model
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # depthwise backward oversubscribes on a shared 2-core machine: 10x slower
+    try:
+        model = train_digits_model("eca_mobilenet_v2", digits_split[0], epochs=5, stem_width=None, lr=1e-2,
+                                   width_mult=0.25)
+    finally:
+        torch.set_num_threads(threads)
+    folder = tmp_path_factory.mktemp("eca_mobilenet_v2")
+    checkpoint = save_state_dict(model, str(folder / "eca_mobilenet_v2.pth"))
+    path = str(folder / "mbv2_digits.onnx")
+    result = export_model("eca_mobilenet_v2", path, weights=checkpoint, input_size=INPUT_SIZE, width_mult=0.25,
+                          parity_batch_sizes=(2,))
+    assert result.parity, result.parity.to_dict()
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_imagenet_onnx(tmp_path_factory):
     """A fast 1000-class ONNX model (narrow ECA-ResNet-18, random weights, 32x32, dynamic batch) with metadata."""
     from exporter import export_model

@@ -59,19 +59,21 @@ def make_digits_split(root: str) -> Tuple[str, str]:
 
 
 def train_digits_model(arch: str = "eca_resnet18", train_dir: str = None, epochs: int = 6, seed: int = 0,
-                       stem_width: int = 16, **options) -> torch.nn.Module:
+                       stem_width: int = 16, lr: float = 3e-3, **options) -> torch.nn.Module:
     """Train a narrow zoo model on the digits through the project's own preprocessing."""
     from deploy.images import walk_images
     from deploy.preprocess import PreprocessSpec, preprocess_file
 
     torch.manual_seed(seed)
-    model = models.create_model(arch, num_classes=10, stem_width=stem_width, **options)
+    if stem_width is not None:  # the ResNets' width; MobileNetV2 takes width_mult instead
+        options["stem_width"] = stem_width
+    model = models.create_model(arch, num_classes=10, **options)
     model.preprocess = PreprocessSpec.for_input_size(INPUT_SIZE)
     paths = walk_images(train_dir)
     x = torch.from_numpy(np.stack([preprocess_file(p, model.preprocess) for p in paths]))
     y = torch.tensor([int(os.path.basename(os.path.dirname(p))) for p in paths])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=epochs * ((len(x) + 63) // 64))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * ((len(x) + 63) // 64))
     generator = torch.Generator().manual_seed(seed)
     model.train()
     for _ in range(epochs):

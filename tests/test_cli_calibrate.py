@@ -31,10 +31,16 @@ def test_calibrate_writes_every_artifact(digits_eca_onnx, digits_split, tmp_path
                    "--cache-dir", str(tmp_path / "cache"), "--json"])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)  # nothing but JSON on stdout
-    assert payload["int8_models"] == {"tensorrt": str(out), "cpu": str(tmp_path / "out" / "eca.int8.cpu.onnx")}
+    # Every artifact follows the stem of -o.
+    out_dir = tmp_path / "out"
+    assert payload["int8_models"] == {"tensorrt": str(out), "cpu": str(out_dir / "eca_trt.int8.cpu.onnx")}
     assert payload["num_images"] == 40 and payload["method"] == "minmax" and payload["skipped"] == []
+    assert payload["calib_cache"] == str(out_dir / "eca_trt.calib.cache")
+    assert payload["ranges_json"] == str(out_dir / "eca_trt.ranges.json")
+    assert payload["fp16_model"] == str(out_dir / "eca_trt.fp16.onnx")
     for key in ("calib_cache", "ranges_json", "fp16_model"):
-        assert os.path.dirname(payload[key]) == str(tmp_path / "out") and os.path.isfile(payload[key])
+        assert os.path.isfile(payload[key])
+    assert payload["targets"]["cpu"]["selection"] == "explicit" and payload["heldout_images"] == 0
     cache = read_calibration_cache(payload["calib_cache"])
     assert (cache.trt_version, cache.algorithm) == (100300, "MinMaxCalibration") and "input" in cache.scales
     assert read_model_info(payload["fp16_model"]).precision == "fp16"
@@ -46,11 +52,42 @@ def test_calibrate_human_output_and_no_fp16(digits_eca_onnx, digits_split, tmp_p
     model = str(tmp_path / "eca.onnx")
     shutil.copy(digits_eca_onnx, model)
     result = _run(["calibrate", model, "--data", digits_split[0], "--num-images", "20", "--no-fp16",
-                   "--cache-dir", str(tmp_path / "cache")])
+                   "--method", "entropy", "--cache-dir", str(tmp_path / "cache")])
     assert result.exit_code == 0, result.output
     assert "wrote {}".format(tmp_path / "eca.int8.tensorrt.onnx") in result.stdout
     assert "TensorRT 8.6.0 calibration cache, EntropyCalibration2" in result.stdout
     assert not (tmp_path / "eca.fp16.onnx").exists()
+
+
+def test_calibrate_auto_by_default_prints_the_candidates(digits_eca_onnx, digits_split, tmp_path):
+    model = str(tmp_path / "eca.onnx")
+    shutil.copy(digits_eca_onnx, model)
+    args = ["calibrate", model, "--data", digits_split[0], "--num-images", "160", "--no-fp16",
+            "--cache-dir", str(tmp_path / "cache")]
+    result = _run(args)
+    assert result.exit_code == 0, result.output
+    assert "calibrated on 96 images (64 more held out to judge them)" in result.stdout
+    for name in ("entropy", "minmax", "percentile 99.9 ", "percentile 99.99 ", "percentile 99.999", "mse"):
+        assert name in result.stdout
+    assert result.stdout.count("<- chosen") == 1
+    payload = json.loads(_run(args + ["--json"]).stdout)
+    outcome = payload["targets"]["tensorrt"]
+    assert payload["requested_method"] == "auto" and outcome["selection"] == "auto" and len(outcome["candidates"]) == 6
+    meta = read_model_info(payload["int8_models"]["tensorrt"]).extra
+    assert meta["calibration_method"] == outcome["method"] and meta["float_layers"] == "[]"
+
+
+def test_calibrate_missed_target_exits_1_with_one_line(digits_mobilenet_onnx, digits_split, tmp_path):
+    model = str(tmp_path / "eca.onnx")
+    shutil.copy(digits_mobilenet_onnx, model)
+    # Entropy agrees on about 98% of the held-out digits with this MobileNetV2 (test_fallback.py), and no layer
+    # may go float. The best model is still written, and the line says so.
+    result = _run(["calibrate", model, "--data", digits_split[0], "--no-fp16", "--method", "entropy",
+                   "--min-agreement", "100", "--max-float-layers", "0", "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 1
+    line = _single_error_line(result)
+    assert "best held-out agreement" in line and "0 float layer(s) tried" in line
+    assert os.path.isfile(tmp_path / "eca.int8.tensorrt.onnx") and str(tmp_path / "eca.int8.tensorrt.onnx") in line
 
 
 def test_calibrate_errors_are_one_line(digits_eca_onnx, digits_split, tmp_path):

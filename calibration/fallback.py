@@ -1,0 +1,165 @@
+"""Float fallback: when the Q/DQ model misses an accuracy goal on the held-out images, take the Q/DQ off the
+inputs of the layers that hurt most, one at a time, until the goal is met or the float budget is spent.
+
+Sensitivity is the effect of leaving each layer alone in float: how much the held-out mean KL divergence from
+FP32 drops. That is chosen over the per-layer SQNR of compare-layers, which accumulates the error of every
+layer upstream (the last layers always look worst) and so ranks where error shows, not where it starts.
+It costs one held-out run per quantized layer, on the few images of the held-out split.
+"""
+import copy
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+from deploy.errors import UserError
+
+from .layer_report import COMPUTE_OPS, quantized_layers
+from .selection import HeldOut, Score
+
+FLOAT_LAYER_SHARE = 0.1  # default --max-float-layers: about this share of the quantized layers
+
+
+@dataclass(frozen=True)
+class AccuracyGoal:
+    """What the held-out images must show: top-1 agreement with FP32 (%) and/or top-1 loss (points)."""
+
+    min_agreement: Optional[float] = None
+    max_top1_drop: Optional[float] = None
+
+    def __bool__(self) -> bool:
+        return self.min_agreement is not None or self.max_top1_drop is not None
+
+    def met(self, score: Score) -> bool:
+        if self.min_agreement is not None and score.agreement < self.min_agreement - 1e-9:
+            return False
+        if self.max_top1_drop is not None and score.top1_drop > self.max_top1_drop + 1e-9:
+            return False
+        return True
+
+    def check_labels(self, has_labels: bool) -> None:
+        if self.max_top1_drop is not None and not has_labels:
+            raise UserError("--max-top1-drop needs labeled images (an ImageFolder tree or --labels)")
+
+    def describe(self) -> str:
+        parts = []
+        if self.min_agreement is not None:
+            parts.append("agreement >= {:g}%".format(self.min_agreement))
+        if self.max_top1_drop is not None:
+            parts.append("top-1 drop <= {:g} pt".format(self.max_top1_drop))
+        return " and ".join(parts)
+
+
+@dataclass
+class FallbackResult:
+    model: object                                  # onnx.ModelProto, the best one reached
+    float_layers: List[str]                        # of that model, in the order they were taken off
+    score: Score
+    met: bool
+    tried: int                                     # the most float layers tried
+    sensitivity: List[Tuple[str, float]] = field(default_factory=list)  # (layer, KL gain when float), best first
+
+
+def default_max_float_layers(num_quantized: int) -> int:
+    return max(1, int(round(num_quantized * FLOAT_LAYER_SHARE)))
+
+
+def float_layers(quantized, fp32, names) -> object:
+    """A copy of ``quantized`` in which the layers ``names`` read float inputs: the activation from in front of
+    its Q/DQ pair, weights and bias as the FP32 model has them. Q/DQ nodes nobody reads any more are dropped."""
+    import onnx
+    model = copy.deepcopy(quantized)
+    fp32_nodes = {node.name: node for node in fp32.graph.node}
+    fp32_inits = {init.name: init for init in fp32.graph.initializer}
+    producers = {out: node for node in model.graph.node for out in node.output}
+    initializers = {init.name for init in model.graph.initializer}
+    taken = initializers | set(producers) | {value.name for value in model.graph.input}
+    float_names: Dict[str, str] = {}  # FP32 initializer -> its name here (ORT's weight DQ outputs reuse the name)
+    wanted = set(names)
+    for node in model.graph.node:
+        if node.name not in wanted:
+            continue
+        original = fp32_nodes.get(node.name)
+        if original is None or original.op_type != node.op_type or len(original.input) != len(node.input):
+            raise ValueError("layer {} has no FP32 counterpart of the same name".format(node.name))
+        for index, name in enumerate(node.input):
+            dq = producers.get(name)
+            if dq is None or dq.op_type != "DequantizeLinear":
+                continue
+            source = original.input[index]
+            if source in fp32_inits:                     # a weight or bias: the FP32 values
+                if source not in float_names:
+                    if source in initializers:           # the TensorRT target keeps FP32 weights in front of Q
+                        float_names[source] = source
+                    else:
+                        name = source
+                        while name in taken:
+                            name += "_float"
+                        init = copy.deepcopy(fp32_inits[source])
+                        init.name = name
+                        model.graph.initializer.append(init)
+                        taken.add(name)
+                        float_names[source] = name
+                node.input[index] = float_names[source]
+            else:                                        # an activation: the float tensor the Q read
+                q = producers.get(dq.input[0])
+                node.input[index] = q.input[0] if q is not None and q.op_type == "QuantizeLinear" else source
+    _prune(model)
+    onnx.checker.check_model(model)
+    return model
+
+
+def _prune(model) -> None:
+    """Drop Q/DQ nodes whose outputs nobody reads, and initializers no node reads."""
+    outputs = {value.name for value in model.graph.output}
+    changed = True
+    while changed:
+        used = {name for node in model.graph.node for name in node.input} | outputs
+        dead = [node for node in model.graph.node
+                if node.op_type in ("QuantizeLinear", "DequantizeLinear") and not any(o in used for o in node.output)]
+        for node in dead:
+            model.graph.node.remove(node)
+        changed = bool(dead)
+    used = {name for node in model.graph.node for name in node.input}
+    for init in [init for init in model.graph.initializer if init.name not in used]:
+        model.graph.initializer.remove(init)
+
+
+def rank_sensitivity(quantized, fp32, heldout: HeldOut, base: Score) -> List[Tuple[str, float]]:
+    """(layer, mean-KL gain when that layer alone is float), most sensitive first; ties keep network order."""
+    gains = []
+    for position, name in enumerate(quantized_layers(quantized)):
+        try:
+            candidate = float_layers(quantized, fp32, [name])
+        except ValueError:
+            continue
+        score = heldout.score(candidate)
+        gains.append((position, name, base.kl - score.kl, score.agreement - base.agreement))
+    gains.sort(key=lambda item: (-round(item[3], 9), -item[2], item[0]))
+    return [(name, gain) for _, name, gain, _ in gains]
+
+
+def fall_back(quantized, fp32, heldout: HeldOut, goal: AccuracyGoal, base: Score,
+              max_layers: Optional[int] = None) -> FallbackResult:
+    """Greedily float the most sensitive layers until ``goal`` holds on ``heldout`` or ``max_layers`` are float."""
+    if goal.met(base):
+        return FallbackResult(quantized, [], base, True, 0)
+    limit = default_max_float_layers(len(quantized_layers(quantized))) if max_layers is None else max_layers
+    if limit <= 0:
+        return FallbackResult(quantized, [], base, False, 0)
+    ranking = rank_sensitivity(quantized, fp32, heldout, base)
+    best = FallbackResult(quantized, [], base, False, 0, ranking)
+    chosen: List[str] = []
+    for name, _ in ranking[:limit]:
+        chosen.append(name)
+        model = float_layers(quantized, fp32, chosen)
+        score = heldout.score(model)
+        met = goal.met(score)
+        if met or score.key() < best.score.key():
+            best = FallbackResult(model, list(chosen), score, met, len(chosen), ranking)
+        best.tried = len(chosen)
+        if met:
+            break
+    return best
+
+
+def sensitivity_dict(ranking: List[Tuple[str, float]], count: int = 10) -> Dict[str, float]:
+    return {name: float("{:.6g}".format(gain)) for name, gain in ranking[:count]}

@@ -1,0 +1,104 @@
+"""`--method auto` on the digits models: the held-out split, the choice among the candidates, determinism, and
+the rule that the held-out images never feed the ranges."""
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+
+from calibration.api import calibrate
+from calibration.fallback import AccuracyGoal
+from calibration.ranges import compute_ranges
+from calibration.selection import CANDIDATES, MIN_HOLDOUT, holdout_split
+from deploy.errors import UserError
+from deploy.metadata import read_model_info
+
+
+def test_holdout_split_sizes_balance_and_determinism():
+    labels = np.repeat(np.arange(10), 51)
+    split = holdout_split(len(labels), seed=3, labels=labels)
+    assert len(split.holdout) == round(0.2 * 510) and split.note is None
+    assert not set(split.holdout) & set(split.calibration)
+    assert sorted(set(split.holdout) | set(split.calibration)) == list(range(510))
+    counts = np.bincount(labels[split.holdout], minlength=10)
+    assert counts.max() - counts.min() <= 1                          # every class held out alike
+    again = holdout_split(len(labels), seed=3, labels=labels)
+    assert np.array_equal(split.holdout, again.holdout)
+    assert not np.array_equal(split.holdout, holdout_split(len(labels), seed=4, labels=labels).holdout)
+
+    assert len(holdout_split(200).holdout) == MIN_HOLDOUT              # 20% would be 40: at least 64
+    small = holdout_split(40)
+    assert len(small.holdout) == 20 and "only 40 calibration images" in small.note
+    with pytest.raises(UserError, match="at least 4 images"):
+        holdout_split(3)
+
+
+@pytest.fixture(scope="module")
+def auto_mobilenet(digits_mobilenet_onnx, digits_calibration_images, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("auto")
+    model = str(folder / "mbv2.onnx")
+    shutil.copy(digits_mobilenet_onnx, model)
+    result = calibrate(model, targets=("tensorrt", "cpu"), images=digits_calibration_images, progress=False,
+                       fp16=False)
+    return model, result
+
+
+def test_auto_keeps_the_best_candidate_per_target(auto_mobilenet):
+    model, result = auto_mobilenet
+    assert result.requested_method == "auto" and result.heldout_images == round(0.2 * 512)
+    assert result.num_images == 512 - result.heldout_images
+    for target in ("tensorrt", "cpu"):
+        outcome = result.targets[target]
+        table = outcome.candidates
+        assert [row["method"] for row in table] == [c.name for c in CANDIDATES]
+        best = min(table, key=lambda row: (-row["agreement"], row["kl"]))
+        assert outcome.candidate.name == best["method"] and outcome.score == {
+            k: v for k, v in best.items() if k not in ("method", "same_as")}
+        # The written model is the chosen one: it scores as the table says on the same held-out images.
+        meta = read_model_info(result.int8_models[target]).extra
+        assert meta["calibration_method"] == outcome.candidate.method
+        assert meta["calibration_selection"] == "auto" and json.loads(meta["float_layers"]) == []
+        assert float(meta["calibration_heldout_agreement"]) == pytest.approx(best["agreement"], abs=0.01)
+        # On this model the candidates differ: a method that always won would make "auto" pointless.
+        assert len({row["agreement"] for row in table}) > 1 or len({row["kl"] for row in table}) > 1
+    report = json.load(open(result.ranges_json))
+    assert report["method"] == result.targets["tensorrt"].candidate.method
+    assert report["targets"]["cpu"]["choice"] == result.targets["cpu"].candidate.name
+
+
+def test_auto_is_byte_identical_for_the_same_inputs(auto_mobilenet, digits_calibration_images, tmp_path):
+    model, first = auto_mobilenet
+    copy = str(tmp_path / "mbv2.onnx")
+    shutil.copy(model, copy)
+    second = calibrate(copy, targets=("tensorrt", "cpu"), images=digits_calibration_images, progress=False,
+                       fp16=False)
+    pairs = [(first.int8_models[t], second.int8_models[t]) for t in ("tensorrt", "cpu")]
+    pairs += [(first.calib_cache, second.calib_cache)]
+    for a, b in pairs:
+        assert open(a, "rb").read() == open(b, "rb").read(), (a, b)
+    strip = lambda path: {k: v for k, v in json.load(open(path)).items() if k != "model"}  # noqa: E731
+    assert strip(first.ranges_json) == strip(second.ranges_json)
+
+
+def test_heldout_images_never_feed_the_ranges(digits_eca_onnx, digits_calibration_images, tmp_path):
+    images = digits_calibration_images
+    split = holdout_split(len(images.array), 0, images.labels)
+    model = str(tmp_path / "eca.onnx")
+    shutil.copy(digits_eca_onnx, model)
+    result = calibrate(model, targets=("tensorrt",), images=images, progress=False, fp16=False)
+    chosen = result.targets["tensorrt"].candidate
+    expected = compute_ranges(onnx.load(model), images.array[split.calibration], chosen.method,
+                              chosen.range_percentile, progress=False)
+    written = json.load(open(result.ranges_json))["tensors"]
+    assert set(written) == set(expected.tensors)
+    for name, tensor_range in expected.tensors.items():
+        assert written[name]["amax"] == tensor_range.amax and written[name]["max"] == tensor_range.max
+
+    # Scrambling the held-out images changes the scores, never the ranges.
+    scrambled = type(images)(array=images.array.copy(), labels=images.labels, paths=images.paths, skipped=[])
+    scrambled.array[split.holdout] = np.random.RandomState(0).randn(*scrambled.array[split.holdout].shape)
+    other = calibrate(model, targets=("tensorrt",), images=scrambled, progress=False, fp16=False,
+                      method=chosen.method, percentile=chosen.range_percentile,
+                      goal=AccuracyGoal(min_agreement=0.0))  # a goal holds the same split out, method fixed
+    assert json.load(open(other.ranges_json))["tensors"] == written
