@@ -394,8 +394,8 @@ def top1_drop(result: BackendResult, reference: BackendResult) -> Optional[float
 # -- the whole run -----------------------------------------------------------------------------------------
 
 def _progress_bar(total: int, enabled: bool):
-    from tqdm import tqdm
-    return tqdm(total=total, file=sys.stderr, disable=not enabled, unit="img", dynamic_ncols=True, leave=False)
+    from deploy.progress import progress_bar
+    return progress_bar(total, enabled=enabled)
 
 
 def _work_units(num_backends: int, num_images: int, options: BenchmarkOptions) -> int:
