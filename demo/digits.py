@@ -4,8 +4,11 @@ The 8x8 digits are upscaled to RGB images and written as ``root/<class>/<n>.png`
 networks are trained on them in seconds, so the demo, the INT8, FP16 and attention checks and the tests run
 on real trained weights and report real accuracy.
 """
+import json
 import os
-from typing import Dict, Tuple
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -13,7 +16,10 @@ from PIL import Image
 
 import models
 from deploy.errors import UserError
+from deploy.fileio import atomic_path, sha256_file, write_json
 
+DIGITS_ARCH = "eca_resnet18"
+DIGITS_FORMAT = 1  # bump when the training recipe changes, so a cached checkpoint is retrained
 DIGIT_CLASSES = [str(d) for d in range(10)]
 IMAGE_SIZE = 40   # what is written to disk; the models' preprocessing resizes to 37 and crops 32
 INPUT_SIZE = 32
@@ -91,5 +97,63 @@ def train_digits_model(arch: str = "eca_resnet18", train_dir: str = None, epochs
 
 
 def save_state_dict(model: torch.nn.Module, path: str) -> str:
-    torch.save({"state_dict": {"module." + k: v for k, v in model.state_dict().items()}, "arch": model.arch}, path)
+    """An official-format training checkpoint: ``state_dict`` with DataParallel's ``module.`` prefixes, ``arch``."""
+    with atomic_path(path) as tmp:
+        torch.save({"state_dict": {"module." + k: v for k, v in model.state_dict().items()}, "arch": model.arch},
+                   tmp)
     return path
+
+
+@dataclass
+class DigitsModel:
+    checkpoint: str
+    train_dir: str
+    val_dir: str
+    trained_seconds: Optional[float]  # None: reused from an earlier run
+
+
+def prepare_digits(root: str, echo: Callable[[str], None] = print) -> DigitsModel:
+    """The digits ImageFolder trees and a trained checkpoint under ``root``, reused when already there."""
+    stamp_path = os.path.join(root, "digits_model.json")
+    checkpoint = os.path.join(root, "{}_digits.pth".format(DIGITS_ARCH))
+    train_dir, val_dir = os.path.join(root, "train"), os.path.join(root, "val")
+    try:
+        with open(stamp_path, "r", encoding="utf-8") as handle:
+            stamp = json.load(handle)
+        if stamp.get("format") == DIGITS_FORMAT and sha256_file(checkpoint) == stamp.get("checkpoint_sha256") \
+                and os.path.isdir(train_dir) and os.path.isdir(val_dir):
+            echo("demo: reusing the digits model trained earlier ({})".format(checkpoint))
+            return DigitsModel(checkpoint, train_dir, val_dir, None)
+    except (OSError, ValueError):
+        pass
+    started = time.perf_counter()
+    echo("demo: training {} (narrow) on scikit-learn's digits, about 10 s ...".format(DIGITS_ARCH))
+    train_dir, val_dir = make_digits_split(root)
+    save_state_dict(train_digits_model(DIGITS_ARCH, train_dir), checkpoint)
+    seconds = time.perf_counter() - started
+    write_json(stamp_path, {"format": DIGITS_FORMAT, "checkpoint_sha256": sha256_file(checkpoint),
+                            "seconds": seconds})
+    return DigitsModel(checkpoint, train_dir, val_dir, seconds)
+
+
+def main(argv=None) -> int:
+    """`python -m demo.digits DIR`: a trained checkpoint and labeled images to follow the README's walkthrough."""
+    import argparse
+
+    from deploy.cliutil import run_main
+
+    parser = argparse.ArgumentParser(prog="python -m demo.digits", description=main.__doc__)
+    parser.add_argument("root", help="Folder for train/, val/ and {}_digits.pth".format(DIGITS_ARCH))
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        model = prepare_digits(args.root)
+        print("checkpoint {} ({} classes, {}x{} input); images {} (training) and {} (held out)".format(
+            model.checkpoint, len(DIGIT_CLASSES), INPUT_SIZE, INPUT_SIZE, model.train_dir, model.val_dir))
+        return 0
+
+    return run_main(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
