@@ -186,9 +186,20 @@ def _pyplot():
     return plt
 
 
-def matplotlib_ticker():
+def _ticker():
     from matplotlib import ticker
     return ticker
+
+
+def _plain_log_axis(axis, values: Sequence[float]) -> None:
+    """Log-scale ticks at 1, 2 and 5 times powers of ten (only powers of ten past 3 decades), written as plain
+    numbers, and no minor labels: matplotlib's default minor labels (3x10^2, 4x10^2 ...) run into each other."""
+    ticker = _ticker()
+    positive = [v for v in values if v and v > 0]
+    subs = (1.0, 2.0, 5.0) if positive and max(positive) / min(positive) <= 1000 else (1.0,)
+    axis.set_major_locator(ticker.LogLocator(base=10, subs=subs))
+    axis.set_major_formatter(ticker.FuncFormatter(lambda value, _: "{:g}".format(value)))
+    axis.set_minor_formatter(ticker.NullFormatter())
 
 
 def _legend_outside(axes) -> None:
@@ -210,6 +221,22 @@ def spans_decade(values: Sequence[float]) -> bool:
 
 
 def plot_latency(result: BenchmarkResult, path: str) -> None:
+    _save_and_close(latency_figure(result), path)
+
+
+def plot_accuracy_throughput(result: BenchmarkResult, path: str) -> None:
+    _save_and_close(accuracy_throughput_figure(result), path)
+
+
+def _save_and_close(figure, path: str) -> None:
+    try:
+        _save_figure(figure, path)
+    finally:
+        _pyplot().close(figure)
+
+
+def latency_figure(result: BenchmarkResult):
+    """p50 latency of every backend against batch size, log-log, names in a legend beside the axes."""
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(7.5, 4.2))
     try:
@@ -219,20 +246,22 @@ def plot_latency(result: BenchmarkResult, path: str) -> None:
         axes.set_xscale("log", base=2)
         batch_sizes = sorted({t.batch_size for b in result.backends for t in b.timings})
         axes.set_xticks(batch_sizes, [str(b) for b in batch_sizes])  # the measured sizes, not powers of 2
-        axes.xaxis.set_minor_locator(matplotlib_ticker().NullLocator())
+        axes.xaxis.set_minor_locator(_ticker().NullLocator())
         axes.set_yscale("log")
+        _plain_log_axis(axes.yaxis, [t.latency_ms["p50"] for b in result.backends for t in b.timings])
         axes.set_xlabel("batch size")
         axes.set_ylabel("latency p50 (ms, log scale)")
         axes.set_title("{}: latency against batch size ({} threads)".format(result.arch, result.options["threads"]),
                        fontsize=10)
         axes.grid(True, which="both", alpha=0.3)
         _legend_outside(axes)
-        _save_figure(figure, path)
-    finally:
+    except Exception:
         plt.close(figure)
+        raise
+    return figure
 
 
-def plot_accuracy_throughput(result: BenchmarkResult, path: str) -> None:
+def accuracy_throughput_figure(result: BenchmarkResult):
     """Each backend at its best batch size; the PyTorch FP32 reference's accuracy as a dashed line."""
     plt = _pyplot()
     labeled = result.data["labeled"]
@@ -256,6 +285,7 @@ def plot_accuracy_throughput(result: BenchmarkResult, path: str) -> None:
             axes.set_ylim(accuracy_floor([y for _, _, y in points], reference), 100.5)
         if spans_decade([best.throughput for _, best, _ in points]):
             axes.set_xscale("log")
+            _plain_log_axis(axes.xaxis, [best.throughput for _, best, _ in points])
             axes.set_xlabel("throughput (images/s at the best batch size, log scale)")
         else:
             axes.set_xlabel("throughput (images/s at the best batch size)")
@@ -264,9 +294,10 @@ def plot_accuracy_throughput(result: BenchmarkResult, path: str) -> None:
                        fontsize=10)
         axes.grid(True, which="both", alpha=0.3)
         _legend_outside(axes)
-        _save_figure(figure, path)
-    finally:
+    except Exception:
         plt.close(figure)
+        raise
+    return figure
 
 
 def write_report(result: BenchmarkResult, directory, stem: str = "benchmark",
