@@ -27,7 +27,7 @@ def _batch_sizes_callback(ctx, param, value):
 @click.option("--out", default="out/pipeline", show_default=True, type=click.Path(file_okay=False))
 @click.option("--input-size", type=click.IntRange(min=32), help="Export input size (default: 224).")
 @click.option("--num-images", type=click.IntRange(min=1), default=512, show_default=True,
-              help="Images for calibration and parity.")
+              help="Most images for calibration, and most for evaluation.")
 @click.option("--method", type=click.Choice(["entropy", "minmax", "percentile", "mse"]), default="entropy",
               show_default=True, help="INT8 calibration method.")
 @click.option("--batch-sizes", default="1,8", show_default=True, callback=_batch_sizes_callback)

@@ -53,8 +53,8 @@ def demo_markdown(digits: DigitsModel, digits_md: str, speed_md: str) -> str:
         "",
         "## Accuracy: {} trained on handwritten digits, held-out images".format(DIGITS_ARCH),
         "",
-        "A narrow {} ({}) on scikit-learn's digits ({} training images, upscaled to RGB), exported at {}x{}, "
-        "calibrated on {} training images and scored against the real labels of the {} held-out images it never "
+        "A narrow {} ({}) on scikit-learn's digits ({:,} training images, upscaled to RGB), exported at {}x{}, "
+        "calibrated on {:,} training images and scored against the real labels of the {:,} held-out images it never "
         "saw. Rows: PyTorch, then ONNX Runtime running the FP32, FP16 and both INT8 models.".format(
             DIGITS_ARCH, trained, _count_images(digits.train_dir), INPUT_SIZE, INPUT_SIZE,
             min(DIGITS_NUM_IMAGES, _count_images(digits.train_dir)), _count_images(digits.val_dir)),

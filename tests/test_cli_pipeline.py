@@ -69,6 +69,15 @@ def test_pipeline_runs_reports_and_skips_what_is_unchanged(digits_eca_checkpoint
     assert parity["int8 (cpu)"]["top1_drop"] <= 7.0 and parity["int8 (tensorrt)"]["top1_drop"] <= 7.0
     for key in ("latency_plot", "accuracy_plot"):
         assert os.path.getsize(payload["report"][key]) > 1000
+    # `make demo` puts the parity of one such run and the speed of another into one report, in that order.
+    from demo.digits import DigitsModel
+    from demo.run import demo_markdown
+    demo = demo_markdown(DigitsModel(digits_eca_checkpoint, small_data, small_data, 9.5), markdown, markdown)
+    demo_headings = [line for line in demo.splitlines() if line.startswith("## ")]
+    assert [h.split(":")[0] for h in demo_headings] == ["## Accuracy", "## Speed", "## Not measured in this run",
+                                                        "## Full reports"]
+    assert "(digits/benchmark/benchmark_accuracy_throughput.png)" in demo and "**random weights**" in demo
+    assert "| eca_resnet18.int8.tensorrt.onnx | onnxruntime | int8 (tensorrt) |" in demo
     goals = goal_lines(report, 2)  # what `python -m benchmark` prints, from the same report
     assert [re.sub(r"[\d.]+", "N", g.split(" (")[0]) for g in goals] == [
         "ORT FPN / PyTorch eager: Nx", "CPU INTN / ORT FPN: Nx"]
