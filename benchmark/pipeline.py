@@ -213,8 +213,7 @@ def plan_data(config: PipelineConfig) -> DataPlan:
                         "--eval-data, not both")
     if bool(config.calib_data) != bool(config.eval_data):
         raise UserError("--calib-data and --eval-data go together (or give one --data to split)")
-    for flag, path in (("--data", config.data_dir), ("--calib-data", config.calib_data),
-                       ("--eval-data", config.eval_data)):
+    for path in (config.data_dir, config.calib_data, config.eval_data):
         if path is not None and not os.path.isdir(path):
             raise UserError("data folder not found: {}".format(path))
     if config.labels_file is not None and not (config.data_dir or config.eval_data):
@@ -496,17 +495,20 @@ def run_pipeline(config: PipelineConfig, echo: Optional[Callable[[str], None]] =
     if config.bundle:
         shipped = {k: v for k, v in dict(artifacts, calib_cache=int8.get("calib_cache")).items()
                    if v and k in BUNDLED}
-        bundled = steps.step("bundle", shipped, {"output": os.path.abspath(config.bundle)},
-                             lambda: _bundle(shipped, config.bundle)).outputs
+        target = os.path.abspath(config.bundle)
+        # Replace an existing bundle only when an earlier run of this pipeline wrote it, never a user's folder.
+        ours = steps.state["steps"].get("bundle", {}).get("outputs", {}).get("bundle") == target
+        bundled = steps.step("bundle", shipped, {"output": target},
+                             lambda: _bundle(shipped, target, replace=ours)).outputs
         report = dict(report, bundle=bundled["bundle"])
     return PipelineResult(config.arch, out, random_weights, steps.outcomes, report,
                           time.perf_counter() - started)
 
 
-def _bundle(artifacts: Dict[str, str], output: str):
+def _bundle(artifacts: Dict[str, str], output: str, replace: bool):
     from deploy.bundle import bundle
 
-    result = bundle([artifacts[k] for k in sorted(artifacts, key=_artifact_order)], output, force=True)
+    result = bundle([artifacts[k] for k in sorted(artifacts, key=_artifact_order)], output, force=replace)
     return {"bundle": result.output}, {"files": len(result.files), "models": result.models, "caches": result.caches,
                                        "build_commands": result.build_commands, "notes": result.notes}
 
