@@ -109,7 +109,7 @@ class DigitsModel:
     checkpoint: str
     train_dir: str
     val_dir: str
-    trained_seconds: Optional[float]  # None: reused from an earlier run
+    trained_seconds: Optional[float]  # how long its training took (None: unknown)
 
 
 def prepare_digits(root: str, echo: Callable[[str], None] = print) -> DigitsModel:
@@ -123,7 +123,7 @@ def prepare_digits(root: str, echo: Callable[[str], None] = print) -> DigitsMode
         if stamp.get("format") == DIGITS_FORMAT and sha256_file(checkpoint) == stamp.get("checkpoint_sha256") \
                 and os.path.isdir(train_dir) and os.path.isdir(val_dir):
             echo("demo: reusing the digits model trained earlier ({})".format(checkpoint))
-            return DigitsModel(checkpoint, train_dir, val_dir, None)
+            return DigitsModel(checkpoint, train_dir, val_dir, stamp.get("seconds"))
     except (OSError, ValueError):
         pass
     started = time.perf_counter()

@@ -45,7 +45,7 @@ def _section(report: Dict[str, str], prefix: str) -> str:
 def demo_markdown(digits: DigitsModel, digits_md: str, speed_md: str) -> str:
     accuracy, speed = sections(digits_md), sections(speed_md)
     trained = ("trained here in {:.0f} s".format(digits.trained_seconds) if digits.trained_seconds is not None
-               else "trained by an earlier `make demo` and reused")
+               else "trained here")
     lines = [
         "# eca-deploy demo",
         "",
