@@ -8,7 +8,6 @@ deploy.runners.execution. All backends stay loaded and are timed in turns (A, B,
 size, so a slow spell of a shared machine hits them alike; they never run at the same moment.
 """
 import os
-import sys
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -425,8 +424,8 @@ def top1_drop(result: BackendResult, reference: BackendResult) -> Optional[float
 # -- the whole run -----------------------------------------------------------------------------------------
 
 def _progress_bar(total: int, enabled: bool):
-    from tqdm import tqdm
-    return tqdm(total=total, file=sys.stderr, disable=not enabled, unit="img", dynamic_ncols=True, leave=False)
+    from deploy.progress import progress_bar
+    return progress_bar(total, enabled=enabled)
 
 
 def _work_units(num_backends: int, num_images: int, options: BenchmarkOptions) -> int:

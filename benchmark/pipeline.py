@@ -1,4 +1,8 @@
-"""`cli.py pipeline`: export -> FP16 -> INT8 (CPU and TensorRT targets) -> engines -> benchmark -> report.
+"""`cli.py pipeline`: export -> FP16 -> INT8 (CPU and TensorRT targets) -> engines -> benchmark -> report -> bundle.
+
+Calibration and evaluation use different images: ``calib_data`` and ``eval_data``, or one ``data_dir`` split
+deterministically (seeded, stratified by class) into a calibration part and a held-out evaluation part. Only
+without any data do both use the shipped sample photos, and the run says so.
 
 Each step records in ``<out>/pipeline_state.json`` the fingerprints of its inputs (sha256 of each input file;
 for an image folder, of its listing: relative paths, sizes and mtimes, so a 50,000-image folder is not read
@@ -13,6 +17,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
+
+from calibration.api import DEFAULT_METHOD
 from deploy.errors import CheckFailedError, UserError
 from deploy.fileio import sha256_file, write_json, write_text
 from deploy.images import SAMPLES_DIR, walk_images
@@ -24,21 +31,29 @@ STATE_FORMAT = 1
 DEFAULT_ARCH = "eca_resnet50"
 INT8_TARGETS = ("cpu", "tensorrt")
 ENGINE_SOURCES = ("fp16", "int8_tensorrt")  # the ONNX models TensorRT builds engines from
+# What a device needs: the FP32 model (reference), FP16 and TensorRT-target INT8 models and the legacy cache.
+BUNDLED = ("fp32", "fp16", "int8_tensorrt", "calib_cache")
+REPORT_FORMAT = 2  # bumped when the report's layout changes, so an old report is rewritten
 TABLE_A_COST = "about 1 minute on 2 idle cores, 9 minutes on 2 busy ones"
-TABLE_A_HOW_TO = ("Not measured in this run: it exports, quantizes and times 8 models ({}). Produce it with "
+TABLE_A_HOW_TO = ("Table A, deployed (8 models exported, quantized and timed; {}): produce it with "
                   "`cli.py pipeline --table-a` (or `make bench`).")
+SPLIT_SEED = 0
 
 
 @dataclass
 class PipelineConfig:
     arch: str = DEFAULT_ARCH
     weights: Optional[str] = None
-    data_dir: Optional[str] = None
-    labels_file: Optional[str] = None
+    data_dir: Optional[str] = None  # split into calibration and held-out evaluation images
+    labels_file: Optional[str] = None  # labels of a flat data_dir or eval_data
+    calib_data: Optional[str] = None
+    eval_data: Optional[str] = None
+    trt_version: Optional[str] = None  # stamped into the calibration cache; None: calibrate's default
+    bundle: Optional[str] = None  # folder or .tar.gz for the target device
     out: str = "out/pipeline"
     input_size: Optional[int] = None
     num_images: int = 512
-    method: str = "entropy"
+    method: str = DEFAULT_METHOD
     batch_sizes: Sequence[int] = (1, 8)  # small defaults: `make demo` must finish in minutes on 2 cores
     warmup: int = 1
     iterations: int = 5
@@ -173,6 +188,90 @@ class StepRunner:
         return outcome
 
 
+# -- which images calibrate and which evaluate ------------------------------------------------------------
+
+@dataclass
+class DataPlan:
+    """Where calibration and evaluation images come from; ``note`` tells the user what was decided."""
+
+    calib_dir: str
+    eval_dir: Optional[str]  # None: the shipped sample photos
+    labels_file: Optional[str]
+    split: bool  # one folder, split into a calibration part and a held-out evaluation part
+    note: Optional[str] = None
+
+    def fingerprint_inputs(self) -> Tuple[Dict[str, Optional[str]], Dict[str, Optional[str]]]:
+        """The inputs whose change reruns calibration, and those that rerun the benchmark."""
+        calib = {"data": self.calib_dir, "labels": self.labels_file if self.split else None}
+        evaluate = {"data": self.eval_dir or SAMPLES_DIR, "labels": self.labels_file}
+        return calib, evaluate
+
+
+def plan_data(config: PipelineConfig) -> DataPlan:
+    """Decide the calibration and evaluation images from --data / --calib-data / --eval-data."""
+    if config.data_dir and (config.calib_data or config.eval_data):
+        raise UserError("give either --data (split into calibration and evaluation images) or --calib-data and "
+                        "--eval-data, not both")
+    if bool(config.calib_data) != bool(config.eval_data):
+        raise UserError("--calib-data and --eval-data go together (or give one --data to split)")
+    for path in (config.data_dir, config.calib_data, config.eval_data):
+        if path is not None and not os.path.isdir(path):
+            raise UserError("data folder not found: {}".format(path))
+    if config.labels_file is not None and not (config.data_dir or config.eval_data):
+        raise UserError("--labels needs --data or --eval-data")
+    if config.data_dir:
+        return DataPlan(config.data_dir, config.data_dir, config.labels_file, True)
+    if config.calib_data:
+        return DataPlan(config.calib_data, config.eval_data, config.labels_file, False)
+    return DataPlan(SAMPLES_DIR, None, None, False, "no --data: calibrating and measuring on the same sample photos "
+                    "in {} (unlabeled, so no accuracy; give --data or --calib-data/--eval-data)".format(SAMPLES_DIR))
+
+
+def split_images(images, num_images: int, seed: int = SPLIT_SEED):
+    """One ImageSet -> (calibration, evaluation): disjoint, seeded, stratified by class.
+
+    Calibration takes ``num_images`` or half the images, whichever is fewer; evaluation the rest, up to
+    ``num_images``. The same folder and seed always give the same split.
+    """
+    from calibration.data import stratified_sample
+
+    if len(images) < 2:
+        raise UserError("--data has {} image(s); splitting it into calibration and evaluation images needs at "
+                        "least 2".format(len(images)))
+    calib = stratified_sample(images, min(num_images, len(images) // 2), seed)
+    chosen = set(calib.paths)
+    rest = images.subset([i for i, path in enumerate(images.paths) if path not in chosen])
+    return calib, stratified_sample(rest, num_images, seed)
+
+
+def load_plan_images(plan: DataPlan, spec, num_images: int, progress: bool, echo: Callable[[str], None]):
+    """Decode the calibration images (calibration.data.LoadedImages) and evaluation images (EvalImages)."""
+    from calibration.data import discover, load_images as decode, stratified_sample
+
+    from .engine import EvalImages
+
+    if plan.eval_dir is None:
+        evaluation = load_images(None, None, spec, num_images, progress=progress)
+        return evaluation.loaded, evaluation
+    if plan.split:
+        calib_set, eval_set = split_images(discover(plan.calib_dir, plan.labels_file), num_images)
+        echo("note: --data {} split deterministically (seed {}, stratified by class): {} images calibrate, {} "
+             "held-out images evaluate; give --calib-data and --eval-data to choose them".format(
+                 plan.calib_dir, SPLIT_SEED, len(calib_set), len(eval_set)))
+    else:
+        calib_set = stratified_sample(discover(plan.calib_dir), num_images, SPLIT_SEED)
+        eval_set = stratified_sample(discover(plan.eval_dir, plan.labels_file), num_images, SPLIT_SEED)
+    calib = decode(calib_set, spec, progress=progress)
+    loaded = decode(eval_set, spec, progress=progress)
+    for name, part in (("calibration", calib), ("evaluation", loaded)):
+        if not len(part):
+            raise UserError("none of the {} images could be decoded".format(name))
+    source = plan.eval_dir + (" (held-out part)" if plan.split else "")
+    evaluation = EvalImages(array=np.ascontiguousarray(loaded.array, dtype=np.float32), labels=loaded.labels,
+                            paths=list(loaded.paths), source=source, skipped=list(loaded.skipped), loaded=loaded)
+    return calib, evaluation
+
+
 # -- the steps ---------------------------------------------------------------------------------------------
 
 def _export(config: PipelineConfig, path: str):
@@ -196,10 +295,11 @@ def _fp16(fp32: str):
 
 
 def _int8(config: PipelineConfig, fp32: str, images):
-    from calibration.api import calibrate
+    from calibration.api import DEFAULT_TRT_VERSION, calibrate
 
     result = calibrate(fp32, targets=INT8_TARGETS, method=config.method, num_images=len(images.array),
-                       fp16=False, progress=config.progress, images=images.loaded)
+                       fp16=False, progress=config.progress, images=images,
+                       trt_version=config.trt_version or DEFAULT_TRT_VERSION)
     outputs = {"int8_" + target: path for target, path in result.int8_models.items()}
     for key in ("calib_cache", "ranges_json"):
         if getattr(result, key, None):
@@ -221,14 +321,14 @@ def _engines(config: PipelineConfig, sources: Dict[str, str], out: str):
     return outputs, summary
 
 
-def _benchmark(config: PipelineConfig, artifacts: List[str], images, reference, out: str):
+def _benchmark(config: PipelineConfig, artifacts: List[str], images, reference, out: str, eval_dir):
     from .engine import benchmark_engine
     from .report import write_report
 
     options = BenchmarkOptions(batch_sizes=tuple(config.batch_sizes), warmup=config.warmup,
                                iterations=config.iterations, threads=config.threads,
                                num_images=config.num_images, progress=config.progress)
-    result = benchmark_engine(artifacts, config.arch, weights=config.weights, data_dir=config.data_dir,
+    result = benchmark_engine(artifacts, config.arch, weights=config.weights, data_dir=eval_dir,
                               options=options, reference=reference, images=images)
     files = write_report(result, os.path.join(out, "benchmark"))
     drops = {a.name: a.top1_drop for a in result.artifacts}
@@ -247,8 +347,10 @@ def _table_a(config: PipelineConfig, out: str, log):
     return {"json": json_path, "markdown": md_path}, {"seconds": result.seconds}
 
 
-def _demote_headings(markdown: str) -> str:
-    return re.sub(r"^(#+) ", lambda m: "#" + m.group(1) + " ", markdown, flags=re.MULTILINE)
+def _relink_images(markdown: str, folder: str) -> str:
+    """Image links relative to the benchmark folder, made relative to the report beside it."""
+    return re.sub(r"!\[([^\]]*)\]\(([^)/]+)\)", lambda m: "![{}]({}/{})".format(m.group(1), folder, m.group(2)),
+                  markdown)
 
 
 def _read(path: str) -> str:
@@ -256,21 +358,36 @@ def _read(path: str) -> str:
         return handle.read()
 
 
-def _report(config: PipelineConfig, out: str, benchmark_files: Dict[str, str], table_a_md: Optional[str],
-            artifacts: Dict[str, str], random_weights: bool):
-    from .table_a import complexity_only_markdown
+def _describe_plan(plan: DataPlan) -> str:
+    if plan.eval_dir is None:
+        return "calibration and evaluation on the same shipped sample photos (unlabeled)"
+    if plan.split:
+        return ("--data {} split deterministically (seed {}, stratified by class) into calibration images and "
+                "held-out evaluation images".format(plan.calib_dir, SPLIT_SEED))
+    return "calibration on {}, evaluation on {}".format(plan.calib_dir, plan.eval_dir)
 
-    if table_a_md:
-        table = _read(table_a_md)
-    else:
-        table = complexity_only_markdown(TABLE_A_HOW_TO.format(TABLE_A_COST))
-    weights = "random weights (seed 0): agreement is meaningful, accuracy is not" if random_weights else \
-        "weights " + os.fspath(config.weights)
-    lines = ["# eca-deploy pipeline: {}".format(config.arch), "", "Model: {} with {}.".format(config.arch, weights),
-             "", table, "", "## Artifacts", ""]
+
+def _report(config: PipelineConfig, out: str, benchmark_files: Dict[str, str], table_a_md: Optional[str],
+            artifacts: Dict[str, str], random_weights: bool, plan: DataPlan):
+    """report.md opens with what was measured (parity, then speed, with their plots); what was not, at the end."""
+    weights = ("random weights (seed 0): agreement between backends is meaningful, accuracy is not" if random_weights
+               else "weights " + os.fspath(config.weights))
+    bench_folder = os.path.relpath(os.path.dirname(benchmark_files["markdown"]), out)
+    benchmark_md = _read(benchmark_files["markdown"]).split("\n", 1)[1]  # its title is replaced by ours
+    lines = ["# eca-deploy pipeline: {}".format(config.arch), "",
+             "Model: {} with {}.".format(config.arch, weights), "Data: {}.".format(_describe_plan(plan)), "",
+             _relink_images(benchmark_md, bench_folder).strip(), "", "## Artifacts", ""]
     lines += ["- {}: {} ({:.1f} MB)".format(k, os.path.relpath(p, out), os.path.getsize(p) / 2 ** 20)
               for k, p in sorted(artifacts.items(), key=lambda item: _artifact_order(item[0])) if os.path.isfile(p)]
-    lines += ["", _demote_headings(_read(benchmark_files["markdown"]))]
+    lines += [""]
+    if table_a_md:
+        lines += [_read(table_a_md).strip(), ""]
+    else:
+        lines += ["## Not measured in this run", "", "- " + TABLE_A_HOW_TO.format(TABLE_A_COST)]
+        if not any(k.startswith("engine_") for k in artifacts):
+            lines += ["- TensorRT engines: TensorRT is not installed here; build them on the target "
+                      "(`cli.py build`, or `build_engines.sh` in a bundle)."]
+        lines += [""]
     markdown = "\n".join(lines)
     report = {"markdown": os.path.join(out, "report.md"), "json": os.path.join(out, "report.json")}
     with open(benchmark_files["json"], "r", encoding="utf-8") as handle:
@@ -281,7 +398,7 @@ def _report(config: PipelineConfig, out: str, benchmark_files: Dict[str, str], t
             table_json = json.load(handle)
     write_text(report["markdown"], markdown)
     write_json(report["json"], {"arch": config.arch, "random_weights": random_weights, "artifacts": artifacts,
-                                "benchmark": benchmark, "table_a": table_json,
+                                "data": _describe_plan(plan), "benchmark": benchmark, "table_a": table_json,
                                 "files": dict(benchmark_files, **report)})
     return dict(report, latency_plot=benchmark_files["latency_plot"],
                 accuracy_plot=benchmark_files["accuracy_plot"]), {}
@@ -289,27 +406,27 @@ def _report(config: PipelineConfig, out: str, benchmark_files: Dict[str, str], t
 
 # -- the whole run -----------------------------------------------------------------------------------------
 
-def check_config(config: PipelineConfig) -> None:
+def check_config(config: PipelineConfig) -> DataPlan:
     import models
 
     models.get_entry(config.arch)  # an unknown name fails here with a suggestion
     if config.weights is not None and not os.path.isfile(config.weights):
         raise UserError("weights not found: {}".format(config.weights))
-    if config.data_dir is not None and not os.path.isdir(config.data_dir):
-        raise UserError("data folder not found: {}".format(config.data_dir))
-    if config.labels_file is not None and config.data_dir is None:
-        raise UserError("--labels needs --data")
+    if config.trt_version is not None:
+        from deploy.calib_cache import parse_trt_version
+        parse_trt_version(config.trt_version)  # a typo fails now, not after export
+    return plan_data(config)
 
 
 def run_pipeline(config: PipelineConfig, echo: Optional[Callable[[str], None]] = None) -> PipelineResult:
+    from deploy.metadata import read_model_info
     from deploy.trt.compat import tensorrt_available
 
-    check_config(config)
+    plan = check_config(config)
     started = time.perf_counter()
     echo = echo or (lambda line: None)
     out = os.path.abspath(config.out)
-    steps = StepRunner(out, config.force, echo, total=7 if config.table_a else 6)
-    data = config.data_dir or SAMPLES_DIR
+    steps = StepRunner(out, config.force, echo, total=6 + bool(config.table_a) + bool(config.bundle))
     cache: Dict[str, object] = {}
 
     def reference():
@@ -317,25 +434,30 @@ def run_pipeline(config: PipelineConfig, echo: Optional[Callable[[str], None]] =
             cache["reference"] = load_reference(config.arch, config.weights, config.input_size)
         return cache["reference"]
 
-    def images():
-        if "images" not in cache:
-            cache["images"] = load_images(config.data_dir, config.labels_file, reference().spec, config.num_images,
-                                          progress=config.progress)
-        return cache["images"]
+    def images(kind: str):
+        """The calibration ("calib") or evaluation ("eval") images, in the preprocessing the export recorded."""
+        if kind not in cache:
+            spec = read_model_info(fp32).preprocess
+            cache["calib"], cache["eval"] = load_plan_images(plan, spec, config.num_images, config.progress, echo)
+        return cache[kind]
 
     if config.weights is None:
         echo("note: no --weights given: {} has random weights (seed 0)".format(config.arch))
-    if config.data_dir is None:
-        echo("note: no --data: calibrating and measuring on the sample photos in {} (unlabeled)".format(SAMPLES_DIR))
+    if plan.note:
+        echo("note: " + plan.note)
 
     model_options = {"arch": config.arch, "input_size": config.input_size or 224}
     export = steps.step("export", {"weights": config.weights}, model_options,
                         lambda: _export(config, os.path.join(out, config.arch + ".onnx")))
     fp32 = export.outputs["fp32"]
     fp16 = steps.step("fp16", {"fp32": fp32}, {}, lambda: _fp16(fp32)).outputs["fp16"]
-    int8 = steps.step("int8", {"fp32": fp32, "data": data, "labels": config.labels_file},
-                      {"targets": list(INT8_TARGETS), "method": config.method, "num_images": config.num_images},
-                      lambda: _int8(config, fp32, images())).outputs
+    calib_inputs, eval_inputs = plan.fingerprint_inputs()
+    int8_options = {"targets": list(INT8_TARGETS), "method": config.method, "num_images": config.num_images,
+                    "split": plan.split}
+    if config.trt_version is not None:  # absent from the options when unset, so older state files still match
+        int8_options["trt_version"] = config.trt_version
+    int8 = steps.step("int8", dict(calib_inputs, fp32=fp32), int8_options,
+                      lambda: _int8(config, fp32, images("calib"))).outputs
     artifacts = {"fp32": fp32, "fp16": fp16}
     artifacts.update({k: v for k, v in int8.items() if k.startswith("int8_")})
 
@@ -349,13 +471,13 @@ def run_pipeline(config: PipelineConfig, echo: Optional[Callable[[str], None]] =
                                      "be imported); build engines on the target with `cli.py build`")
 
     threads = BenchmarkOptions(threads=config.threads).resolved_threads()
-    bench_inputs = dict(artifacts, weights=config.weights, data=data, labels=config.labels_file)
+    bench_inputs = dict(artifacts, weights=config.weights, **eval_inputs)
     bench_options = {"batch_sizes": list(config.batch_sizes), "warmup": config.warmup,
                      "iterations": config.iterations, "threads": threads, "num_images": config.num_images,
-                     "arch": config.arch, "input_size": config.input_size}
+                     "arch": config.arch, "input_size": config.input_size, "split": plan.split}
     ordered = [artifacts[k] for k in sorted(artifacts, key=_artifact_order)]
     bench = steps.step("benchmark", bench_inputs, bench_options,
-                       lambda: _benchmark(config, ordered, images(), reference(), out)).outputs
+                       lambda: _benchmark(config, ordered, images("eval"), reference(), out, plan.eval_dir)).outputs
 
     table_md = None
     if config.table_a:
@@ -368,12 +490,30 @@ def run_pipeline(config: PipelineConfig, echo: Optional[Callable[[str], None]] =
 
     random_weights = config.weights is None
     report = steps.step("report", {"benchmark": bench["json"], "table_a": table_md},
-                        {"arch": config.arch, "artifacts": sorted(artifacts)},
-                        lambda: _report(config, out, bench, table_md, artifacts, random_weights)).outputs
+                        {"arch": config.arch, "artifacts": sorted(artifacts), "data": _describe_plan(plan),
+                         "format": REPORT_FORMAT},
+                        lambda: _report(config, out, bench, table_md, artifacts, random_weights, plan)).outputs
+    if config.bundle:
+        shipped = {k: v for k, v in dict(artifacts, calib_cache=int8.get("calib_cache")).items()
+                   if v and k in BUNDLED}
+        target = os.path.abspath(config.bundle)
+        # Replace an existing bundle only when an earlier run of this pipeline wrote it, never a user's folder.
+        ours = steps.state["steps"].get("bundle", {}).get("outputs", {}).get("bundle") == target
+        bundled = steps.step("bundle", shipped, {"output": target},
+                             lambda: _bundle(shipped, target, replace=ours)).outputs
+        report = dict(report, bundle=bundled["bundle"])
     return PipelineResult(config.arch, out, random_weights, steps.outcomes, report,
                           time.perf_counter() - started)
 
 
+def _bundle(artifacts: Dict[str, str], output: str, replace: bool):
+    from deploy.bundle import bundle
+
+    result = bundle([artifacts[k] for k in sorted(artifacts, key=_artifact_order)], output, force=replace)
+    return {"bundle": result.output}, {"files": len(result.files), "models": result.models, "caches": result.caches,
+                                       "build_commands": result.build_commands, "notes": result.notes}
+
+
 def _artifact_order(key: str) -> Tuple[int, str]:
-    order = ("fp32", "fp16", "int8_cpu", "int8_tensorrt", "engine_fp16", "engine_int8_tensorrt")
+    order = ("fp32", "fp16", "int8_cpu", "int8_tensorrt", "engine_fp16", "engine_int8_tensorrt", "calib_cache")
     return (order.index(key) if key in order else len(order), key)

@@ -107,26 +107,41 @@ def environment_lines(env: Dict[str, object]) -> List[str]:
     return lines
 
 
-def to_markdown(result: BenchmarkResult, title: Optional[str] = None) -> str:
+def _weights_phrase(result: BenchmarkResult) -> str:
+    if str(result.weights).startswith("random"):
+        return "random weights ({}; agreement is meaningful, accuracy is not)".format(result.weights.split(" ", 1)[1]
+                                                                                      .strip("()"))
+    return "weights {}".format(result.weights)
+
+
+def to_markdown(result: BenchmarkResult, title: Optional[str] = None, plots: Optional[Dict[str, str]] = None) -> str:
+    """Parity first, then speed, each with its plot (``plots``: kind -> file name beside the Markdown)."""
     data = result.data
     opts = result.options
+    plots = plots or {}
     parts = [
         "# {}".format(title or "benchmark-engine: {}".format(result.arch)),
         "",
-        "Reference: PyTorch {} with weights {}. Data: {} images from {} ({}), {}x{} input.".format(
-            result.arch, result.weights, data["num_images"], data["source"],
+        "Reference: PyTorch {} with {}. Data: {} images from {} ({}), {}x{} input.".format(
+            result.arch, _weights_phrase(result), data["num_images"], data["source"],
             "labeled" if data["labeled"] else "unlabeled: accuracy cannot be measured, agreement can",
             data["input_size"], data["input_size"]),
-        "Timing: {} iterations after 1 + {} warm-up runs per batch size, {} threads, device {}; the backends take "
-        "turns (A, B, A, B, ...); img/s and speed-ups come from p50 latency.".format(
-            opts["iterations"], opts["warmup"], opts["threads"], opts["device"]),
         "",
         "## Parity with the PyTorch reference",
         "",
         parity_table(result),
         "",
+    ]
+    if plots.get("accuracy_plot"):
+        parts += ["![Accuracy against throughput]({})".format(plots["accuracy_plot"]), ""]
+    parts += [
         "## Throughput and latency (end to end{})".format(
             "; compute-only where the backend reports it" if opts["device"] != "cpu" else ""),
+        "",
+        "{} at {}x{} with {}. Timing: {} iterations after 1 + {} warm-up runs per batch size, {} threads, "
+        "device {}; the backends take turns (A, B, A, B, ...), and img/s and speed-ups come from p50 latency."
+        .format(result.arch, data["input_size"], data["input_size"], _weights_phrase(result),
+                            opts["iterations"], opts["warmup"], opts["threads"], opts["device"]),
         "",
         speed_table(result),
         "",
@@ -137,6 +152,8 @@ def to_markdown(result: BenchmarkResult, title: Optional[str] = None) -> str:
     ratio_lines = speedups(result)
     if ratio_lines:
         parts += ratio_lines + [""]
+    if plots.get("latency_plot"):
+        parts += ["![Latency against batch size]({})".format(plots["latency_plot"]), ""]
     if result.notes:
         parts += ["## Notes", ""] + ["- " + n for n in result.notes] + [""]
     parts += ["## Environment", ""] + environment_lines(result.environment) + [""]
@@ -176,60 +193,133 @@ def _save_figure(figure, path: str) -> None:
         figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
 
 
-def plot_latency(result: BenchmarkResult, path: str) -> None:
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def _pyplot():
     import matplotlib
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
+    return plt
 
-    figure, axes = plt.subplots(figsize=(6.5, 4.2))
-    try:
-        for backend in result.backends:
-            if backend.timings:
-                lines = axes.plot([t.batch_size for t in backend.timings],
-                                  [t.latency["p50_ms"] for t in backend.timings], marker="o", label=backend.name)
-                unstable = [t for t in backend.timings if t.unstable]
-                if unstable:  # p90/p50 > 1.5: an open ring around the point says "do not trust this one"
-                    axes.scatter([t.batch_size for t in unstable], [t.latency["p50_ms"] for t in unstable], s=160,
-                                 facecolors="none", edgecolors=lines[0].get_color(), linewidths=1.2)
-        axes.set_xscale("log", base=2)
-        axes.set_yscale("log")
-        axes.set_xlabel("batch size")
-        axes.set_ylabel("latency p50 (ms)")
-        axes.set_title("Latency against batch size ({} threads; ringed: unstable, p90/p50 > 1.5)".format(
-            result.options["threads"]), fontsize=9)
-        axes.grid(True, which="both", alpha=0.3)
-        axes.legend(fontsize=7)
-        _save_figure(figure, path)
-    finally:
-        plt.close(figure)
+
+def _ticker():
+    from matplotlib import ticker
+    return ticker
+
+
+def _plain_log_axis(axis, values: Sequence[float]) -> None:
+    """Log-scale ticks at 1, 2 and 5 times powers of ten (only powers of ten past 3 decades), written as plain
+    numbers, and no minor labels: matplotlib's default minor labels (3x10^2, 4x10^2 ...) run into each other."""
+    ticker = _ticker()
+    positive = [v for v in values if v and v > 0]
+    subs = (1.0, 2.0, 5.0) if positive and max(positive) / min(positive) <= 1000 else (1.0,)
+    axis.set_major_locator(ticker.LogLocator(base=10, subs=subs))
+    axis.set_major_formatter(ticker.FuncFormatter(lambda value, _: "{:g}".format(value)))
+    axis.set_minor_formatter(ticker.NullFormatter())
+
+
+def _legend_outside(axes) -> None:
+    """Names go in a legend to the right of the axes, so no label can overlap a point, a line or another label."""
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
+
+
+def accuracy_floor(values: Sequence[float], reference: float) -> float:
+    """The lower end of an accuracy axis: at least 5 points below the lowest value and the reference,
+    rounded down to a multiple of 5, so a 0.2-point difference looks like one, not like a cliff."""
+    low = min(list(values) + [reference])
+    return max(0.0, 5.0 * ((low - 5.0) // 5.0))
+
+
+def spans_decade(values: Sequence[float]) -> bool:
+    """Whether positive ``values`` span more than 10x, the point at which a log axis reads better."""
+    positive = [v for v in values if v and v > 0]
+    return bool(positive) and max(positive) / min(positive) > 10.0
+
+
+def plot_latency(result: BenchmarkResult, path: str) -> None:
+    _save_and_close(latency_figure(result), path)
 
 
 def plot_accuracy_throughput(result: BenchmarkResult, path: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    _save_and_close(accuracy_throughput_figure(result), path)
 
-    labeled = result.data["labeled"]
-    figure, axes = plt.subplots(figsize=(6.5, 4.2))
+
+def _save_and_close(figure, path: str) -> None:
     try:
-        for backend in result.backends:
-            if not backend.timings:
-                continue
-            best = max(backend.timings, key=lambda t: t.images_per_s)
-            y = backend.top1_accuracy if labeled else (100.0 if backend.kind == "pytorch" else backend.top1_agreement)
-            if y is None:
-                continue
-            axes.scatter([best.images_per_s], [y], s=40)
-            axes.annotate("{} (b{}{})".format(backend.name, best.batch_size, ", unstable" if best.unstable else ""),
-                          (best.images_per_s, y), fontsize=7,
-                          xytext=(4, 4), textcoords="offset points")
-        axes.set_xlabel("throughput (images/s at p50 latency, best batch size)")
-        axes.set_ylabel("top-1 accuracy (%)" if labeled else "top-1 agreement with PyTorch (%)")
-        axes.set_title("Accuracy against throughput")
-        axes.grid(True, alpha=0.3)
         _save_figure(figure, path)
     finally:
+        _pyplot().close(figure)
+
+
+def latency_figure(result: BenchmarkResult):
+    """p50 latency of every backend against batch size, log-log, names in a legend beside the axes."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(7.5, 4.2))
+    try:
+        for index, backend in enumerate(b for b in result.backends if b.timings):
+            lines = axes.plot([t.batch_size for t in backend.timings], [t.latency["p50_ms"] for t in backend.timings],
+                              marker=MARKERS[index % len(MARKERS)], label=backend.name)
+            unstable = [t for t in backend.timings if t.unstable]
+            if unstable:  # p90/p50 > 1.5: an open ring around the point says "do not trust this one"
+                axes.scatter([t.batch_size for t in unstable], [t.latency["p50_ms"] for t in unstable], s=160,
+                             facecolors="none", edgecolors=lines[0].get_color(), linewidths=1.2)
+        axes.set_xscale("log", base=2)
+        batch_sizes = sorted({t.batch_size for b in result.backends for t in b.timings})
+        axes.set_xticks(batch_sizes, [str(b) for b in batch_sizes])  # the measured sizes, not powers of 2
+        axes.xaxis.set_minor_locator(_ticker().NullLocator())
+        axes.set_yscale("log")
+        _plain_log_axis(axes.yaxis, [t.latency["p50_ms"] for b in result.backends for t in b.timings])
+        axes.set_xlabel("batch size")
+        axes.set_ylabel("latency p50 (ms, log scale)")
+        axes.set_title("{}: latency against batch size ({} threads; ringed: unstable, p90/p50 > 1.5)".format(
+            result.arch, result.options["threads"]), fontsize=10)
+        axes.grid(True, which="both", alpha=0.3)
+        _legend_outside(axes)
+    except Exception:
         plt.close(figure)
+        raise
+    return figure
+
+
+def accuracy_throughput_figure(result: BenchmarkResult):
+    """Each backend at its best batch size; the PyTorch FP32 reference's accuracy as a dashed line."""
+    plt = _pyplot()
+    labeled = result.data["labeled"]
+    points = []
+    for backend in result.backends:
+        if not backend.timings:
+            continue
+        best = max(backend.timings, key=lambda t: t.images_per_s)
+        y = backend.top1_accuracy if labeled else (100.0 if backend.kind == "pytorch" else backend.top1_agreement)
+        if y is not None:
+            points.append((backend, best, y))
+    reference = result.reference.top1_accuracy if labeled else 100.0
+    figure, axes = plt.subplots(figsize=(7.5, 4.2))
+    try:
+        for index, (backend, best, y) in enumerate(points):
+            axes.scatter([best.images_per_s], [y], s=45, marker=MARKERS[index % len(MARKERS)], zorder=3,
+                         label="{} (batch {}{}): {:.2f}%".format(backend.name, best.batch_size,
+                                                                ", unstable" if best.unstable else "", y))
+        if reference is not None:
+            axes.axhline(reference, color="0.3", linestyle="--", linewidth=1, zorder=2,
+                         label="FP32 PyTorch reference: {:.2f}%".format(reference))
+            axes.set_ylim(accuracy_floor([y for _, _, y in points], reference), 100.5)
+        if spans_decade([best.images_per_s for _, best, _ in points]):
+            axes.set_xscale("log")
+            _plain_log_axis(axes.xaxis, [best.images_per_s for _, best, _ in points])
+            axes.set_xlabel("throughput (images/s at p50 latency, best batch size, log scale)")
+        else:
+            axes.set_xlabel("throughput (images/s at p50 latency, best batch size)")
+        axes.set_ylabel("top-1 accuracy (%)" if labeled else "top-1 agreement with PyTorch (%)")
+        axes.set_title("{}: {} against throughput".format(result.arch, "accuracy" if labeled else "agreement"),
+                       fontsize=10)
+        axes.grid(True, which="both", alpha=0.3)
+        _legend_outside(axes)
+    except Exception:
+        plt.close(figure)
+        raise
+    return figure
 
 
 def write_report(result: BenchmarkResult, directory, stem: str = "benchmark",
@@ -243,7 +333,8 @@ def write_report(result: BenchmarkResult, directory, stem: str = "benchmark",
         "latency_plot": os.path.join(directory, stem + "_latency.png"),
         "accuracy_plot": os.path.join(directory, stem + "_accuracy_throughput.png"),
     }
-    write_text(paths["markdown"], to_markdown(result, title))
+    plots = {kind: os.path.basename(paths[kind]) for kind in ("accuracy_plot", "latency_plot")}
+    write_text(paths["markdown"], to_markdown(result, title, plots))
     write_json(paths["json"], result.to_dict())
     write_text(paths["csv"], to_csv(result))
     plot_latency(result, paths["latency_plot"])

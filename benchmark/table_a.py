@@ -197,16 +197,3 @@ def model_complexity(arch: str, input_size: int = 224):
     with torch.device("meta"):  # skips initializing ~20M parameters per model; shapes are all that count
         model = models.create_model(arch)
     return complexity(model, input_size)
-
-
-def complexity_only_markdown(how_to: str) -> str:
-    """The first table when the deployed measurement was not run: the seed's columns and how to get the rest."""
-    from .report import markdown_table
-
-    rows = []
-    for arch, method, cnn in TABLE_A_MODELS:
-        cost = model_complexity(arch)
-        rows.append([method, cnn, "{:.3f}M".format(cost.mparams_binary), "{:.3f}".format(cost.gmacs_binary),
-                     "{:.2f}".format(PAPER_TABLE_A[arch][2]), "not measured", "not measured"])
-    header = ["Method", "CNN", "#Param", "GFLOPs", "Top-1 (paper)", "parity", "latency"]
-    return "\n".join(["## Table A, deployed", "", how_to, "", markdown_table(header, rows), ""])

@@ -23,7 +23,6 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import PIL
-from tqdm import tqdm
 
 import deploy
 
@@ -32,6 +31,7 @@ from deploy.fileio import atomic_path
 from deploy.images import ignored_note, is_image_file, walk_images
 from deploy.validate import check_labels_in_range, check_memory, parse_class_index
 from deploy.preprocess import IMAGE_EXTENSIONS, PreprocessSpec, decode_image, resize_and_crop, to_normalized_chw
+from deploy.progress import progress_bar
 
 DEFAULT_NUM_IMAGES = 512
 CACHE_ENV = "ECA_DEPLOY_CACHE"
@@ -453,8 +453,7 @@ def _decode_all(paths: Sequence[str], spec: PreprocessSpec, workers: int, execut
     crops = np.empty((len(paths), size, size, 3), dtype=np.uint8)
     decoded, skipped = [], []
     task = functools.partial(_decode_one, spec=spec)
-    bar = tqdm(total=len(paths), desc="decoding images", unit="img", file=sys.stderr,
-               disable=None if progress else True)
+    bar = progress_bar(len(paths), "decoding images", enabled=progress)
     with bar, _make_pool(workers, executor) as pool:
         for index, (crop, reason) in enumerate(pool.map(task, paths, chunksize=8)):
             if crop is None:

@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Tuple
 
 from deploy.errors import UserError
 
-from .layer_report import COMPUTE_OPS, quantized_layers
+from .layer_report import quantized_layers
 from .selection import HeldOut, Score
 
 FLOAT_LAYER_SHARE = 0.1  # default --max-float-layers: about this share of the quantized layers

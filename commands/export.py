@@ -2,6 +2,7 @@
 import click
 
 from exporter.attention_form_options import DEFAULT_FORM, FORMS
+from deploy.preprocess import PREPROCESS_OPTIONS
 
 from .common import emit_json, json_option, note
 
@@ -16,11 +17,22 @@ def _parse_k_size(value):
     return kernels[0] if len(kernels) == 1 else kernels
 
 
+def preprocess_options(func):
+    """The flags of deploy.preprocess.PREPROCESS_OPTIONS, declared there beside the config they set."""
+    for option in reversed(PREPROCESS_OPTIONS):
+        kind = click.Choice(option.choices) if option.choices else (
+            click.IntRange(min=1) if option.metavar == "N" else str)
+        func = click.option(option.flag, option.dest, type=kind, metavar=option.metavar if not option.choices
+                            else None, help=option.help)(func)
+    return func
+
+
 @click.command("export")
 @click.argument("model")
 @click.option("--weights", type=click.Path(dir_okay=False), help="Checkpoint: a state dict or a training dict.")
 @click.option("--num-classes", type=click.IntRange(min=1), help="Default: read from the checkpoint, else 1000.")
-@click.option("--input-size", type=click.IntRange(min=32), default=224, show_default=True)
+@click.option("--input-size", type=click.IntRange(min=32), help="Network input size (default 224).")
+@preprocess_options
 @click.option("--opset", type=click.IntRange(min=13), default=17, show_default=True)
 @click.option("--batch", type=click.IntRange(min=1), help="Fixed batch size (default: dynamic batch).")
 @click.option("--dynamic-batch", is_flag=True, help="Dynamic batch axis (the default).")
@@ -35,9 +47,10 @@ def _parse_k_size(value):
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Default: MODEL.onnx")
 @json_option
 def export_command(model, weights, num_classes, input_size, opset, batch, dynamic_batch, k_size, eca_convs,
-                   no_simplify, attention_form, precision, output, as_json):
+                   no_simplify, attention_form, precision, output, as_json, **preprocessing):
     """Export MODEL (a zoo name) to ONNX, check it with onnx.checker and compare it to PyTorch in ONNX Runtime."""
     from deploy.errors import CheckFailedError, UserError
+    from deploy.preprocess import resolve_input_size
     from exporter import export_model
 
     if batch and dynamic_batch:
@@ -48,8 +61,9 @@ def export_command(model, weights, num_classes, input_size, opset, batch, dynami
     if eca_convs is not None:
         options["num_convs"] = eca_convs
     result = export_model(model, output or "{}.onnx".format(model), weights=weights, num_classes=num_classes,
-                          input_size=input_size, opset=opset, batch=batch, do_simplify=not no_simplify,
-                          attention_form=attention_form, **options)
+                          input_size=resolve_input_size(input_size, preprocessing["crop"]), opset=opset,
+                          batch=batch, do_simplify=not no_simplify, attention_form=attention_form,
+                          preprocess_options=preprocessing, **options)
     payload = result.to_dict()
     if precision == "fp16":
         from calibration.fp16 import convert_to_fp16_file
@@ -70,6 +84,7 @@ def export_command(model, weights, num_classes, input_size, opset, batch, dynami
 def _print_summary(result, fp16):
     click.echo("wrote {} ({}, {})".format(result.path, result.arch,
                                          "simplified" if result.simplified else "not simplified"))
+    click.echo("  preprocessing: {}".format(result.preprocess.describe()))
     for comparison in result.parity.comparisons:
         click.echo("  parity batch {:>2}: max abs error {:.3g} (tolerance {:.3g}), top-1 agreement {:.1%} -> {}".format(
             comparison.batch_size, comparison.max_abs_error, comparison.tolerance, comparison.top1_agreement,

@@ -7,7 +7,7 @@ resize and the same float32 arithmetic, so the results agree to the last bit.
 """
 import json
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
@@ -67,6 +67,16 @@ class PreprocessSpec:
     def crop_size(self) -> int:
         return self.input_size
 
+    def describe(self) -> str:
+        """One line for people: what export recorded and every later stage will apply."""
+        return "resize {} ({}), center crop {}, mean {}, std {}".format(
+            self.resize_size, self.interpolation, self.crop_size, _format_channels(self.mean),
+            _format_channels(self.std))
+
+    def to_dict(self) -> Dict[str, object]:
+        return {"resize_size": self.resize_size, "crop_size": self.crop_size, "interpolation": self.interpolation,
+                "mean": list(self.mean), "std": list(self.std)}
+
     def to_metadata(self) -> Dict[str, str]:
         """String key/values for ONNX ``metadata_props`` and engine sidecars."""
         meta = {key: json.dumps(value) for key, value in asdict(self).items() if key not in ("color", "interpolation")}
@@ -83,6 +93,74 @@ class PreprocessSpec:
         sizes = {key: _size_field(meta, key) for key in ("input_size", "resize_size")}
         mean, std = _triple_field(meta, "mean"), _triple_field(meta, "std")
         return cls(interpolation=meta["interpolation"].strip('"'), mean=mean, std=std, **sizes)
+
+
+# -- the preprocessing options of `export` (declared here, beside the config they set) ------------------
+
+@dataclass(frozen=True)
+class PreprocessOption:
+    """One command-line option that sets a PreprocessSpec field; commands build their flags from these."""
+
+    flag: str
+    dest: str
+    metavar: str
+    help: str
+    choices: Optional[Tuple[str, ...]] = None
+
+
+PREPROCESS_OPTIONS = (
+    PreprocessOption("--resize", "resize", "N", "Resize the shorter side to N before the crop "
+                     "(default: crop / 0.875, 256 for 224)."),
+    PreprocessOption("--crop", "crop", "N", "Center crop N x N: the network's input size (same as --input-size)."),
+    PreprocessOption("--mean", "mean", "R,G,B", "Per-channel mean of [0, 1] pixels (default: the model's, "
+                     "ImageNet's 0.485,0.456,0.406)."),
+    PreprocessOption("--std", "std", "R,G,B", "Per-channel std of [0, 1] pixels (default: the model's, "
+                     "ImageNet's 0.229,0.224,0.225)."),
+    PreprocessOption("--interpolation", "interpolation", "NAME", "Resize filter (default: the model's, bilinear).",
+                     tuple(sorted(_INTERPOLATIONS))),
+)
+
+
+def _format_channels(values: Sequence[float]) -> str:
+    return ",".join("{:g}".format(v) for v in values)
+
+
+def parse_channels(text: str, flag: str) -> Tuple[float, float, float]:
+    """``"0.5,0.5,0.5"`` -> three floats on the [0, 1] pixel scale; a 0-255 value is refused with a hint."""
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise UserError("{} takes three comma-separated numbers like 0.485,0.456,0.406, got {!r}".format(
+            flag, text)) from None
+    if len(values) != 3:
+        raise UserError("{} takes one value per RGB channel (three), got {}".format(flag, len(values)))
+    if any(v > 1.0 for v in values):
+        raise UserError("{} {} is on the 0-255 scale; this tool scales pixels to [0, 1] first, so divide by 255 "
+                        "({})".format(flag, text, _format_channels(round(v / 255.0, 4) for v in values)))
+    return values  # type: ignore[return-value]
+
+
+def resolve_input_size(input_size: Optional[int], crop: Optional[int], default: int = 224) -> int:
+    """``--crop`` and ``--input-size`` name the same number; both given and different is an error."""
+    if input_size is not None and crop is not None and input_size != crop:
+        raise UserError("--crop {} and --input-size {} disagree; the crop is the input size, give one".format(
+            crop, input_size))
+    return int(crop or input_size or default)
+
+
+def apply_options(spec: PreprocessSpec, resize: Optional[int] = None, mean: Optional[str] = None,
+                  std: Optional[str] = None, interpolation: Optional[str] = None, **_ignored) -> PreprocessSpec:
+    """``spec`` with the fields the user set on the command line replaced (the crop is the input size)."""
+    changes = {}
+    if resize is not None:
+        changes["resize_size"] = int(resize)
+    if mean is not None:
+        changes["mean"] = parse_channels(mean, "--mean")
+    if std is not None:
+        changes["std"] = parse_channels(std, "--std")
+    if interpolation is not None:
+        changes["interpolation"] = interpolation
+    return replace(spec, **changes) if changes else spec
 
 
 def _field_value(meta: Dict[str, str], key: str):

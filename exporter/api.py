@@ -10,7 +10,7 @@ import models
 from deploy.errors import UserError
 from deploy.fileio import atomic_path
 from deploy.metadata import ModelInfo
-from deploy.preprocess import PreprocessSpec
+from deploy.preprocess import PreprocessSpec, apply_options
 from deploy.validate import check_opset, max_opset
 
 from .attention_forms import DEFAULT_FORM, METADATA_KEY, FormReport, check_form, convert
@@ -32,6 +32,7 @@ class ExportResult:
     notes: List[str] = field(default_factory=list)
     ops: Dict[str, int] = field(default_factory=dict)
     attention_form: Optional[FormReport] = None
+    preprocess: Optional[PreprocessSpec] = None
 
     def to_dict(self) -> Dict[str, object]:
         return {
@@ -43,6 +44,8 @@ class ExportResult:
             "metadata": self.metadata,
             "ops": self.ops,
             "attention_form": self.attention_form.to_dict() if self.attention_form else None,
+            "preprocessing": dict(self.preprocess.to_dict(), summary=self.preprocess.describe())
+            if self.preprocess else None,
             "parity": self.parity.to_dict(),
         }
 
@@ -96,12 +99,15 @@ def export_model(
     parity_batch_sizes: Sequence[int] = (1, 4),
     seed: int = 0,
     attention_form: str = DEFAULT_FORM,
+    preprocess_options: Optional[Dict[str, object]] = None,
     **model_options,
 ) -> ExportResult:
     """Export ``arch`` to ``output``. Raises UserError on bad input; the caller judges ``result.parity``.
 
     ``attention_form``: how the attention gates are spelled (exporter.attention_forms): ``nchwc`` runs faster in
     ONNX Runtime FP32 on x86, ``lean`` is the plain graph for TensorRT and the Q/DQ models.
+    ``preprocess_options``: resize / mean / std / interpolation overrides (deploy.preprocess.PREPROCESS_OPTIONS)
+    of the model's own preprocessing; they go into the metadata that every later stage reads.
     """
     check_form(attention_form)
     check_opset(opset, MIN_OPSET, max_export_opset())
@@ -110,7 +116,7 @@ def export_model(
     if batch is not None and batch < 1:
         raise UserError("batch must be positive, got {}".format(batch))
     model, checkpoint = models.load_model(arch, weights, num_classes=num_classes, seed=seed, **model_options)
-    spec = preprocess_for(model, input_size)
+    spec = apply_options(preprocess_for(model, input_size), **(preprocess_options or {}))
 
     graph = trace_to_onnx(model, input_size, opset, batch)
     full_check(graph)
@@ -134,4 +140,4 @@ def export_model(
         batch_sizes = [batch] if batch else list(parity_batch_sizes)
         parity = check_parity(model, tmp, spec, batch_sizes)
     return ExportResult(output, arch, metadata, parity, checkpoint is None, simplified, notes, op_histogram(graph),
-                        form)
+                        form, spec)

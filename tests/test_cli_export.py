@@ -123,3 +123,43 @@ def test_export_fp16_writes_a_strongly_typed_model_beside_fp32(tmp_path):
     runs = [ort.InferenceSession(p, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
             for p in (str(out), fp16_path)]
     assert np.array_equal(runs[0].argmax(1), runs[1].argmax(1))
+
+
+def test_export_sets_records_and_prints_the_preprocessing(tmp_path):
+    from deploy.metadata import read_model_info
+
+    out = tmp_path / "r18.onnx"
+    args = ["export", "resnet18", "-o", str(out), "--num-classes", "10", "--crop", "64", "--resize", "73",
+            "--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25", "--interpolation", "bicubic"]
+    result = _run(args)
+    assert result.exit_code == 0, result.output
+    line = "  preprocessing: resize 73 (bicubic), center crop 64, mean 0.5,0.5,0.5, std 0.25,0.25,0.25"
+    assert line in result.stdout.splitlines()
+    spec = read_model_info(str(out)).preprocess
+    assert (spec.input_size, spec.resize_size, spec.interpolation) == (64, 73, "bicubic")
+    assert spec.mean == (0.5, 0.5, 0.5) and spec.std == (0.25, 0.25, 0.25)
+
+    payload = json.loads(_run(args + ["--json"]).stdout)
+    assert payload["preprocessing"] == {"resize_size": 73, "crop_size": 64, "interpolation": "bicubic",
+                                        "mean": [0.5] * 3, "std": [0.25] * 3, "summary": line.split(": ", 1)[1]}
+
+
+def test_export_default_preprocessing_follows_the_input_size(tmp_path):
+    result = _run(["export", "resnet18", "-o", str(tmp_path / "m.onnx")] + SMALL)
+    assert result.exit_code == 0, result.output
+    assert "  preprocessing: resize 73 (bilinear), center crop 64, mean 0.485,0.456,0.406, std 0.229,0.224,0.225" \
+        in result.stdout.splitlines()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--crop", "64", "--input-size", "96"], "--crop 64 and --input-size 96 disagree"),
+    (["--mean", "123.7,116.3,103.5"], "--mean 123.7,116.3,103.5 is on the 0-255 scale"),
+    (["--std", "0.2,0.2"], "--std takes one value per RGB channel (three), got 2"),
+    (["--mean", "a,b,c"], "--mean takes three comma-separated numbers"),
+    (["--crop", "64", "--resize", "60"], "resize size 60 must be at least the input size 64"),
+])
+def test_bad_preprocessing_options_are_one_line_errors(tmp_path, args, message):
+    result = _run(["export", "resnet18", "-o", str(tmp_path / "m.onnx"), "--num-classes", "10"] + args)
+    assert result.exit_code == 2
+    assert message in _single_error_line(result)
+    assert not (tmp_path / "m.onnx").exists()

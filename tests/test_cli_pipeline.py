@@ -19,15 +19,18 @@ def _private_image_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("ECA_DEPLOY_CACHE", str(tmp_path / "cache"))
 
 
+def _copy_digits(source, root, per_class):
+    for label in sorted(os.listdir(source)):
+        os.makedirs(root / label)
+        for name in sorted(os.listdir(os.path.join(source, label)))[:per_class]:
+            shutil.copy(os.path.join(source, label, name), root / label / name)
+    return str(root)
+
+
 @pytest.fixture
 def small_data(digits_split, tmp_path):
-    """Four validation digits per class, copied so the test may change them."""
-    root = tmp_path / "data"
-    for label in sorted(os.listdir(digits_split[1])):
-        os.makedirs(root / label)
-        for name in sorted(os.listdir(os.path.join(digits_split[1], label)))[:4]:
-            shutil.copy(os.path.join(digits_split[1], label, name), root / label / name)
-    return str(root)
+    """Six validation digits per class, copied so the test may change them."""
+    return _copy_digits(digits_split[1], tmp_path / "data", 6)
 
 
 def run(args):
@@ -47,16 +50,34 @@ def test_pipeline_runs_reports_and_skips_what_is_unchanged(digits_eca_checkpoint
     assert [steps[s]["status"] for s in STEPS] == ["ran", "ran", "ran", "unavailable", "ran", "ran"]
     assert "TensorRT is not installed" in steps["engines"]["reason"]
     assert "[4/6] engines: unavailable" in stderr and not payload["random_weights"]
+    assert ("note: --data {} split deterministically (seed 0, stratified by class): 30 images calibrate, 30 held-out "
+            "images evaluate".format(small_data)) in stderr
+    assert steps["int8"]["summary"]["num_images"] == 30
     markdown = open(payload["report"]["markdown"], encoding="utf-8").read()
-    assert [line for line in markdown.splitlines() if line.startswith("## ")][0] == "## Table A, deployed"
-    assert "cli.py pipeline --table-a" in markdown and "| ECA-Net | R-34 | 20.788M | 3.428 |" in markdown
+    # What was measured comes first (parity, then speed, each with its plot); what was not, at the end.
+    headings = [line for line in markdown.splitlines() if line.startswith("## ")]
+    assert headings[:2] == ["## Parity with the PyTorch reference", "## Throughput and latency (end to end)"]
+    assert headings[-1] == "## Not measured in this run" and "cli.py pipeline --table-a" in markdown
+    assert "![Accuracy against throughput](benchmark/benchmark_accuracy_throughput.png)" in markdown
+    assert "![Latency against batch size](benchmark/benchmark_latency.png)" in markdown
     report = json.load(open(payload["report"]["json"], encoding="utf-8"))
     assert sorted(report["artifacts"]) == ["fp16", "fp32", "int8_cpu", "int8_tensorrt"]
+    assert report["benchmark"]["data"]["num_images"] == 30 and report["benchmark"]["data"]["labeled"]
     parity = {a["precision"]: a for a in report["benchmark"]["artifacts"]}
     assert parity["fp32"]["top1_agreement"] == 100.0 and parity["fp16"]["top1_agreement"] == 100.0
-    assert parity["int8 (cpu)"]["top1_drop"] <= 5.0 and parity["int8 (tensorrt)"]["top1_drop"] <= 5.0
+    assert report["benchmark"]["reference"]["top1_accuracy"] >= 80.0  # trained weights, held-out images
+    assert parity["int8 (cpu)"]["top1_drop"] <= 7.0 and parity["int8 (tensorrt)"]["top1_drop"] <= 7.0
     for key in ("latency_plot", "accuracy_plot"):
         assert os.path.getsize(payload["report"][key]) > 1000
+    # `make demo` puts the parity of one such run and the speed of another into one report, in that order.
+    from demo.digits import DigitsModel
+    from demo.run import demo_markdown
+    demo = demo_markdown(DigitsModel(digits_eca_checkpoint, small_data, small_data, 9.5), markdown, markdown)
+    demo_headings = [line for line in demo.splitlines() if line.startswith("## ")]
+    assert [h.split(":")[0] for h in demo_headings] == ["## Accuracy", "## Speed", "## Not measured in this run",
+                                                        "## Full reports"]
+    assert "(digits/benchmark/benchmark_accuracy_throughput.png)" in demo and "**random weights**" in demo
+    assert "| eca_resnet18.int8.tensorrt.onnx | onnxruntime | int8 (tensorrt) |" in demo
     goals = goal_lines(report, 2)  # what `python -m benchmark` prints, from the same report
     assert [re.sub(r"[\d.]+", "N", g.split(" (")[0]) for g in goals] == [
         "ORT FPN / PyTorch eager: Nx", "CPU INTN / ORT FPN: Nx"]
@@ -83,10 +104,42 @@ def test_pipeline_runs_reports_and_skips_what_is_unchanged(digits_eca_checkpoint
     assert [steps[s]["status"] for s in STEPS] == ["ran"] * 3 + ["unavailable"] + ["ran"] * 2
 
 
-def test_missing_data_folder_is_an_error(tmp_path):
-    result = CliRunner().invoke(cli, ["pipeline", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path)])
-    assert result.exit_code == 2
-    assert result.stderr.strip() == "error: data folder not found: {}".format(tmp_path / "nowhere")
+def test_separate_calibration_and_evaluation_data_trt_version_and_bundle(digits_eca_checkpoint, digits_split,
+                                                                         tmp_path):
+    import tarfile
+
+    calib = _copy_digits(digits_split[0], tmp_path / "calib", 2)
+    evaluate = _copy_digits(digits_split[1], tmp_path / "eval", 2)
+    out, bundle = tmp_path / "out", tmp_path / "eca_digits.tar.gz"
+    payload, steps, stderr = run(["eca_resnet18", "--weights", digits_eca_checkpoint, "--input-size",
+                                  str(INPUT_SIZE), "--calib-data", calib, "--eval-data", evaluate, "--out", str(out),
+                                  "--batch-sizes", "2", "--iterations", "1", "--warmup", "0", "--threads", "2",
+                                  "--trt-version", "10.3", "--bundle", str(bundle)])
+    assert "split" not in stderr and steps["int8"]["summary"]["num_images"] == 20
+    assert open(out / "eca_resnet18.calib.cache").readline().startswith("TRT-100300-")
+    assert steps["bundle"]["status"] == "ran" and payload["report"]["bundle"] == str(bundle)
+    with tarfile.open(bundle) as tar:
+        names = {os.path.relpath(n, "eca_digits") for n in tar.getnames()}
+    assert {"eca_resnet18.onnx", "eca_resnet18.fp16.onnx", "eca_resnet18.int8.tensorrt.onnx",
+            "eca_resnet18.calib.cache", "build_engines.sh", "deploy/infer.py"} <= names
+    assert "eca_resnet18.int8.cpu.onnx" not in names  # the CPU-target model is for ONNX Runtime on x86
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data", "{tmp}"], "error: data folder not found: {tmp}/nowhere"),
+    (["--calib-data", "{tmp}"], "error: --calib-data and --eval-data go together (or give one --data to split)"),
+    (["--data", "{tmp}", "--eval-data", "{tmp}"], "error: give either --data (split into calibration and evaluation "
+                                                  "images) or --calib-data and --eval-data, not both"),
+    (["--trt-version", "banana"], "error: "),
+])
+def test_data_and_version_errors_are_one_line(tmp_path, args, message):
+    args = [a.format(tmp=tmp_path / "nowhere") if a == "{tmp}" else a for a in args]
+    if "--data" in args and "--eval-data" in args:
+        args = [str(tmp_path) if a == str(tmp_path / "nowhere") else a for a in args]
+    result = CliRunner().invoke(cli, ["pipeline"] + args + ["--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().startswith(message.format(tmp=tmp_path)) and "Traceback" not in result.output
+    assert not os.path.exists(tmp_path / "out" / "pipeline_state.json")
 
 
 @pytest.mark.tensorrt

@@ -10,7 +10,8 @@ from tests.blocking import ROOT, attempts_from_project, run_blocked
 
 DEPLOY = os.path.join(ROOT, "deploy")
 # Everything deploy/ may import besides the standard library and itself (the optional ones lazily).
-ALLOWED_THIRD_PARTY = {"numpy", "PIL", "onnxruntime", "onnx", "tensorrt", "polygraphy", "cv2", "jtop"}
+ALLOWED_THIRD_PARTY = {"numpy", "PIL", "onnxruntime", "onnx", "tensorrt", "polygraphy", "cv2", "jtop",
+                       "tqdm"}  # tqdm: deploy.progress only, lazily, with a silent fallback
 # Blocked in the subprocesses: what the desktop pipeline has and a Jetson does not.
 NOT_ON_JETSON = ["torch", "torchvision", "click", "tqdm", "onnxsim", "models", "exporter", "calibration",
                  "benchmark", "commands", "cli"]

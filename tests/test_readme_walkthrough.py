@@ -1,0 +1,120 @@
+"""The README's "bring your own checkpoint" walkthrough, run line by line as a user would paste it."""
+import importlib.util
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MARKER = "<!-- walkthrough:"
+DEVICE_MARKER = "# on the device"
+
+
+def walkthrough_lines():
+    """(host lines, device lines) of the fenced block after the walkthrough marker; comments dropped."""
+    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    block = text[text.index(MARKER):].split("```", 2)[1]
+    host, device, current = [], [], None
+    current = host
+    for line in block.strip().splitlines():
+        if line.startswith(DEVICE_MARKER):
+            current = device
+        elif line.strip() and not line.startswith("#"):
+            current.append(line.strip())
+    return host, device
+
+
+def as_argv(line):
+    """`python cli.py ...` / `python -m ...` / `python3 ...` with this interpreter; anything else as written."""
+    argv = shlex.split(line)
+    if argv[0] in ("python", "python3"):
+        argv[0] = sys.executable
+        if len(argv) > 1 and argv[1] == "cli.py":
+            argv[1] = os.path.join(ROOT, "cli.py")
+    return argv
+
+
+def run_line(line, cwd):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.run(as_argv(line), cwd=str(cwd), env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, "{}\n{}\n{}".format(line, proc.stdout[-3000:], proc.stderr[-3000:])
+    return proc
+
+
+@pytest.fixture(scope="module")
+def host_run(tmp_path_factory):
+    """Every host line of the walkthrough, in a fresh folder; returns that folder and the outputs by line."""
+    work = tmp_path_factory.mktemp("walkthrough")
+    host, _ = walkthrough_lines()
+    outputs = {line: run_line(line, work) for line in host}
+    return work, outputs
+
+
+def test_the_walkthrough_is_there_and_complete():
+    host, device = walkthrough_lines()
+    commands = [shlex.split(line)[:3] for line in host]
+    assert [c[2] for c in commands] == [
+        "demo.digits", "export", "calibrate", "benchmark-engine", "bundle", "pipeline"]
+    assert device == ["tar xzf eca.tar.gz", "cd eca", "sh build_engines.sh", "python3 -m deploy.check"]
+
+
+@pytest.mark.slow
+def test_host_lines_run_and_produce_what_the_readme_says(host_run):
+    work, outputs = host_run
+    export = next(p for line, p in outputs.items() if " export " in line)
+    assert "preprocessing: resize 37 (bilinear), center crop 32" in export.stdout
+    for name in ("eca.onnx", "eca.fp16.onnx", "eca.int8.tensorrt.onnx", "eca.int8.cpu.onnx", "eca.calib.cache",
+                 "eca.tar.gz", "eca_pipeline.tar.gz", "report/benchmark.md", "pipeline/report.md"):
+        assert (work / "byoc" / name).exists(), name
+    assert open(work / "byoc" / "eca.calib.cache").readline().startswith("TRT-100300-")
+    report = json.load(open(work / "byoc" / "report" / "benchmark.json", encoding="utf-8"))
+    assert report["data"]["labeled"] and report["data"]["num_images"] == 593  # every held-out digit
+    accuracy = {a["precision"]: a["top1_accuracy"] for a in report["artifacts"]}
+    assert report["reference"]["top1_accuracy"] >= 90.0  # a trained model, scored on images it never saw
+    assert accuracy["fp32"] == report["reference"]["top1_accuracy"]
+    assert min(accuracy.values()) >= report["reference"]["top1_accuracy"] - 2.0
+
+
+def _device_folder(work, tmp_path):
+    """The device's side: a folder holding only the copied tarball, where the device lines run."""
+    shutil.copy(work / "byoc" / "eca.tar.gz", tmp_path / "eca.tar.gz")
+    return tmp_path
+
+
+def _run_device_lines(lines, cwd, skip_build_reason=None):
+    for line in lines:
+        if line.startswith("cd "):
+            cwd = cwd / line.split(" ", 1)[1]
+            assert cwd.is_dir(), line
+        elif line.startswith("sh build_engines.sh") and skip_build_reason:
+            continue
+        else:
+            run_line(line, cwd)
+    return cwd
+
+
+@pytest.mark.slow
+def test_device_lines_with_onnxruntime_standing_in_for_tensorrt(host_run, tmp_path):
+    """`sh build_engines.sh` needs TensorRT, which cannot be installed here, so that one line is left out; the
+    check then runs the bundle's ONNX models in ONNX Runtime."""
+    if not os.path.exists(os.path.join(ROOT, "deploy", "check.py")):
+        pytest.skip("deploy/check.py (python -m deploy.check) is not in this tree yet")
+    _, device = walkthrough_lines()
+    cwd = _run_device_lines(device, _device_folder(host_run[0], tmp_path),
+                            skip_build_reason="TensorRT cannot be installed on this machine")
+    assert (cwd / "eca.int8.tensorrt.onnx").exists()
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+def test_device_lines_build_engines_and_check(host_run, tmp_path):
+    if not os.path.exists(os.path.join(ROOT, "deploy", "check.py")):
+        pytest.skip("deploy/check.py (python -m deploy.check) is not in this tree yet")
+    assert importlib.util.find_spec("tensorrt") is not None
+    _, device = walkthrough_lines()
+    cwd = _run_device_lines(device, _device_folder(host_run[0], tmp_path))
+    assert any(name.endswith(".engine") for name in os.listdir(cwd))
