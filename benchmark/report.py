@@ -272,8 +272,10 @@ def latency_figure(result: BenchmarkResult):
         _plain_log_axis(axes.yaxis, [t.latency["p50_ms"] for b in result.backends for t in b.timings])
         axes.set_xlabel("batch size")
         axes.set_ylabel("latency p50 (ms, log scale)")
-        axes.set_title("{}: latency against batch size ({} threads; ringed: unstable, p90/p50 > 1.5)".format(
-            result.arch, result.options["threads"]), fontsize=10)
+        if any(t.unstable for b in result.backends for t in b.timings):  # explain the rings in the legend
+            axes.scatter([], [], s=160, facecolors="none", edgecolors="0.3", label="unstable (p90/p50 > 1.5)")
+        axes.set_title("{}: latency against batch size ({} threads)".format(result.arch, result.options["threads"]),
+                       fontsize=10)
         axes.grid(True, which="both", alpha=0.3)
         _legend_outside(axes)
     except Exception:

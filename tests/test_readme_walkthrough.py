@@ -38,8 +38,12 @@ def as_argv(line):
     return argv
 
 
-def run_line(line, cwd):
-    env = dict(os.environ, PYTHONPATH=ROOT)
+def run_line(line, cwd, on_device=False):
+    """On the host the repository is on the path; on the device only the unpacked bundle is (no PYTHONPATH)."""
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    if not on_device:
+        env["PYTHONPATH"] = ROOT
     proc = subprocess.run(as_argv(line), cwd=str(cwd), env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, "{}\n{}\n{}".format(line, proc.stdout[-3000:], proc.stderr[-3000:])
     return proc
@@ -86,6 +90,7 @@ def _device_folder(work, tmp_path):
 
 
 def _run_device_lines(lines, cwd, skip_build_reason=None):
+    outputs = {}
     for line in lines:
         if line.startswith("cd "):
             cwd = cwd / line.split(" ", 1)[1]
@@ -93,28 +98,27 @@ def _run_device_lines(lines, cwd, skip_build_reason=None):
         elif line.startswith("sh build_engines.sh") and skip_build_reason:
             continue
         else:
-            run_line(line, cwd)
-    return cwd
+            outputs[line] = run_line(line, cwd, on_device=True)
+    return cwd, outputs
 
 
 @pytest.mark.slow
 def test_device_lines_with_onnxruntime_standing_in_for_tensorrt(host_run, tmp_path):
     """`sh build_engines.sh` needs TensorRT, which cannot be installed here, so that one line is left out; the
     check then runs the bundle's ONNX models in ONNX Runtime."""
-    if not os.path.exists(os.path.join(ROOT, "deploy", "check.py")):
-        pytest.skip("deploy/check.py (python -m deploy.check) is not in this tree yet")
     _, device = walkthrough_lines()
-    cwd = _run_device_lines(device, _device_folder(host_run[0], tmp_path),
-                            skip_build_reason="TensorRT cannot be installed on this machine")
+    cwd, outputs = _run_device_lines(device, _device_folder(host_run[0], tmp_path),
+                                     skip_build_reason="TensorRT cannot be installed on this machine")
     assert (cwd / "eca.int8.tensorrt.onnx").exists()
+    check = outputs["python3 -m deploy.check"].stdout
+    for model in ("eca.onnx", "eca.fp16.onnx", "eca.int8.tensorrt.onnx"):
+        assert any(model in line and "PASS" in line for line in check.splitlines()), check
 
 
 @pytest.mark.tensorrt
 @pytest.mark.gpu
 def test_device_lines_build_engines_and_check(host_run, tmp_path):
-    if not os.path.exists(os.path.join(ROOT, "deploy", "check.py")):
-        pytest.skip("deploy/check.py (python -m deploy.check) is not in this tree yet")
     assert importlib.util.find_spec("tensorrt") is not None
     _, device = walkthrough_lines()
-    cwd = _run_device_lines(device, _device_folder(host_run[0], tmp_path))
+    cwd, _ = _run_device_lines(device, _device_folder(host_run[0], tmp_path))
     assert any(name.endswith(".engine") for name in os.listdir(cwd))

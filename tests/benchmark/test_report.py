@@ -5,6 +5,7 @@ import pytest
 
 from benchmark import report
 from benchmark.engine import BackendResult, BenchmarkResult, Timing
+from deploy.runners.execution import latency_record
 
 # The shape of a real run (the demo's digits model): throughputs spanning 100x, accuracies 0.2 points apart.
 ROWS = [("pytorch eca_resnet18", "pytorch", 97.98, {1: 60.0, 32: 131.0}),
@@ -17,8 +18,7 @@ ROWS = [("pytorch eca_resnet18", "pytorch", 97.98, {1: 60.0, 32: 131.0}),
 def make_result(rows=ROWS, labeled=True):
     backends = []
     for name, kind, accuracy, speeds in rows:
-        timings = [Timing(b, 5, ips, {k: 1000.0 * b / ips for k in ("mean", "p50", "p90", "p99")})
-                   for b, ips in sorted(speeds.items())]
+        timings = [Timing(b, latency_record([b / ips] * 5, b)) for b, ips in sorted(speeds.items())]
         backends.append(BackendResult(name, name, kind, "fp32", {}, top1_accuracy=accuracy if labeled else None,
                                       top1_agreement=None if kind == "pytorch" else 100.0, timings=timings))
     return BenchmarkResult("eca_resnet18", "random (seed 0)", backends[0], backends[1:],
