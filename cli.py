@@ -11,7 +11,7 @@ import click
 
 # command name -> (module, attribute, one-line help). The help is here so `cli.py --help` imports nothing.
 COMMANDS = {
-    "models": ("commands.models", "models_command", "List the model zoo with #Param and GFLOPs (Table A units)."),
+    "models": ("commands.models", "models_command", "List the model zoo with #Param and GFLOPs (binary units: 2^20 parameters, 2^30 MACs)."),
     "export": ("commands.export", "export_command", "Export a zoo model to a checked, simplified ONNX model."),
     "calibrate": ("commands.calibrate", "calibrate_command",
                   "INT8 Q/DQ models, TensorRT calibration cache and FP16 model from calibration images."),
@@ -20,7 +20,7 @@ COMMANDS = {
     "build": ("commands.build", "build_command", "Build a TensorRT engine and its sidecar from an ONNX model, here."),
     "bundle": ("commands.bundle", "bundle_command", "Pack ONNX models, caches, labels and deploy/ for a Jetson."),
     "attention": ("commands.attention", "attention_command",
-                  "Per-class ECA/SE channel weights (seed Figure B) and their parity in a deployed model."),
+                  "Per-class ECA/SE channel weights of every block, and their parity in a deployed model."),
     "benchmark-engine": ("commands.benchmark_engine", "benchmark_engine_command",
                          "Parity and speed of ONNX models and TensorRT engines against PyTorch."),
     "pipeline": ("commands.pipeline", "pipeline_command",

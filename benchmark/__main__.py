@@ -1,4 +1,4 @@
-"""`python -m benchmark` (`make bench`): the performance goals as ratios measured in one run, then Table A.
+"""`python -m benchmark` (`make bench`): the performance goals as ratios measured in one run, then the attention-module baselines.
 
 Goals, for eca_resnet50 at batch 8, 224x224, 2 threads: ONNX Runtime FP32 throughput >= 1.5x PyTorch eager,
 and CPU-target INT8 >= 3x ONNX Runtime FP32. The ratios are printed whether or not they are met; this is a
@@ -22,7 +22,7 @@ def _parse(argv):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--iterations", type=int, default=10)
-    parser.add_argument("--no-table-a", action="store_true", help="Skip Table A, deployed (8 models).")
+    parser.add_argument("--no-baselines", action="store_true", help="Skip the attention-module baselines, deployed (8 models).")
     parser.add_argument("--no-extra", action="store_true", help="Skip " + ", ".join(EXTRA_BENCHMARKS) + ".")
     parser.add_argument("--force", action="store_true")
     return parser.parse_args(argv)
@@ -57,11 +57,11 @@ def goal_lines(report: dict, batch: int):
 
 def main(argv=None) -> int:
     args = _parse(argv)
-    from benchmark.pipeline import PipelineConfig, run_pipeline
+    from pipeline.run import PipelineConfig, run_pipeline
     from deploy.errors import CheckFailedError, UserError
 
     config = PipelineConfig(out=args.out, batch_sizes=(args.batch,), threads=args.threads, warmup=2,
-                            iterations=args.iterations, table_a=not args.no_table_a, force=args.force,
+                            iterations=args.iterations, baselines=not args.no_baselines, force=args.force,
                             progress=sys.stderr.isatty())
     try:
         result = run_pipeline(config, echo=lambda line: print(line, file=sys.stderr))
@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     for line in goal_lines(report, args.batch):
         print("  " + line)
     print()
-    if report.get("table_a"):
+    if report.get("baselines"):
         with open(result.report["markdown"], "r", encoding="utf-8") as handle:
             text = handle.read()
         start = text.find("## Table A, deployed")

@@ -1,5 +1,5 @@
 """What the attention modules cost once deployed: ONNX Runtime CPU latency of SE-, CBAM- and ECA-ResNet-50 as
-ratios to ResNet-50, FP32 and CPU-target INT8, batch 1 and 8, all measured in one run ("Table A, deployed").
+ratios to ResNet-50, FP32 and CPU-target INT8, batch 1 and 8, all measured in one run (the paper's comparison, deployed).
 
 Run: ``python -m benchmark.bench_attention_cost [--threads 2] [--batches 1 8] [--rounds 7] [--profile] [--json]``
 
@@ -113,7 +113,7 @@ def _stale(path: str, source: str) -> bool:
 
 def _int8_cpu(lean_path: str, out: str, force: bool, progress: bool) -> str:
     from calibration.api import calibrate
-    from calibration.data import load_dataset
+    from data.datasets import load_dataset
     from deploy.images import SAMPLES_DIR
     from deploy.metadata import read_model_info
     path = lean_path.replace(".onnx", ".int8.cpu.onnx")

@@ -42,7 +42,7 @@ def _default_model(directory: str) -> str:
 
 def measure(model: str, data: str, num_images: int, directory: str, repeats: int = 2) -> dict:
     from calibration.api import calibrate
-    from calibration.data import load_dataset
+    from data.datasets import load_dataset
     from deploy.metadata import read_model_info
     images = load_dataset(data, read_model_info(model).preprocess, num_images=num_images,
                           cache_dir=os.path.join(directory, "cache"), progress=False)

@@ -22,7 +22,7 @@ VARIANTS = ("fp32", "fp16", "int8_tensorrt", "int8_cpu")
 def build_models(directory: str, arch: str, input_size: int, progress: bool) -> Dict[str, str]:
     """Export ``arch`` and derive the FP16 and INT8 models: {variant: path}."""
     from calibration.api import calibrate
-    from calibration.data import load_dataset
+    from data.datasets import load_dataset
     from deploy.images import SAMPLES_DIR
     from deploy.metadata import read_model_info
     from exporter import export_model

@@ -3,7 +3,7 @@
 Run: ``python -m benchmark.bench_preprocess [--num-images 256] [--workers 2] [--json]``
 
 The images are ImageNet-like JPEGs (500x375 or 375x500, quality 90) synthesized from scikit-image's photos
-into a temporary folder. Loading goes through calibration.data.load_images with the cache off, so every
+into a temporary folder. Loading goes through data.datasets.load_images with the cache off, so every
 run decodes. One stage breakdown (single thread) shows where the time goes.
 """
 import argparse
@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from benchmark.environment import cpu_count, cpu_model
-from calibration.data import ImageSet, decode_crop, load_images, normalize_crops
+from data.datasets import ImageSet, decode_crop, load_images, normalize_crops
 from deploy.preprocess import PreprocessSpec, decode_image, resize_and_crop
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina",

@@ -6,7 +6,7 @@ from typing import Dict, List, Optional, Sequence
 
 from deploy.fileio import atomic_path, write_json, write_text
 
-from .engine import BackendResult, BenchmarkResult
+from .parity_and_speed import BackendResult, BenchmarkResult
 
 # the keys of deploy.runners.execution.latency_record, prefixed by which clock they come from
 LATENCY_KEYS = ("runs", "mean_ms", "min_ms", "p50_ms", "p90_ms", "p99_ms", "images_per_s", "spread", "unstable")

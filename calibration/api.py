@@ -22,10 +22,11 @@ import numpy as np
 from deploy.calib_cache import parse_trt_version, write_calibration_cache
 from deploy.errors import UserError
 from deploy.fileio import sha256_file, staged_files, write_json
+from deploy.trt.version import DEFAULT_TARGET as DEFAULT_TARGET_TRT
 from deploy.validate import check_output_files
 
 from .fallback import AccuracyGoal
-from .qdq import TARGETS
+from precision.qdq import TARGETS
 from .ranges import DEFAULT_PERCENTILE, METHODS
 from .selection import AUTO, CANDIDATES, Candidate
 
@@ -33,7 +34,7 @@ METHOD_CHOICES = (AUTO,) + METHODS
 DEFAULT_METHOD = AUTO
 DEFAULT_TARGET = "tensorrt"
 DEFAULT_NUM_IMAGES = 512
-DEFAULT_TRT_VERSION = "8.6"
+DEFAULT_TRT_VERSION = DEFAULT_TARGET_TRT  # the cache is stamped for the same TensorRT a dry-run build plans for
 
 # ONNX metadata keys of an INT8 model that reports show (benchmark-engine, the pipeline report).
 META_METHOD = "calibration_method"              # the method whose ranges the model uses (entropy, ..., mse)
@@ -146,7 +147,7 @@ def calibrate(onnx_path, data_dir=None, labels_file=None, targets: Sequence[str]
               goal: AccuracyGoal = AccuracyGoal(), max_float_layers: Optional[int] = None) -> CalibrationResult:
     """Calibrate the FP32 classifier ``onnx_path`` and write every artifact; see the module docstring.
 
-    ``images``: pre-loaded ``calibration.data.LoadedImages`` (used as given; ``data_dir`` is then not read).
+    ``images``: pre-loaded ``data.datasets.LoadedImages`` (used as given; ``data_dir`` is then not read).
     ``goal``: an accuracy goal on the held-out images; a missed goal is in ``result.missed`` (not raised), and the
     best model reached is written all the same.
     Raises UserError for bad input (not a classifier, no images, unknown method or target, ...).
@@ -162,7 +163,7 @@ def calibrate(onnx_path, data_dir=None, labels_file=None, targets: Sequence[str]
     if images is None:
         if data_dir is None:
             raise UserError("calibration needs images: give a data folder (--data)")
-        from .data import load_dataset
+        from data.datasets import load_dataset
         images = load_dataset(data_dir, info.preprocess, labels_file=labels_file, num_images=num_images, seed=seed,
                               workers=workers, cache_dir=cache_dir, progress=progress, num_classes=info.num_classes)
     _check_images(images, info.preprocess.input_size)
@@ -187,7 +188,7 @@ def calibrate(onnx_path, data_dir=None, labels_file=None, targets: Sequence[str]
     ranges_by_candidate = {c: ranges_from_statistics(model, stats, used, c.method, c.range_percentile, seed)
                            for c in candidates}
 
-    from .qdq import save_model, set_metadata
+    from precision.qdq import save_model, set_metadata
     protos, quantized, outcomes = {}, {}, {}
     for target in targets:
         model_proto, summary, outcome = _quantize_target(model, ranges_by_candidate, target, heldout, goal,
@@ -229,14 +230,14 @@ def calibrate(onnx_path, data_dir=None, labels_file=None, targets: Sequence[str]
 def _quantize_target(model, ranges_by_candidate, target: str, heldout, goal: AccuracyGoal,
                      max_float_layers: Optional[int], auto: bool, progress: bool):
     """(onnx.ModelProto, QuantizedModel, TargetOutcome) of one target: the chosen candidate, then fallback."""
-    from .qdq import build_quantized
+    from precision.qdq import build_quantized
     if auto:
         from .selection import format_table, score_candidates
         results, (score, candidate, proto, summary) = score_candidates(model, ranges_by_candidate, target, heldout,
                                                                        progress)
         outcome = TargetOutcome(candidate, "auto", [r.to_dict() for r in results],
                                 format_table(target, results, candidate, len(heldout)), score.to_dict())
-        from .qdq import check_quantized
+        from precision.qdq import check_quantized
         check_quantized(proto, target)
     else:
         candidate = next(iter(ranges_by_candidate))
@@ -253,7 +254,7 @@ def _quantize_target(model, ranges_by_candidate, target: str, heldout, goal: Acc
         outcome.float_layers_tried = result.tried
         outcome.sensitivity = sensitivity_dict(result.sensitivity)
         if result.float_layers:
-            from .qdq import check_quantized
+            from precision.qdq import check_quantized
             check_quantized(proto, target)
     return proto, summary, outcome
 
@@ -368,7 +369,7 @@ def _written(paths: Dict[str, object], fp16: bool) -> List[str]:
 def _write_fp16(model, path: str) -> str:
     import onnx
     from deploy.fileio import atomic_path
-    from .fp16 import convert_to_fp16
+    from precision.fp16 import convert_to_fp16
     with atomic_path(path) as tmp:
         onnx.save(convert_to_fp16(model), tmp)
     return path

@@ -30,6 +30,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from deploy.errors import UserError
+from precision.qdq import GATE_OPS
 
 METHODS = ("entropy", "minmax", "percentile", "mse")
 DEFAULT_METHOD = "entropy"
@@ -38,7 +39,6 @@ NUM_BINS = 2048
 QUANT_LEVELS = 128     # int8 symmetric: |q| in 0..127, so 128 levels over [0, amax]
 START_BIN = 128        # the smallest threshold TensorRT's entropy search tries (one bin per level)
 ACTIVATION_BUDGET_BYTES = 512 << 20  # memory for one batch of all activations during calibration
-GATE_OPS = ("Sigmoid", "HardSigmoid")
 SHAPE_OPS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Expand", "Identity")
 
 # The TensorRT calibrator whose cache the ranges are written as. TensorRT reads cached scales verbatim, but

@@ -192,7 +192,7 @@ def score_candidates(model, ranges_by_candidate, target: str, heldout: HeldOut, 
     """[CandidateResult] in CANDIDATES order and the best one's (onnx.ModelProto, QuantizedModel)."""
     from tqdm import tqdm
     import sys
-    from .qdq import build_quantized
+    from precision.qdq import build_quantized
     results: List[CandidateResult] = []
     built = {}
     best = None

@@ -1,4 +1,4 @@
-"""`cli.py attention`: per-class channel weights of ECA/SE blocks (seed Figure B) and deployed-model parity."""
+"""`cli.py attention`: per-class channel weights of ECA/SE blocks per block and deployed-model parity."""
 import click
 
 from .common import emit_json, json_option, note, stderr_is_tty
@@ -30,9 +30,9 @@ from .common import emit_json, json_option, note, stderr_is_tty
 @json_option
 def attention_command(model, weights, data_dir, labels_file, classes, num_images, compare_model, compare_weights,
                       deployed, input_size, batch_size, workers, seed, out_dir, as_json):
-    """Average the ECA/SE channel weights of MODEL per class over --data and draw them as in the seed's
-    Figure B; with --deployed, rank the blocks by how far the deployed model's weights are from PyTorch's."""
-    from benchmark.attention import analyze_attention
+    """Average the ECA/SE channel weights of MODEL per class over --data and draw them, one cell per block
+    (conv_i_j); with --deployed, rank the blocks by how far the deployed model's weights are from PyTorch's."""
+    from analysis.attention import analyze_attention
     from deploy.errors import UserError
 
     if compare_weights and not compare_model:

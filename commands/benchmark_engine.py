@@ -1,7 +1,7 @@
 """`cli.py benchmark-engine`: parity and speed of ONNX models and TensorRT engines against PyTorch."""
 import click
 
-from benchmark.engine import DEFAULT_BATCH_SIZES, DEVICES, REFERENCE_PRECISIONS
+from benchmark.parity_and_speed import DEFAULT_BATCH_SIZES, DEVICES, REFERENCE_PRECISIONS
 
 from .common import emit_json, json_option, note, stderr_is_tty
 
@@ -60,7 +60,7 @@ def benchmark_engine_command(artifacts, arch, weights, strict, input_size, data_
     accuracy (with labels), agreement with PyTorch, logit errors, then, with the backends taking turns, latency
     mean/p50/p90/p99, images/s at p50 and the spread p90/p50 per batch size (above 1.5: unstable).
     """
-    from benchmark.engine import BenchmarkOptions, benchmark_engine
+    from benchmark.parity_and_speed import BenchmarkOptions, benchmark_engine
     from benchmark.report import to_markdown, write_report
     from deploy.validate import check_finite_number
 

@@ -30,7 +30,7 @@ def bundle_command(artifacts, output, max_batch, weights, data_dir, labels_file,
     every model passed on this CPU, so `python -m deploy.check` proves the engines on the target. Engines are
     built on the target (python3 -m deploy.build), never bundled.
     """
-    from benchmark.reference import make_bundle_reference
+    from benchmark.bundle_reference import make_bundle_reference
     from deploy.bundle import bundle, check_output, classify_artifacts
 
     check_output(artifacts, output, force)

@@ -4,7 +4,7 @@ import click
 from calibration.api import (DEFAULT_METHOD, DEFAULT_NUM_IMAGES, DEFAULT_TARGET, DEFAULT_TRT_VERSION,
                              METHOD_CHOICES)
 from calibration.fallback import FLOAT_LAYER_SHARE
-from calibration.qdq import TARGETS
+from precision.qdq import TARGETS
 from calibration.ranges import DEFAULT_PERCENTILE
 from calibration.selection import CANDIDATES, HOLDOUT_SHARE, MIN_HOLDOUT
 

@@ -26,7 +26,7 @@ def compare_layers_command(fp32_model, other_model, data_dir, labels_file, num_i
     """
     import os
 
-    from calibration.data import load_dataset
+    from data.datasets import load_dataset
     from calibration.layer_report import compare_layers, load_pair, plot_sqnr
 
     fp32, other, info = load_pair(fp32_model, other_model)

@@ -66,7 +66,7 @@ def export_command(model, weights, num_classes, input_size, opset, batch, dynami
                           preprocess_options=preprocessing, **options)
     payload = result.to_dict()
     if precision == "fp16":
-        from calibration.fp16 import convert_to_fp16_file
+        from precision.fp16 import convert_to_fp16_file
         payload["fp16"] = convert_to_fp16_file(result.path).to_dict()
     if result.random_weights:
         note("no --weights given: {} has random weights (seed 0)".format(model))

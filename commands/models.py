@@ -9,7 +9,7 @@ from .common import emit_json, json_option
 @click.option("--input-size", type=click.IntRange(min=32), default=224, show_default=True)
 @json_option
 def models_command(names, input_size, as_json):
-    """List the zoo (or only NAMES). #Param is params / 2^20 and GFLOPs is MACs / 2^30 at 1x3xSxS, as in Table A.
+    """List the zoo (or only NAMES). #Param is params / 2^20 and GFLOPs is MACs / 2^30 at 1x3xSxS, the binary units the ECA-Net paper reports.
 
     MACs are counted the way thop counted them when the paper was written (see README, model complexity).
     """

@@ -36,26 +36,26 @@ def _batch_sizes_callback(ctx, param, value):
 @click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True)
 @click.option("--iterations", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for every backend (default: all cores).")
-@click.option("--table-a", is_flag=True, help="Also measure Table A, deployed (8 models; minutes).")
-@click.option("--table-a-weights", type=click.Path(file_okay=False),
-              help="Folder of <model>.pth checkpoints for Table A (default: random weights).")
+@click.option("--baselines", is_flag=True, help="Also measure ResNet-18/34 with no attention, SE, CBAM and ECA, deployed (8 models; minutes).")
+@click.option("--baselines-weights", type=click.Path(file_okay=False),
+              help="Folder of <model>.pth checkpoints for those 8 models (default: random weights).")
 @click.option("--force", is_flag=True, help="Rerun every step, even when its inputs are unchanged.")
 @json_option
 def pipeline_command(model, weights, data_dir, calib_data, eval_data, labels_file, trt_version, bundle, out, input_size, num_images, method, batch_sizes,
-                     warmup, iterations, threads, table_a, table_a_weights, force, as_json):
+                     warmup, iterations, threads, baselines, baselines_weights, force, as_json):
     """Run MODEL (default eca_resnet50) through export, FP16, INT8, engines, benchmark-engine, the report and
     (with --bundle) the bundle for the device.
 
     Steps whose inputs and options have not changed since the last run in --out are skipped.
     """
-    from benchmark.pipeline import PipelineConfig, run_pipeline
+    from pipeline.run import PipelineConfig, run_pipeline
 
     config = PipelineConfig(arch=model, weights=weights, data_dir=data_dir, calib_data=calib_data,
                             eval_data=eval_data, trt_version=trt_version, bundle=bundle, labels_file=labels_file,
                             out=out,
                             input_size=input_size, num_images=num_images, method=method, batch_sizes=batch_sizes,
-                            warmup=warmup, iterations=iterations, threads=threads, table_a=table_a,
-                            table_a_weights=table_a_weights, force=force, progress=stderr_is_tty() and not as_json)
+                            warmup=warmup, iterations=iterations, threads=threads, baselines=baselines,
+                            baselines_weights=baselines_weights, force=force, progress=stderr_is_tty() and not as_json)
     # Step lines go to stderr with --json, so stdout stays one JSON document.
     result = run_pipeline(config, echo=lambda line: click.echo(line, err=as_json or line.startswith("note:")))
     if as_json:

@@ -10,7 +10,7 @@ import os
 import re
 from typing import Callable, Dict, List, Optional, Tuple
 
-from benchmark.pipeline import PipelineConfig, PipelineResult, run_pipeline
+from pipeline.run import PipelineConfig, PipelineResult, run_pipeline
 from deploy.fileio import write_text
 
 from .digits import DIGITS_ARCH, INPUT_SIZE, DigitsModel, prepare_digits

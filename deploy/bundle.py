@@ -364,7 +364,7 @@ def bundle(artifacts: Sequence[str], output, max_batch: Optional[int] = None, fo
            proof=None) -> BundleResult:
     """Write the bundle to ``output`` (a folder, or a tarball when it ends in .tar.gz/.tgz).
 
-    ``proof`` (benchmark.reference.BundleReference, made where PyTorch runs) adds reference.npz for
+    ``proof`` (benchmark.bundle_reference.BundleReference, made where PyTorch runs) adds reference.npz for
     ``python -m deploy.check`` and the held-out sample images; without it the bundle carries no proof.
     """
     models, caches, labels = classify_artifacts(artifacts)

@@ -12,6 +12,7 @@ from deploy.fileio import atomic_path
 from deploy.metadata import ModelInfo
 from deploy.preprocess import PreprocessSpec, apply_options
 from deploy.validate import check_opset, max_opset
+from models.info import num_classes_of, preprocess_for
 
 from .attention_forms import DEFAULT_FORM, METADATA_KEY, FormReport, check_form, convert
 from .onnx_graph import full_check, op_histogram, set_metadata, simplify, trace_to_onnx
@@ -50,13 +51,6 @@ class ExportResult:
         }
 
 
-def preprocess_for(model: torch.nn.Module, input_size: int) -> PreprocessSpec:
-    spec: PreprocessSpec = model.preprocess
-    if input_size == spec.input_size:
-        return spec
-    return PreprocessSpec.for_input_size(input_size, interpolation=spec.interpolation, mean=spec.mean, std=spec.std)
-
-
 def max_export_opset() -> int:
     """The newest opset both torch's TorchScript exporter and the installed onnx support; checked up front, since
     torch fails deep inside the trace on a newer one (and prints the whole graph)."""
@@ -69,7 +63,7 @@ def max_export_opset() -> int:
 def model_metadata(model, spec: PreprocessSpec, checkpoint, opset: int, seed: int) -> Dict[str, str]:
     info = ModelInfo(
         arch=model.arch,
-        num_classes=int(model_num_classes(model)),
+        num_classes=int(num_classes_of(model)),
         preprocess=spec,
         precision="fp32",
         checkpoint_sha256=checkpoint.sha256 if checkpoint else "",
@@ -80,11 +74,6 @@ def model_metadata(model, spec: PreprocessSpec, checkpoint, opset: int, seed: in
         },
     )
     return info.to_metadata()
-
-
-def model_num_classes(model: torch.nn.Module) -> int:
-    last_linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
-    return last_linear.out_features
 
 
 def export_model(

@@ -1,8 +1,8 @@
-"""Parameter and MAC counts that reproduce the paper's Table A (#Param and GFLOPs, ResNet-18/34 rows).
+"""Parameter and MAC counts that reproduce the paper's (#Param and GFLOPs, ResNet-18/34 rows).
 
 Units
 -----
-Table A is binary: ``#Param = params / 2**20`` and ``GFLOPs = MACs / 2**30`` at a 1x3x224x224 input, printed
+The paper's units are binary: ``#Param = params / 2**20`` and ``GFLOPs = MACs / 2**30`` at a 1x3x224x224 input, printed
 with ``'%.3f'``. The official ECA-Net code (``paras_flops.py``) counts with ``thop.profile`` and prints through
 a ``clever_format`` that divides by ``1024 ** 2`` / ``1024 ** 3``; :class:`Complexity` exposes the same two
 quotients as ``mparams_binary`` and ``gmacs_binary``.
@@ -36,7 +36,7 @@ without parameters
 
 A leaf module *with* parameters but without a rule raises ``ValueError`` rather than silently counting 0.
 
-With this convention all eight Table A rows print exactly. What is counted depends on how the forward pass is
+With this convention all eight ResNet-18/34 rows of the paper print exactly. What is counted depends on how the forward pass is
 written, as it did for the paper's authors: functional calls are invisible. The zoo follows the official code
 in this: ECA and SE pool with ``nn.AdaptiveAvgPool2d`` modules (counted), while the official CBAM
 (Jongchan/attention-module) pools its channel gate with functional calls and builds the spatial gate's input
@@ -77,13 +77,13 @@ def _conv_macs(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
 def _batch_norm_macs(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
     # Subtract the mean, divide by the std, scale by gamma, shift by beta: 4 ops per element, as thop counts
     # an affine BatchNorm (2019 and current releases alike), even in eval mode where the four fold into one
-    # affine map that a deployed graph merges into the conv. Table A includes them, so they are counted.
+    # affine map that a deployed graph merges into the conv. the paper's counts include them, so they are counted.
     return 4 * x.numel()
 
 
 def _linear_macs(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
     # in_features multiplies and in_features - 1 adds per output, plus the bias add: thop's count_linear in
-    # its 2019 releases (0.0.30 has no bias term, 0.0.31.post1910 adds it; no Table A figure depends on it).
+    # its 2019 releases (0.0.30 has no bias term, 0.0.31.post1910 adds it; no published figure depends on it).
     # Current thop counts in*out; the 2*in rule adds ~0.5M MACs through the 1000-way classifier, which is
     # what lifts ResNet-34 to 3.427 and ECA-ResNet-18/34 to 1.700/3.428 while the other rows keep theirs.
     bias = 1 if module.bias is not None else 0
@@ -177,12 +177,12 @@ class Complexity:
 
     @property
     def mparams_binary(self) -> float:
-        """Parameters / 2**20, Table A's #Param (M)."""
+        """Parameters / 2**20, the paper's #Param (M)."""
         return self.params / 2 ** 20
 
     @property
     def gmacs_binary(self) -> float:
-        """MACs / 2**30, Table A's GFLOPs."""
+        """MACs / 2**30, the paper's GFLOPs."""
         return self.macs / 2 ** 30
 
 

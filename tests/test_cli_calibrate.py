@@ -55,7 +55,7 @@ def test_calibrate_human_output_and_no_fp16(digits_eca_onnx, digits_split, tmp_p
                    "--method", "entropy", "--cache-dir", str(tmp_path / "cache")])
     assert result.exit_code == 0, result.output
     assert "wrote {}".format(tmp_path / "eca.int8.tensorrt.onnx") in result.stdout
-    assert "TensorRT 8.6.0 calibration cache, EntropyCalibration2" in result.stdout
+    assert "TensorRT 10.3.0 calibration cache, EntropyCalibration2" in result.stdout
     assert not (tmp_path / "eca.fp16.onnx").exists()
 
 

@@ -41,7 +41,7 @@ def test_compare_layers_json_text_and_plot(digits_eca_onnx, digits_split, tmp_pa
 
 
 def test_compare_layers_wants_the_fp32_model_first(digits_eca_onnx, digits_split, tmp_path):
-    from calibration.fp16 import convert_to_fp16_file
+    from precision.fp16 import convert_to_fp16_file
     fp16 = str(tmp_path / "eca.fp16.onnx")
     convert_to_fp16_file(digits_eca_onnx, fp16)
     result = CliRunner().invoke(cli, ["compare-layers", fp16, digits_eca_onnx, "--data", digits_split[1]])

@@ -1,6 +1,6 @@
 """Every module imports, and every command's --help works, where TensorRT and the CUDA bindings cannot be imported.
 
-The check runs in a subprocess whose import system refuses tensorrt, pycuda and cuda (cuda-python) even when
+The check runs in a subprocess whose import system refuses tensorrt, pycuda, cuda (cuda-python) and polygraphy even when
 they are installed, so it means the same on a machine with TensorRT. It also proves that nothing even tries to
 import them at module load (each attempt is logged).
 """
@@ -8,8 +8,9 @@ import json
 
 from tests.blocking import attempts_from_project, run_blocked
 
-PACKAGES = ("models", "exporter", "calibration", "deploy", "benchmark", "commands")
-BLOCKED = ["tensorrt", "pycuda", "cuda"]
+PACKAGES = ("models", "exporter", "precision", "calibration", "data", "deploy", "benchmark", "analysis", "pipeline",
+            "demo", "tools", "commands")
+BLOCKED = ["tensorrt", "pycuda", "cuda", "polygraphy"]
 
 SCRIPT = r'''
 import contextlib, importlib, io, json, os, pkgutil, sys
@@ -36,8 +37,8 @@ for args in [["--help"]] + [[name, "--help"] for name in sorted(cli.COMMANDS)]:
     result = runner.invoke(cli.cli, args, prog_name="cli.py")
     helps[" ".join(args)] = [result.exit_code, "Usage:" in result.output, (result.output or repr(result.exception))[-300:]]
 
-from deploy import build, infer
-for name, main in (("deploy.infer", infer.main), ("deploy.build", build.main)):
+from deploy import build, check, infer
+for name, main in (("deploy.infer", infer.main), ("deploy.build", build.main), ("deploy.check", check.main)):
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         try:
@@ -66,6 +67,6 @@ def test_all_modules_import_and_all_help_works_without_tensorrt(tmp_path):
         assert module in report["modules"]
     import cli
     assert {"cli.py --help".split(" ", 1)[1]} | {"{} --help".format(c) for c in cli.COMMANDS} | {
-        "deploy.infer", "deploy.build"} == set(report["helps"])
+        "deploy.infer", "deploy.build", "deploy.check"} == set(report["helps"])
     for args, (code, has_usage, tail) in report["helps"].items():
         assert code == 0 and has_usage, (args, tail)

@@ -1,4 +1,4 @@
-"""CBAM (Woo et al., ECCV 2018) as in the authors' code and Table A.
+"""CBAM (Woo et al., ECCV 2018) as in the authors' code and the paper's comparison.
 
 Channel gate: a shared MLP with biases over the average- and max-pooled vectors. Spatial gate: channel-wise
 max and mean, a 7x7 conv (2 -> 1, no bias) and BatchNorm. Keys match the official attention-module code
@@ -33,7 +33,7 @@ class ChannelGate(nn.Module):
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         # Functional pools, as in the official CBAM code. Module-hook counters (thop, models.complexity) do
-        # not see them, which is how Table A's CBAM GFLOPs were counted.
+        # not see them, which is how the paper's CBAM GFLOPs were counted.
         logits = self.mlp(F.adaptive_avg_pool2d(x, 1)) + self.mlp(F.adaptive_max_pool2d(x, 1))
         return self.sigmoid(logits).reshape(-1, self.channels, 1, 1)
 

@@ -1,4 +1,4 @@
-"""Squeeze-and-Excitation (Hu et al.), as in Table A: reduction 16 and no biases in the two FC layers.
+"""Squeeze-and-Excitation (Hu et al.), as the ECA-Net paper compares it: reduction 16 and no biases in the two FC layers.
 
 Keys follow the widely used PyTorch SE layer: ``se.fc.0.weight`` and ``se.fc.2.weight``.
 """

@@ -4,7 +4,7 @@ import itertools
 import pytest
 
 from benchmark import report
-from benchmark.engine import BackendResult, BenchmarkResult, Timing
+from benchmark.parity_and_speed import BackendResult, BenchmarkResult, Timing
 from deploy.runners.execution import latency_record
 
 # The shape of a real run (the demo's digits model): throughputs spanning 100x, accuracies 0.2 points apart.

@@ -14,7 +14,7 @@ from calibration.layer_report import (
     match_layers,
     quantized_layers,
 )
-from calibration.qdq import build_quantized
+from precision.qdq import build_quantized
 from calibration.ranges import compute_ranges
 
 FAMILIES = ["resnet18", "se_resnet18", "cbam_resnet18", "eca_resnet18", "mobilenet_v2", "eca_mobilenet_v2"]
@@ -31,7 +31,7 @@ def _export(arch, folder):
 
 @pytest.mark.parametrize("arch", FAMILIES)
 def test_every_compute_layer_is_matched(arch, tmp_path):
-    from calibration.fp16 import convert_to_fp16
+    from precision.fp16 import convert_to_fp16
     path = _export(arch, tmp_path)
     fp32, _, _ = load_pair(path, path)
     images = np.random.RandomState(0).randn(8, 3, 32, 32).astype(np.float32)

@@ -163,7 +163,7 @@ def test_the_readme_example_scores_the_shipped_samples(digits_bundle, tmp_path):
 
 
 def test_reference_needs_images_that_fit_the_model(digits_eca_onnx, digits_eca_checkpoint, tmp_path):
-    from benchmark.reference import make_bundle_reference
+    from benchmark.bundle_reference import make_bundle_reference
     with pytest.raises(UserError, match="10 classes, so the ImageNet sample photos prove nothing"):
         make_bundle_reference([digits_eca_onnx], weights=digits_eca_checkpoint)
     with pytest.raises(UserError, match="give it with --weights"):
@@ -182,7 +182,7 @@ def _tiny_checkpoint(tmp_path, num_classes):
 
 def test_imagenet_model_without_data_uses_the_photos(tmp_path):
     """A 1000-class model's reference inputs are the shipped photos (unlabeled), and the bundle keeps them."""
-    from benchmark.reference import make_bundle_reference
+    from benchmark.bundle_reference import make_bundle_reference
     from deploy.images import sample_images
     from exporter import export_model
     weights = _tiny_checkpoint(tmp_path, num_classes=1000)
@@ -203,6 +203,6 @@ def test_bundle_without_proof_has_no_reference(tiny_imagenet_onnx, tmp_path):
 
 def test_random_weights_that_cannot_be_rebuilt(tiny_imagenet_onnx):
     """The tiny model's narrow stem is not in its metadata: PyTorch cannot rebuild it, and the bundle says so."""
-    from benchmark.reference import make_bundle_reference
+    from benchmark.bundle_reference import make_bundle_reference
     with pytest.raises(UserError, match="random weights .* does not give their logits"):
         make_bundle_reference([tiny_imagenet_onnx], num_images=2)

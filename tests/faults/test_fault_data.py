@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from calibration.data import discover, load_images
+from data.datasets import discover, load_images
 from deploy.preprocess import PreprocessSpec, decode_image
 from tests.faults.conftest import assert_user_error, run_cli
 

@@ -29,12 +29,12 @@ def table_complexity(table_models):
 
 
 @pytest.mark.parametrize("name", list(TABLE_A))
-def test_params_match_table_a(name, table_complexity):
+def test_params_match_baselines(name, table_complexity):
     assert "%.3f" % table_complexity[name].mparams_binary == TABLE_A[name][0]
 
 
 @pytest.mark.parametrize("name", list(TABLE_A))
-def test_gflops_match_table_a(name, table_complexity):
+def test_gflops_match_baselines(name, table_complexity):
     assert "%.3f" % table_complexity[name].gmacs_binary == TABLE_A[name][1]
 
 

@@ -1,13 +1,13 @@
-"""Attention recording (seed Section C) on the digits models, and attention parity of deployed ONNX models."""
+"""Attention recording per block on the digits models, and attention parity of deployed ONNX models."""
 import numpy as np
 import onnx
 import pytest
 import torch
 
 import models
-from benchmark.attention.deployed import DeployedAttention, detect_precision, map_sigmoids, scope_path
-from benchmark.attention.hooks import find_attention_blocks, record_attention
-from benchmark.attention.stats import ClassMeanAccumulator, ParityAccumulator, class_spread
+from analysis.attention.deployed import DeployedAttention, detect_precision, map_sigmoids, scope_path
+from analysis.attention.hooks import find_attention_blocks, record_attention
+from analysis.attention.stats import ClassMeanAccumulator, ParityAccumulator, class_spread
 from deploy.errors import UserError
 from deploy.images import walk_images
 from deploy.preprocess import PreprocessSpec, preprocess_file

@@ -1,4 +1,4 @@
-"""calibration.data on real images: the digits ImageFolder trees and scikit-image photos."""
+"""data.datasets on real images: the digits ImageFolder trees and scikit-image photos."""
 import collections
 import os
 import shutil
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import calibration.data as data
-from calibration.data import (
+import data.datasets as data
+from data.datasets import (
     ImageSet, cache_key, default_cache_dir, discover, imagenet_synsets, load_dataset, load_images,
     stratified_sample,
 )
@@ -374,7 +374,7 @@ def test_old_cache_files_are_pruned(digits_split, tmp_path, monkeypatch):
 def test_imagenet_synset_folders_keep_their_imagenet_index(tmp_path):
     # A 2-class subset of ImageNet must still be scored against a 1000-class model's indices.
     from PIL import Image
-    from calibration.data import discover, imagenet_synsets
+    from data.datasets import discover, imagenet_synsets
     for synset in ("n02123045", "n07920052"):  # tabby cat (281), espresso (967)
         (tmp_path / synset).mkdir()
         Image.new("RGB", (40, 30), (200, 10, 10)).save(str(tmp_path / synset / "a.JPEG"))

@@ -38,7 +38,8 @@ from typing import Dict, List, Optional, Set
 from deploy.errors import CheckFailedError, UserError
 from exporter.onnx_graph import GraphIndex
 
-from .ranges import GATE_OPS
+# The activations that end an attention branch (ECA/SE/CBAM gates): their outputs scale the feature maps.
+GATE_OPS = ("Sigmoid", "HardSigmoid")
 
 TARGETS = ("tensorrt", "cpu")
 

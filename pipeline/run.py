@@ -24,7 +24,7 @@ from deploy.errors import CheckFailedError, UserError
 from deploy.fileio import sha256_file, write_json, write_text
 from deploy.images import SAMPLES_DIR, walk_images
 
-from .engine import BenchmarkOptions, load_images, load_reference
+from benchmark.parity_and_speed import BenchmarkOptions, load_images, load_reference
 
 STATE_FILE = "pipeline_state.json"
 STATE_FORMAT = 1
@@ -34,9 +34,9 @@ ENGINE_SOURCES = ("fp16", "int8_tensorrt")  # the ONNX models TensorRT builds en
 # What a device needs: the FP32 model (reference), FP16 and TensorRT-target INT8 models and the legacy cache.
 BUNDLED = ("fp32", "fp16", "int8_tensorrt", "calib_cache")
 REPORT_FORMAT = 2  # bumped when the report's layout changes, so an old report is rewritten
-TABLE_A_COST = "about 1 minute on 2 idle cores, 9 minutes on 2 busy ones"
-TABLE_A_HOW_TO = ("Table A, deployed (8 models exported, quantized and timed; {}): produce it with "
-                  "`cli.py pipeline --table-a` (or `make bench`).")
+BASELINES_COST = "about 1 minute on 2 idle cores, 9 minutes on 2 busy ones"
+BASELINES_HOW_TO = ("Attention modules against their baselines, deployed (8 models exported, quantized and "
+                    "timed; {}): produce it with `cli.py pipeline --baselines` (or `make bench`).")
 SPLIT_SEED = 0
 
 
@@ -58,9 +58,9 @@ class PipelineConfig:
     warmup: int = 1
     iterations: int = 5
     threads: Optional[int] = None
-    table_a: bool = False
-    table_a_weights: Optional[str] = None
-    table_a_iterations: int = 10
+    baselines: bool = False
+    baselines_weights: Optional[str] = None
+    baselines_iterations: int = 10
     force: bool = False
     progress: bool = True
 
@@ -233,7 +233,7 @@ def split_images(images, num_images: int, seed: int = SPLIT_SEED):
     Calibration takes ``num_images`` or half the images, whichever is fewer; evaluation the rest, up to
     ``num_images``. The same folder and seed always give the same split.
     """
-    from calibration.data import stratified_sample
+    from data.datasets import stratified_sample
 
     if len(images) < 2:
         raise UserError("--data has {} image(s); splitting it into calibration and evaluation images needs at "
@@ -245,10 +245,10 @@ def split_images(images, num_images: int, seed: int = SPLIT_SEED):
 
 
 def load_plan_images(plan: DataPlan, spec, num_images: int, progress: bool, echo: Callable[[str], None]):
-    """Decode the calibration images (calibration.data.LoadedImages) and evaluation images (EvalImages)."""
-    from calibration.data import discover, load_images as decode, stratified_sample
+    """Decode the calibration images (data.datasets.LoadedImages) and evaluation images (EvalImages)."""
+    from data.datasets import discover, load_images as decode, stratified_sample
 
-    from .engine import EvalImages
+    from benchmark.parity_and_speed import EvalImages
 
     if plan.eval_dir is None:
         evaluation = load_images(None, None, spec, num_images, progress=progress)
@@ -287,7 +287,7 @@ def _export(config: PipelineConfig, path: str):
 
 
 def _fp16(fp32: str):
-    from calibration.fp16 import convert_to_fp16_file
+    from precision.fp16 import convert_to_fp16_file
 
     report = convert_to_fp16_file(fp32).to_dict()
     summary = {k: v for k, v in report.items() if isinstance(v, (int, float, str, bool)) and k != "path"}
@@ -322,8 +322,8 @@ def _engines(config: PipelineConfig, sources: Dict[str, str], out: str):
 
 
 def _benchmark(config: PipelineConfig, artifacts: List[str], images, reference, out: str, eval_dir):
-    from .engine import benchmark_engine
-    from .report import write_report
+    from benchmark.parity_and_speed import benchmark_engine
+    from benchmark.report import write_report
 
     options = BenchmarkOptions(batch_sizes=tuple(config.batch_sizes), warmup=config.warmup,
                                iterations=config.iterations, threads=config.threads,
@@ -335,13 +335,13 @@ def _benchmark(config: PipelineConfig, artifacts: List[str], images, reference, 
     return files, {"top1_drop": drops, "threads": result.options["threads"]}
 
 
-def _table_a(config: PipelineConfig, out: str, log):
-    from .table_a import measure_table_a, to_markdown
+def _baselines(config: PipelineConfig, out: str, log):
+    from benchmark.attention_baselines import measure_baselines, to_markdown
 
-    result = measure_table_a(os.path.join(out, "table_a"), weights_dir=config.table_a_weights,
-                             threads=config.threads, iterations=config.table_a_iterations, progress=config.progress,
+    result = measure_baselines(os.path.join(out, "baselines"), weights_dir=config.baselines_weights,
+                             threads=config.threads, iterations=config.baselines_iterations, progress=config.progress,
                              log=log)
-    json_path, md_path = os.path.join(out, "table_a", "table_a.json"), os.path.join(out, "table_a", "table_a.md")
+    json_path, md_path = os.path.join(out, "baselines", "baselines.json"), os.path.join(out, "baselines", "baselines.md")
     write_json(json_path, result.to_dict())
     write_text(md_path, to_markdown(result))
     return {"json": json_path, "markdown": md_path}, {"seconds": result.seconds}
@@ -367,7 +367,7 @@ def _describe_plan(plan: DataPlan) -> str:
     return "calibration on {}, evaluation on {}".format(plan.calib_dir, plan.eval_dir)
 
 
-def _report(config: PipelineConfig, out: str, benchmark_files: Dict[str, str], table_a_md: Optional[str],
+def _report(config: PipelineConfig, out: str, benchmark_files: Dict[str, str], baselines_md: Optional[str],
             artifacts: Dict[str, str], random_weights: bool, plan: DataPlan):
     """report.md opens with what was measured (parity, then speed, with their plots); what was not, at the end."""
     weights = ("random weights (seed 0): agreement between backends is meaningful, accuracy is not" if random_weights
@@ -380,10 +380,10 @@ def _report(config: PipelineConfig, out: str, benchmark_files: Dict[str, str], t
     lines += ["- {}: {} ({:.1f} MB)".format(k, os.path.relpath(p, out), os.path.getsize(p) / 2 ** 20)
               for k, p in sorted(artifacts.items(), key=lambda item: _artifact_order(item[0])) if os.path.isfile(p)]
     lines += [""]
-    if table_a_md:
-        lines += [_read(table_a_md).strip(), ""]
+    if baselines_md:
+        lines += [_read(baselines_md).strip(), ""]
     else:
-        lines += ["## Not measured in this run", "", "- " + TABLE_A_HOW_TO.format(TABLE_A_COST)]
+        lines += ["## Not measured in this run", "", "- " + BASELINES_HOW_TO.format(BASELINES_COST)]
         if not any(k.startswith("engine_") for k in artifacts):
             lines += ["- TensorRT engines: TensorRT is not installed here; build them on the target "
                       "(`cli.py build`, or `build_engines.sh` in a bundle)."]
@@ -393,12 +393,12 @@ def _report(config: PipelineConfig, out: str, benchmark_files: Dict[str, str], t
     with open(benchmark_files["json"], "r", encoding="utf-8") as handle:
         benchmark = json.load(handle)
     table_json = None
-    if table_a_md:
-        with open(os.path.join(os.path.dirname(table_a_md), "table_a.json"), "r", encoding="utf-8") as handle:
+    if baselines_md:
+        with open(os.path.join(os.path.dirname(baselines_md), "baselines.json"), "r", encoding="utf-8") as handle:
             table_json = json.load(handle)
     write_text(report["markdown"], markdown)
     write_json(report["json"], {"arch": config.arch, "random_weights": random_weights, "artifacts": artifacts,
-                                "data": _describe_plan(plan), "benchmark": benchmark, "table_a": table_json,
+                                "data": _describe_plan(plan), "benchmark": benchmark, "baselines": table_json,
                                 "files": dict(benchmark_files, **report)})
     return dict(report, latency_plot=benchmark_files["latency_plot"],
                 accuracy_plot=benchmark_files["accuracy_plot"]), {}
@@ -426,7 +426,7 @@ def run_pipeline(config: PipelineConfig, echo: Optional[Callable[[str], None]] =
     started = time.perf_counter()
     echo = echo or (lambda line: None)
     out = os.path.abspath(config.out)
-    steps = StepRunner(out, config.force, echo, total=6 + bool(config.table_a) + bool(config.bundle))
+    steps = StepRunner(out, config.force, echo, total=6 + bool(config.baselines) + bool(config.bundle))
     cache: Dict[str, object] = {}
 
     def reference():
@@ -480,16 +480,16 @@ def run_pipeline(config: PipelineConfig, echo: Optional[Callable[[str], None]] =
                        lambda: _benchmark(config, ordered, images("eval"), reference(), out, plan.eval_dir)).outputs
 
     table_md = None
-    if config.table_a:
-        table = steps.step("table-a", {"weights": config.table_a_weights},
-                           {"threads": threads, "iterations": config.table_a_iterations},
-                           lambda: _table_a(config, out, echo))
+    if config.baselines:
+        table = steps.step("baselines", {"weights": config.baselines_weights},
+                           {"threads": threads, "iterations": config.baselines_iterations},
+                           lambda: _baselines(config, out, echo))
         table_md = table.outputs["markdown"]
-    elif os.path.isfile(os.path.join(out, "table_a", "table_a.md")):
-        table_md = os.path.join(out, "table_a", "table_a.md")  # measured by an earlier --table-a run
+    elif os.path.isfile(os.path.join(out, "baselines", "baselines.md")):
+        table_md = os.path.join(out, "baselines", "baselines.md")  # measured by an earlier --baselines run
 
     random_weights = config.weights is None
-    report = steps.step("report", {"benchmark": bench["json"], "table_a": table_md},
+    report = steps.step("report", {"benchmark": bench["json"], "baselines": table_md},
                         {"arch": config.arch, "artifacts": sorted(artifacts), "data": _describe_plan(plan),
                          "format": REPORT_FORMAT},
                         lambda: _report(config, out, bench, table_md, artifacts, random_weights, plan)).outputs

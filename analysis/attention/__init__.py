@@ -1,4 +1,4 @@
-"""Seed Section C: per-class channel weights of ECA and SE blocks, and their parity in deployed models.
+"""Per-class channel weights of ECA and SE blocks, and their parity in deployed models.
 
 ``api.analyze_attention`` is the entry point of ``cli.py attention``; importing this package imports torch.
 """

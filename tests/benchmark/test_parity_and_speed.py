@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from benchmark import engine
-from benchmark.engine import BenchmarkOptions, benchmark_engine, load_images, load_reference
+from benchmark.parity_and_speed import BenchmarkOptions, benchmark_engine, load_images, load_reference
 from deploy.errors import UserError
 from deploy.images import sample_images
 from deploy.runners.base import TensorMeta

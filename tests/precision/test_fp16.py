@@ -6,8 +6,8 @@ import numpy as np
 import onnx
 import pytest
 
-from calibration.data import load_dataset
-from calibration.fp16 import convert_to_fp16, convert_to_fp16_file
+from data.datasets import load_dataset
+from precision.fp16 import convert_to_fp16, convert_to_fp16_file
 from deploy.errors import UserError
 from deploy.metadata import read_model_info
 

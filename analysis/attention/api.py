@@ -1,4 +1,4 @@
-"""`cli.py attention`: per-class channel weights of ECA/SE blocks (seed Section C) and deployed-model parity.
+"""`cli.py attention`: per-class channel weights of ECA/SE blocks per block and deployed-model parity.
 
 The images stream through in chunks, so a whole validation set is averaged in constant memory. Every model
 (the PyTorch model, the one it is compared with, and the deployed ONNX model) sees the same preprocessed
@@ -19,7 +19,7 @@ from deploy.errors import UserError
 from deploy.fileio import write_json, write_text
 from deploy.metadata import read_model_info
 from deploy.preprocess import PreprocessSpec
-from exporter.api import model_num_classes, preprocess_for
+from models.info import num_classes_of, preprocess_for
 
 from .classes import ClassChoice, choose_classes
 from .figure import ALL_CLASSES, ModelPanel, plot_attention
@@ -105,7 +105,7 @@ def analyze_attention(arch: str, data_dir, weights=None, labels_file=None, class
                       deployed=None, out_dir="out/attention", input_size: Optional[int] = None,
                       batch_size: int = 32, workers: int = 2, seed: int = 0, progress: bool = True) -> AttentionReport:
     """Record, average, compare and plot; write the figure, JSON and CSV to ``out_dir``."""
-    from calibration.data import discover, stratified_sample
+    from data.datasets import discover, stratified_sample
 
     if batch_size < 1:
         raise UserError("batch size must be positive, got {}".format(batch_size))
@@ -159,7 +159,7 @@ def _resolve_spec(model, arch: str, input_size: Optional[int], info, run: ModelA
     if info is None:
         if input_size:
             return preprocess_for(model, input_size)
-        classes = model_num_classes(model)
+        classes = num_classes_of(model)
         if classes != IMAGENET_NUM_CLASSES:
             # The zoo's 224 px is ImageNet's; a checkpoint trained elsewhere says nothing of its size, and a wrong
             # size gives a plot that looks fine but means nothing.
@@ -206,7 +206,7 @@ def _stream(runs, images, spec, batch_size, workers, progress, deployed, parity)
     """
     from tqdm import tqdm
 
-    from calibration.data import load_images
+    from data.datasets import load_images
 
     accumulators = [ClassMeanAccumulator([b.name for b in run.blocks]) for run, _ in runs]
     logits_stats = _LogitStats() if deployed else None

@@ -84,7 +84,7 @@ class EvalImages:
     paths: List[str]
     source: str
     skipped: List = field(default_factory=list)
-    loaded: object = None  # the calibration.data.LoadedImages these came from, reusable for calibrate(images=)
+    loaded: object = None  # the data.datasets.LoadedImages these came from, reusable for calibrate(images=)
 
     @property
     def labeled(self) -> bool:
@@ -232,13 +232,13 @@ def load_reference(arch: str, weights=None, input_size: Optional[int] = None, nu
     """The PyTorch model ``arch`` with ``weights`` (else random, seed 0), preprocessing ``spec`` (else the
     zoo's), at ``input_size`` when given. ``num_classes`` applies to random weights; a checkpoint has its own."""
     import models
-    from exporter.api import model_num_classes, preprocess_for
+    from models.info import num_classes_of, preprocess_for
 
     model, checkpoint = models.load_model(arch, weights, num_classes=None if weights else num_classes)
     if spec is not None:
         model.preprocess = spec  # the artifact's preprocessing, so the reference sees the same images
     spec = preprocess_for(model, int(input_size or model.preprocess.input_size))
-    return Reference(arch, model, spec, model_num_classes(model), checkpoint is None,
+    return Reference(arch, model, spec, num_classes_of(model), checkpoint is None,
                      checkpoint.sha256 if checkpoint else "")
 
 
@@ -312,7 +312,7 @@ def inspect_artifacts(paths: Sequence[str], reference: Reference) -> Tuple[List[
 def load_images(data_dir, labels_file, spec: PreprocessSpec, num_images: int, seed: int = 0,
                 progress: bool = True, num_classes: Optional[int] = None) -> EvalImages:
     """Images from ``data_dir``; without ``data_dir``, the sample photos (unlabeled). A given folder must exist."""
-    from calibration.data import load_dataset
+    from data.datasets import load_dataset
 
     if data_dir is None:
         if labels_file is not None:
@@ -456,7 +456,7 @@ def benchmark_engine(artifact_paths: Sequence[str], arch: Optional[str] = None, 
     ``arch`` and ``input_size`` override what the first artifact's metadata says; everything is checked before
     any image is decoded.
     """
-    from .torch_runner import TorchRunner
+    from models.torch_runner import TorchRunner
 
     options = options or BenchmarkOptions()
     validate_options(options)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import models
-from benchmark.torch_runner import TorchRunner
+from models.torch_runner import TorchRunner
 from deploy.errors import UserError
 from deploy.images import sample_images
 from deploy.preprocess import PreprocessSpec, preprocess_file

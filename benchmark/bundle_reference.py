@@ -18,7 +18,7 @@ from deploy.errors import CheckFailedError, UserError
 from deploy.metadata import ModelInfo, read_model_info
 from deploy.reference import DEFAULT_REFERENCE_IMAGES, ReferenceData
 
-from .engine import Artifact, Reference, check_artifact as check_against_reference, load_images
+from .parity_and_speed import Artifact, Reference, check_artifact as check_against_reference, load_images
 
 IMAGENET_CLASSES = 1000
 SAMPLE_IMAGES = 20   # held-out images shipped from --data, for the README's deploy.infer example
@@ -53,7 +53,7 @@ def common_model_info(models: Sequence[str]) -> ModelInfo:
 def reference_model(info: ModelInfo, weights) -> Reference:
     """The PyTorch original of ``info``: its arch with ``weights`` (or the recorded random seed)."""
     import models
-    from exporter.api import model_num_classes, preprocess_for
+    from models.info import num_classes_of, preprocess_for
 
     if info.checkpoint_sha256 and weights is None:
         raise UserError("the models were exported from checkpoint {}...; give it with --weights so the bundle can "
@@ -68,7 +68,7 @@ def reference_model(info: ModelInfo, weights) -> Reference:
             raise UserError("{} (sha256 {}...) is not the checkpoint the models were exported from ({})".format(
                 weights, checkpoint.sha256[:12], info.checkpoint_sha256[:12] or "random weights"))
     spec = preprocess_for(model, info.preprocess.input_size)
-    return Reference(info.arch, model, spec, model_num_classes(model), checkpoint is None,
+    return Reference(info.arch, model, spec, num_classes_of(model), checkpoint is None,
                      checkpoint.sha256 if checkpoint else "")
 
 
@@ -84,7 +84,7 @@ def torch_logits(model, inputs: np.ndarray) -> np.ndarray:
 
 def held_out_samples(data_dir, labels_file, used: Sequence[str], count: int, seed: int):
     """(path, class folder name) of up to ``count`` images from ``data_dir`` that are not reference inputs."""
-    from calibration.data import discover, stratified_sample
+    from data.datasets import discover, stratified_sample
 
     images = discover(data_dir, labels_file)
     taken = set(os.path.abspath(p) for p in used)

@@ -1,4 +1,4 @@
-"""The seed's Figure B layout: one cell per block (conv_i_j), the compared models stacked inside each cell.
+"""The figure's layout: one cell per block (conv_i_j), the compared models stacked inside each cell.
 
 Channel index on x, weight on y, one line per chosen class and a black line for the all-class average.
 """

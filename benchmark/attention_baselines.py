@@ -1,8 +1,8 @@
-"""Table A, deployed: the seed's ResNet / SE / CBAM / ECA rows at R-18 and R-34, measured once deployed.
+"""Attention modules against their baselines, deployed: ResNet / SE / CBAM / ECA rows at R-18 and R-34, measured once deployed.
 
 The paper compares the attention modules by FLOPs, where they look free. Here each model is exported,
 quantized for the CPU (INT8 Q/DQ) with the sample photos, and timed at batch 1 in PyTorch, ONNX Runtime FP32
-and ONNX Runtime INT8 on the same threads, beside its #Param and GFLOPs (Table A units). Without a weights
+and ONNX Runtime INT8 on the same threads, beside its #Param and GFLOPs (the paper's binary units). Without a weights
 folder the weights are random, so only agreement between backends is meaningful, not accuracy.
 """
 import functools
@@ -13,10 +13,10 @@ from typing import Dict, List, Optional, Sequence
 
 from deploy.errors import UserError
 
-from .engine import BenchmarkOptions, EvalImages, benchmark_engine, load_images, load_reference
+from .parity_and_speed import BenchmarkOptions, EvalImages, benchmark_engine, load_images, load_reference
 
 # (zoo name, method, CNN) in the seed's row order.
-TABLE_A_MODELS = (
+BASELINE_MODELS = (
     ("resnet18", "ResNet", "R-18"),
     ("se_resnet18", "SENet", "R-18"),
     ("cbam_resnet18", "CBAM", "R-18"),
@@ -26,8 +26,8 @@ TABLE_A_MODELS = (
     ("cbam_resnet34", "CBAM", "R-34"),
     ("eca_resnet34", "ECA-Net", "R-34"),
 )
-# The seed's Table A: #Param (M, binary), GFLOPs (binary), ImageNet top-1 and top-5.
-PAPER_TABLE_A = {
+# The paper's published figures: #Param (M, binary), GFLOPs (binary), ImageNet top-1 and top-5.
+PAPER_FIGURES = {
     "resnet18": (11.148, 1.699, 70.40, 89.45),
     "se_resnet18": (11.231, 1.700, 70.59, 89.78),
     "cbam_resnet18": (11.234, 1.700, 70.73, 89.91),
@@ -42,7 +42,7 @@ WEIGHT_SUFFIXES = (".pth", ".pth.tar", ".pt")
 
 
 @dataclass
-class TableARow:
+class BaselineRow:
     arch: str
     method: str
     cnn: str
@@ -61,8 +61,8 @@ class TableARow:
 
 
 @dataclass
-class TableAResult:
-    rows: List[TableARow]
+class BaselineTable:
+    rows: List[BaselineRow]
     threads: int
     batch_size: int
     iterations: int
@@ -92,7 +92,7 @@ def _p50(backend) -> Optional[float]:
 
 
 def measure_model(arch: str, method: str, cnn: str, out_dir: str, weights: Optional[str], images: EvalImages,
-                  options: BenchmarkOptions) -> TableARow:
+                  options: BenchmarkOptions) -> BaselineRow:
     """Export, quantize for the CPU (calibrated on ``images``) and time one model."""
     from calibration.api import calibrate
     from exporter import export_model
@@ -108,7 +108,7 @@ def measure_model(arch: str, method: str, cnn: str, out_dir: str, weights: Optio
     result = benchmark_engine([fp32, int8], arch, weights=weights, options=options, reference=reference,
                               images=images)
     ort_fp32, ort_int8 = result.artifacts
-    row = TableARow(arch, method, cnn, cost.mparams_binary, cost.gmacs_binary, PAPER_TABLE_A[arch][2],
+    row = BaselineRow(arch, method, cnn, cost.mparams_binary, cost.gmacs_binary, PAPER_FIGURES[arch][2],
                     "checkpoint" if weights else "random")
     row.fp32_top1_agreement = ort_fp32.top1_agreement
     row.int8_top1_agreement = ort_int8.top1_agreement
@@ -121,15 +121,15 @@ def measure_model(arch: str, method: str, cnn: str, out_dir: str, weights: Optio
     return row
 
 
-def measure_table_a(out_dir, weights_dir=None, data_dir=None, labels_file=None, archs: Sequence[str] = None,
+def measure_baselines(out_dir, weights_dir=None, data_dir=None, labels_file=None, archs: Sequence[str] = None,
                     threads: Optional[int] = None, warmup: int = 2, iterations: int = 10, num_images: int = 64,
-                    progress: bool = True, log=None) -> TableAResult:
-    """Measure every Table A model (or ``archs``); ``log`` receives one line per finished model."""
-    known = {arch: (method, cnn) for arch, method, cnn in TABLE_A_MODELS}
+                    progress: bool = True, log=None) -> BaselineTable:
+    """Measure every baseline model (or ``archs``); ``log`` receives one line per finished model."""
+    known = {arch: (method, cnn) for arch, method, cnn in BASELINE_MODELS}
     archs = list(archs or known)
     unknown = [a for a in archs if a not in known]
     if unknown:
-        raise UserError("not a Table A model: {}; choose from {}".format(", ".join(unknown), ", ".join(known)))
+        raise UserError("not one of the baseline models: {}; choose from {}".format(", ".join(unknown), ", ".join(known)))
     if weights_dir is not None and not os.path.isdir(os.fspath(weights_dir)):
         raise UserError("weights folder not found: {}".format(weights_dir))
     out_dir = os.path.abspath(os.fspath(out_dir))
@@ -151,7 +151,7 @@ def measure_table_a(out_dir, weights_dir=None, data_dir=None, labels_file=None, 
             log("table A: {} done in {:.0f} s".format(arch, row.seconds))
     if weights_dir is None:
         notes.append("random weights (no weights folder): agreement between backends is meaningful, accuracy is not")
-    return TableAResult(rows, options.resolved_threads(), 1, iterations, images.source,
+    return BaselineTable(rows, options.resolved_threads(), 1, iterations, images.source,
                         time.perf_counter() - started, notes)
 
 
@@ -159,7 +159,7 @@ def _f(value, pattern="{:.2f}") -> str:
     return "-" if value is None else pattern.format(value)
 
 
-def to_markdown(result: TableAResult) -> str:
+def to_markdown(result: BaselineTable) -> str:
     from .report import markdown_table
 
     header = ["Method", "CNN", "#Param", "GFLOPs", "Top-1 (paper)", "weights", "FP32 agree %", "INT8 agree %",

@@ -1,0 +1,1 @@
+"""Image datasets: ImageFolder trees, flat folders, labels files, stratified samples, cached decoding."""

@@ -1,0 +1,1 @@
+"""Precision conversion of ONNX models: FP16 (onnxconverter-common) and INT8 Q/DQ (ONNX Runtime)."""
