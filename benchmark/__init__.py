@@ -1,1 +1,1 @@
-"""Benchmarks: parity and speed of deployed artifacts against the PyTorch reference, the pipeline, attention-module baselines."""
+"""Benchmarks: parity and speed of deployed artifacts against PyTorch, the attention-module baselines, make bench."""

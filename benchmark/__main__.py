@@ -1,4 +1,4 @@
-"""`python -m benchmark` (`make bench`): the performance goals as ratios measured in one run, then the attention-module baselines.
+"""`python -m benchmark` (`make bench`): the performance goals as ratios measured in one run, then the baselines.
 
 Goals, for eca_resnet50 at batch 8, 224x224, 2 threads: ONNX Runtime FP32 throughput >= 1.5x PyTorch eager,
 and CPU-target INT8 >= 3x ONNX Runtime FP32. The ratios are printed whether or not they are met; this is a

@@ -7,7 +7,6 @@ matched in network order by op type and weight shape. Both models run in ONNX Ru
 optimizations off, so no layer is fused away and a Q/DQ model computes its reference Q/DQ arithmetic.
 """
 import math
-import sys
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -179,7 +178,7 @@ def _fixed_batch(model) -> Optional[int]:
 
 def compare_layers(fp32, other, images: np.ndarray, progress: bool = False) -> LayerReport:
     """The per-layer error of ``other`` against ``fp32`` (onnx.ModelProto each) on preprocessed ``images``."""
-    from tqdm import tqdm
+    from deploy.progress import progress_bar
     matched, unmatched = match_layers(fp32, other)
     if not matched:
         raise UserError("no compute layer (Conv, Gemm, MatMul) of the two models could be matched")
@@ -192,8 +191,7 @@ def compare_layers(fp32, other, images: np.ndarray, progress: bool = False) -> L
     usable = len(images) - len(images) % fixed if fixed else len(images)
     if usable == 0:
         raise UserError("the models have a fixed batch of {} but only {} images were given".format(fixed, len(images)))
-    with tqdm(total=usable, desc="comparing layers", unit="img", file=sys.stderr,
-              disable=None if progress else True) as bar:
+    with progress_bar(usable, desc="comparing layers", enabled=progress) as bar:
         for start in range(0, usable, step):
             batch = np.ascontiguousarray(images[start:start + step], dtype=np.float32)
             reference = sessions[0].run(fp32_names, {sessions[0].get_inputs()[0].name: batch})

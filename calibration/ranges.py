@@ -22,7 +22,6 @@ later batch exceeds the range, so memory stays fixed whatever the data. The meth
 expected squared quantization error over the histogram (as NVIDIA's pytorch-quantization does).
 """
 import math
-import sys
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -345,7 +344,7 @@ def collect_statistics(model, images: np.ndarray, progress: bool = True) -> Tupl
     Returns (statistics by tensor, number of images used). A model with a fixed batch size B uses the first
     N - N % B images, since it cannot run a partial batch.
     """
-    from tqdm import tqdm
+    from deploy.progress import progress_bar
     names = activation_tensors(model)
     input_name = model.graph.input[0].name
     session = _augmented_session(model, names)
@@ -357,7 +356,7 @@ def collect_statistics(model, images: np.ndarray, progress: bool = True) -> Tupl
             fixed, len(images)))
     # The first image measures the activations' size, which sets a batch that fits the memory budget.
     size = fixed or 1
-    bar = tqdm(total=count, desc="calibrating", unit="img", file=sys.stderr, disable=None if progress else True)
+    bar = progress_bar(count, desc="calibrating", enabled=progress)
     with bar:
         done = 0
         while done < count:

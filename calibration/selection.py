@@ -190,26 +190,26 @@ def ranges_fingerprint(ranges) -> str:
 
 def score_candidates(model, ranges_by_candidate, target: str, heldout: HeldOut, progress: bool = False):
     """[CandidateResult] in CANDIDATES order and the best one's (onnx.ModelProto, QuantizedModel)."""
-    from tqdm import tqdm
-    import sys
+    from deploy.progress import progress_bar
     from precision.qdq import build_quantized
     results: List[CandidateResult] = []
     built = {}
     best = None
     items = list(ranges_by_candidate.items())
-    for candidate, ranges in tqdm(items, desc="scoring " + target, unit="method", file=sys.stderr,
-                                  disable=None if progress else True):
-        fingerprint = ranges_fingerprint(ranges)
-        if fingerprint in built:
-            first, score = built[fingerprint]
-            results.append(CandidateResult(candidate, score, same_as=first.name))
-            continue
-        quantized, summary = build_quantized(model, ranges, target, check=False)  # the chosen one is checked
-        score = heldout.score(quantized)
-        built[fingerprint] = (candidate, score)
-        results.append(CandidateResult(candidate, score))
-        if best is None or score.key() < best[0].key():
-            best = (score, candidate, quantized, summary)
+    with progress_bar(len(items), desc="scoring " + target, unit="method", enabled=progress) as bar:
+        for candidate, ranges in items:
+            bar.update(1)
+            fingerprint = ranges_fingerprint(ranges)
+            if fingerprint in built:
+                first, score = built[fingerprint]
+                results.append(CandidateResult(candidate, score, same_as=first.name))
+                continue
+            quantized, summary = build_quantized(model, ranges, target, check=False)  # the chosen one is checked
+            score = heldout.score(quantized)
+            built[fingerprint] = (candidate, score)
+            results.append(CandidateResult(candidate, score))
+            if best is None or score.key() < best[0].key():
+                best = (score, candidate, quantized, summary)
     return results, best
 
 

@@ -7,7 +7,6 @@ batch, so their numbers are about the same images.
 import csv
 import io
 import os
-import sys
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
@@ -204,13 +203,12 @@ def _stream(runs, images, spec, batch_size, workers, progress, deployed, parity)
 
     Returns (skipped files, deployed-model statistics or None).
     """
-    from tqdm import tqdm
-
     from data.datasets import load_images
+    from deploy.progress import progress_bar
 
     accumulators = [ClassMeanAccumulator([b.name for b in run.blocks]) for run, _ in runs]
     logits_stats = _LogitStats() if deployed else None
-    bar = tqdm(total=len(images), desc="attention", unit="img", file=sys.stderr, disable=None if progress else True)
+    bar = progress_bar(len(images), desc="attention", enabled=progress)
     recorders = [AttentionRecorder(model, run.blocks) for run, model in runs]
     deployed_ctx = _deployed(deployed, runs[0][0].blocks)
     skipped = []

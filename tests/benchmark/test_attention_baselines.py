@@ -1,7 +1,7 @@
 """Attention modules against their baselines, deployed: one of the models end to end (export, CPU INT8, three timed backends), and its table."""
 import pytest
 
-from benchmark import baselines
+from benchmark import attention_baselines as baselines
 
 
 @pytest.fixture(autouse=True)
