@@ -11,6 +11,7 @@ from typing import Callable, Optional
 from .errors import CheckFailedError, UserError, is_disk_error, os_error
 
 INTERRUPTED_EXIT = 130
+BROKEN_PIPE_EXIT = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader closed the pipe
 
 
 class _Interrupts:
@@ -44,11 +45,23 @@ def was_interrupted() -> bool:
     return _Interrupts.seen
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush cannot raise a second BrokenPipeError."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (a test's captured stdout)
+        pass
+
+
 def report_error(exc: BaseException) -> Optional[int]:
     """Print the one line for a known failure and return its exit code; None for a real bug (re-raise it)."""
     if isinstance(exc, KeyboardInterrupt):
         print("interrupted", file=sys.stderr)
         return INTERRUPTED_EXIT
+    if isinstance(exc, BrokenPipeError):  # `... --json | head -1`: the reader left, which is not our error
+        _silence_stdout()
+        return BROKEN_PIPE_EXIT
     if isinstance(exc, OSError) and is_disk_error(exc):  # a full disk anywhere, not just in our writers
         exc = os_error(exc)
     if isinstance(exc, (UserError, CheckFailedError)):
