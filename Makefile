@@ -23,7 +23,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -rs
 
 bench: $(STAMP)
-	$(BIN)/python -m benchmark
+	$(BIN)/python -m pipeline.bench
 
 # On a lent GPU machine: uses .venv when it exists, else $(PYTHON) (never builds a venv there). No GPU: one line.
 GPU_PYTHON := $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))

@@ -38,6 +38,7 @@ PAPER_FIGURES = {
     "eca_resnet34": (20.788, 3.428, 74.21, 91.83),
 }
 CPU_TARGET = "cpu"
+BASELINES_HEADING = "## Table A, deployed"  # report text: the paper's name for this comparison
 WEIGHT_SUFFIXES = (".pth", ".pth.tar", ".pt")
 
 
@@ -172,7 +173,7 @@ def to_markdown(result: BaselineTable) -> str:
                      _f(r.int8_top1_agreement), _f(r.int8_cosine, "{:.4f}"), _f(r.torch_ms), _f(r.ort_fp32_ms),
                      _f(r.ort_int8_ms), _f(speedup, "{:.2f}x")])
     lines = [
-        "## Table A, deployed",
+        BASELINES_HEADING,
         "",
         "#Param = params / 2^20 and GFLOPs = MACs / 2^30 at 1x3x224x224, as in the paper. Latency: p50 at batch {}, "
         "{} threads, {} iterations; agreement: top-1 agreement with PyTorch on {}.".format(

@@ -109,5 +109,5 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     code = main()
-    if code:  # `python -m benchmark` runs this module in its own process; exit only to report a failure
+    if code:  # `make bench` runs this module in its own process; exit only to report a failure
         sys.exit(code)

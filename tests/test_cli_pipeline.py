@@ -7,7 +7,7 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from benchmark.__main__ import goal_lines
+from pipeline.bench import goal_lines
 from cli import cli
 from tests.digits import INPUT_SIZE
 
@@ -79,7 +79,7 @@ def test_pipeline_runs_reports_and_skips_what_is_unchanged(digits_eca_checkpoint
                                                         "## Full reports"]
     assert "(digits/benchmark/benchmark_accuracy_throughput.png)" in demo and "**random weights**" in demo
     assert "| eca_resnet18.int8.tensorrt.onnx | onnxruntime | int8 (tensorrt) |" in demo
-    goals = goal_lines(report, 2)  # what `python -m benchmark` prints, from the same report
+    goals = goal_lines(report, 2)  # what `make bench` prints, from the same report
     assert [re.sub(r"[\d.]+", "N", g.split(" (")[0]) for g in goals] == [
         "ORT FPN / PyTorch eager: Nx", "CPU INTN / ORT FPN: Nx"]
     assert all(g.endswith(": met)") or g.endswith(": NOT met)") for g in goals)
