@@ -57,22 +57,19 @@ def run(args, name: str):
 
 # -- 1. the CUDA path -------------------------------------------------------------------------------------------
 
-def check_cuda() -> None:
-    if not has("polygraphy"):
-        report("cuda (deploy.trt.cuda)", "SKIP", "polygraphy is not installed (pip install polygraphy==0.53.6)")
-        return
+def graph_round_trip(data):
+    """(``data`` came back unchanged, graph replay ms): host -> device, a device copy captured as a CUDA graph
+    and replayed between two events, device -> host. The test of deploy.trt.cuda runs the same trip."""
     import numpy as np
     from polygraphy import cuda as pcuda
-    from polygraphy.exception import PolygraphyException
 
     sys.path.insert(0, ROOT)
-    from deploy.trt.cuda import Event, Graph, device_info
+    from deploy.trt.cuda import Event, Graph
 
+    stream = pcuda.Stream()
+    source, target = pcuda.DeviceArray(data.shape, data.dtype), pcuda.DeviceArray(data.shape, data.dtype)
+    graph = start = end = None
     try:
-        info = device_info()
-        data = np.random.default_rng(0).random(16 << 20, dtype=np.float32)  # 64 MiB
-        stream = pcuda.Stream()
-        source, target = pcuda.DeviceArray(data.shape, np.float32), pcuda.DeviceArray(data.shape, np.float32)
         source.copy_from(data, stream)
         copy = lambda: pcuda.wrapper().memcpy(target.ptr, source.ptr, data.nbytes,  # noqa: E731
                                               pcuda.MemcpyKind.DeviceToDevice, stream.ptr)
@@ -84,9 +81,27 @@ def check_cuda() -> None:
         back = np.empty_like(data)
         target.copy_to(back, stream)
         stream.synchronize()
-        same = bool(np.array_equal(back, data))
+        return bool(np.array_equal(back, data)), elapsed
+    finally:
         for item in (graph, start, end, source, target, stream):
-            item.free()
+            if item is not None:
+                item.free()
+
+
+def check_cuda() -> None:
+    if not has("polygraphy"):
+        report("cuda (deploy.trt.cuda)", "SKIP", "polygraphy is not installed (pip install polygraphy==0.53.6)")
+        return
+    import numpy as np
+    from polygraphy import cuda as pcuda
+    from polygraphy.exception import PolygraphyException
+
+    sys.path.insert(0, ROOT)
+    from deploy.trt.cuda import device_info
+
+    try:
+        info = device_info()
+        same, elapsed = graph_round_trip(np.random.default_rng(0).random(16 << 20, dtype=np.float32))  # 64 MiB
         try:
             pcuda.DeviceArray.raw((1 << 50,))  # 1 PiB: must fail with a message, not crash
             oom = "no error for 1 PiB"
