@@ -3,7 +3,7 @@ timing, checks before timing."""
 import numpy as np
 import pytest
 
-from benchmark import engine
+from benchmark import parity_and_speed
 from benchmark.parity_and_speed import BenchmarkOptions, benchmark_engine, load_images, load_reference
 from deploy.errors import UserError
 from deploy.images import sample_images
@@ -121,7 +121,7 @@ def test_a_different_preprocessing_is_refused(digits_eca_onnx, digits_eca_checkp
     reference = load_reference("eca_resnet18", digits_eca_checkpoint, INPUT_SIZE)
     with pytest.raises(UserError, match=r"resized.onnx expects preprocessing 32x32 \(resize 40, bilinear\).* "
                                         r"the reference uses 32x32 \(resize 37, bilinear\)"):
-        engine.inspect_artifacts([path], reference)
+        parity_and_speed.inspect_artifacts([path], reference)
 
 
 def test_an_engine_without_tensorrt_is_refused_up_front(tmp_path, digits_eca_checkpoint):
@@ -129,7 +129,7 @@ def test_an_engine_without_tensorrt_is_refused_up_front(tmp_path, digits_eca_che
     engine_path.write_bytes(b"not really an engine")
     reference = load_reference("eca_resnet18", digits_eca_checkpoint, INPUT_SIZE)
     with pytest.raises(UserError, match="TensorRT is not installed"):
-        engine.inspect_artifacts([str(engine_path)], reference)
+        parity_and_speed.inspect_artifacts([str(engine_path)], reference)
 
 
 def test_sample_images_only_without_data(tmp_path):
@@ -142,11 +142,11 @@ def test_sample_images_only_without_data(tmp_path):
 
 
 def test_top1_drop():
-    ref = engine.BackendResult("ref", "", "pytorch", "fp32", {}, top1_accuracy=90.0)
-    labeled = engine.BackendResult("a", "a.onnx", "onnx", "int8", {}, top1_accuracy=88.5, top1_agreement=97.0)
-    unlabeled = engine.BackendResult("b", "b.onnx", "onnx", "int8", {}, top1_agreement=97.0)
-    assert engine.top1_drop(labeled, ref) == pytest.approx(1.5)
-    assert engine.top1_drop(unlabeled, engine.BackendResult("r", "", "pytorch", "fp32", {})) == pytest.approx(3.0)
+    ref = parity_and_speed.BackendResult("ref", "", "pytorch", "fp32", {}, top1_accuracy=90.0)
+    labeled = parity_and_speed.BackendResult("a", "a.onnx", "onnx", "int8", {}, top1_accuracy=88.5, top1_agreement=97.0)
+    unlabeled = parity_and_speed.BackendResult("b", "b.onnx", "onnx", "int8", {}, top1_agreement=97.0)
+    assert parity_and_speed.top1_drop(labeled, ref) == pytest.approx(1.5)
+    assert parity_and_speed.top1_drop(unlabeled, parity_and_speed.BackendResult("r", "", "pytorch", "fp32", {})) == pytest.approx(3.0)
 
 
 def test_report_files_markdown_json_csv_png(fp32_result, tmp_path):
@@ -200,11 +200,11 @@ def test_batches_beyond_an_engine_profile_are_skipped_not_failed():
             return {"logits": feed["input"].reshape(len(feed["input"]), -1)[:, :5]}
 
     images = np.random.RandomState(0).rand(10, 3, 2, 2).astype(np.float32)
-    result = engine.BackendResult("fake", "fake.engine", "engine", "int8", {})
+    result = parity_and_speed.BackendResult("fake", "fake.engine", "engine", "int8", {})
     options = BenchmarkOptions(batch_sizes=(1, 4, 8), warmup=0, iterations=3, progress=False)
     with ProfiledRunner() as runner:
-        logits = engine.compute_logits(runner, images, options)
-        engine.time_backends([runner], [result], images, options)
+        logits = parity_and_speed.compute_logits(runner, images, options)
+        parity_and_speed.time_backends([runner], [result], images, options)
     assert logits.shape == (10, 5)
     np.testing.assert_array_equal(logits, images.reshape(10, -1)[:, :5])
     assert [t.batch_size for t in result.timings] == [1, 4]
@@ -235,11 +235,11 @@ def test_backends_take_turns_at_each_batch_size():
 
     images = np.zeros((3, 3, 2, 2), np.float32)
     runners = [Recorder("a"), Recorder("b")]
-    results = [engine.BackendResult(r.name, "", "onnx", "fp32", {}) for r in runners]
+    results = [parity_and_speed.BackendResult(r.name, "", "onnx", "fp32", {}) for r in runners]
     options = BenchmarkOptions(batch_sizes=(2,), warmup=0, iterations=4, progress=False)
     for runner in runners:
         runner.activate()
-    engine.time_backends(runners, results, images, options)
+    parity_and_speed.time_backends(runners, results, images, options)
     timed = [name for name, _ in calls[2:]]  # after one warm-up call each
     assert calls[:2] == [("a", 2), ("b", 2)] and timed == ["a", "b", "b", "a", "a", "b", "b", "a"]
     assert [r.timings[0].latency["runs"] for r in results] == [4, 4]
