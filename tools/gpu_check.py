@@ -4,10 +4,10 @@ Checks, each coping with what is missing on the machine (no onnxsim, no TensorRT
 
 1. cuda: the CUDA path deploy/ ships (Polygraphy's libcudart wrapper plus deploy.trt.cuda): a 64 MiB round trip,
    a stream, events, a CUDA graph captured and replayed, and the out-of-memory message;
-2. benchmark-engine with the PyTorch reference on CUDA: FP32, FP16 channels-last (``--reference-precision fp16``,
-   skipped while benchmark-engine lacks that option) and with CUDA graphs;
-3. tensorrt: FP16 and INT8 (Q/DQ) engines of a small exported model, built with ``deploy.build`` and checked
-   with ``deploy.check`` when that module exists.
+2. benchmark-engine with the PyTorch reference on CUDA: FP32, FP16 channels-last (``--reference-precision fp16``)
+   and with CUDA graphs;
+3. tensorrt: FP16 and INT8 (Q/DQ) engines of the digits ECA model trained here (``python -m demo.digits``; needs
+   scikit-learn), built by the bundle's own build_engines.sh and checked with ``deploy.check`` against PyTorch.
 
 Without a GPU it says so in one line and exits 0. It exits 1 when a check that could run failed.
 Run it from the repository root: ``python tools/gpu_check.py`` (the Makefile uses .venv's python when present).
@@ -117,24 +117,31 @@ def check_cuda() -> None:
 # -- 2. the PyTorch reference on CUDA ---------------------------------------------------------------------------
 
 def export_model(folder: str):
-    """(FP32 ONNX, FP16 ONNX) of a small random-weight model, or (None, reason)."""
-    args = ["cli.py", "export", ARCH, "--input-size", str(SIZE), "--precision", "fp16",
-            "-o", os.path.join(folder, "model.onnx")]
+    """(FP32 ONNX, FP16 ONNX, digits folder or None): the digits ECA model trained here when scikit-learn is
+    there (real weights, so engines can be held to PyTorch on real images), else a random-weight one; or
+    (None, reason, None)."""
+    args = ["cli.py", "export", ARCH, "--precision", "fp16", "-o", os.path.join(folder, "model.onnx")]
+    digits = os.path.join(folder, "digits") if has("sklearn") else None
+    if digits:
+        ok, _, error = run(["-m", "demo.digits", digits], "demo.digits")
+        if not ok:
+            return None, "training the digits model failed: " + error, None
+        args += ["--weights", os.path.join(digits, "eca_resnet18_digits.pth"), "--crop", "32", "--resize", "37"]
+    else:
+        args += ["--input-size", str(SIZE)]
     if not has("onnxsim"):
         args.append("--no-simplify")
     ok, _, error = run(args, "export")
     if not ok:
-        return None, "export failed: " + error
-    return os.path.join(folder, "model.onnx"), os.path.join(folder, "model.fp16.onnx")
+        return None, "export failed: " + error, None
+    return os.path.join(folder, "model.onnx"), os.path.join(folder, "model.fp16.onnx"), digits
 
 
 def _reference_p50(stdout: str) -> str:
     try:
         timings = json.loads(stdout)["reference"]["timings"]
         first = timings[0]
-        latency = first.get("latency_ms") or first.get("latency") or {}
-        p50 = latency.get("p50", latency.get("p50_ms"))
-        return "batch {} p50 {:.2f} ms".format(first.get("batch_size"), float(p50))
+        return "batch {} p50 {:.2f} ms".format(first["batch_size"], float(first["latency"]["p50_ms"]))
     except (ValueError, KeyError, IndexError, TypeError):
         return "ran (latency not read from its JSON)"
 
@@ -146,15 +153,13 @@ def check_torch_reference(model) -> None:
     if model is None:
         report("benchmark-engine (cuda)", "SKIP", "no exported model to benchmark")
         return
-    base = ["cli.py", "benchmark-engine", model, "--reference", ARCH, "--input-size", str(SIZE), "--device", "cuda",
-            "--num-images", "16", "--batch-sizes", "1,8", "--iterations", "10", "--json"]
+    base = ["cli.py", "benchmark-engine", model, "--device", "cuda", "--num-images", "16", "--batch-sizes", "1,8",
+            "--iterations", "10", "--json"]
     for name, extra in (("fp32", []), ("fp16 channels-last", ["--reference-precision", "fp16"]),
                         ("cuda graphs", ["--cuda-graph"])):
         label = "benchmark-engine {}".format(name)
         ok, out, error = run(base + extra, label)
-        if not ok and extra[:1] == ["--reference-precision"] and "no such option" in error.lower():
-            report(label, "SKIP", "benchmark-engine has no --reference-precision option yet")
-        elif ok:
+        if ok:
             report(label, "PASS", "PyTorch {} on CUDA: {}".format(ARCH, _reference_p50(out)))
         else:
             report(label, "FAIL", error)
@@ -169,9 +174,13 @@ def check_tensorrt(folder: str, models) -> None:
     if models[0] is None:
         report("tensorrt fp16/int8 engines", "SKIP", "no exported model")
         return
-    fp32, fp16 = models
-    ok, _, error = run(["cli.py", "calibrate", fp32, "--data", os.path.join(ROOT, "deploy", "samples"),
-                        "--num-images", "8", "--no-fp16", "--json"], "calibrate")
+    fp32, fp16, digits = models
+    if digits is None:
+        report("tensorrt fp16/int8 engines", "SKIP", "scikit-learn is not installed: the engines are checked on "
+               "the digits model trained here, whose weights and held-out images make the check mean something")
+        return
+    ok, _, error = run(["cli.py", "calibrate", fp32, "--data", os.path.join(digits, "train"), "--num-images", "256",
+                        "--no-fp16", "--json"], "calibrate")
     int8 = fp32[:-5] + ".int8.tensorrt.onnx"
     engines = []
     for precision, source in (("fp16", fp16), ("int8", int8 if ok else None)):
@@ -188,12 +197,10 @@ def check_tensorrt(folder: str, models) -> None:
         report("tensorrt {} engine".format(precision), "PASS" if good else "FAIL",
                "TensorRT {}, flags [{}], layers {}".format(result["trt_version"], " ".join(result["trt_flags"]),
                                                             result["layer_precisions"]))
-    if not os.path.exists(os.path.join(ROOT, "deploy", "check.py")):
-        report("deploy.check", "SKIP", "deploy.check is not in this checkout yet")
-        return
     bundle = os.path.join(folder, "bundle")
-    ok, _, error = run(["cli.py", "bundle", fp32, fp16] + ([int8] if os.path.exists(int8) else []) + ["-o", bundle],
-                       "bundle")
+    ok, _, error = run(["cli.py", "bundle", fp32, fp16] + ([int8] if os.path.exists(int8) else []) + [
+        "--weights", os.path.join(digits, "eca_resnet18_digits.pth"), "--data", os.path.join(digits, "val"),
+        "-o", bundle], "bundle")
     if ok:  # the bundle's own script, as a user runs it on the device
         proc = subprocess.run(["sh", "build_engines.sh"], cwd=bundle, capture_output=True, text=True,
                               timeout=STEP_TIMEOUT)
@@ -213,7 +220,7 @@ def main() -> int:
     check_cuda()
     folder = tempfile.mkdtemp(prefix="gpu-check-")
     try:
-        models = export_model(folder) if has("torch") else (None, "torch is not installed")
+        models = export_model(folder) if has("torch") else (None, "torch is not installed", None)
         if models[0] is None:
             report("export {}".format(ARCH), "FAIL" if has("torch") else "SKIP", models[1])
         check_torch_reference(models[0])
