@@ -73,8 +73,8 @@ def test_mismatches_fail_before_any_timing(digits_eca_onnx, tiny_imagenet_onnx, 
     def no_timing(*args, **kwargs):
         raise AssertionError("timed before checking the artifacts")
 
-    monkeypatch.setattr(engine, "compute_logits", no_timing)
-    monkeypatch.setattr(engine, "load_images", no_timing)
+    monkeypatch.setattr(parity_and_speed, "compute_logits", no_timing)
+    monkeypatch.setattr(parity_and_speed, "load_images", no_timing)
     options = BenchmarkOptions(**FAST)
     with pytest.raises(UserError, match=r"takes 32x32 input .* set up for 64x64; drop --input-size"):
         benchmark_engine([digits_eca_onnx], weights=digits_eca_checkpoint, input_size=64, options=options)
