@@ -5,7 +5,6 @@ quantized for the CPU (INT8 Q/DQ) with the sample photos, and timed at batch 1 i
 and ONNX Runtime INT8 on the same threads, beside its #Param and GFLOPs (the paper's binary units). Without a weights
 folder the weights are random, so only agreement between backends is meaningful, not accuracy.
 """
-import functools
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -186,15 +185,3 @@ def to_markdown(result: BaselineTable) -> str:
     lines += ["- " + note for note in result.notes]
     return "\n".join(lines) + "\n"
 
-
-@functools.lru_cache(maxsize=None)
-def model_complexity(arch: str, input_size: int = 224):
-    """#Param and MACs without allocating weights: the model is built and traced on PyTorch's meta device."""
-    import torch
-
-    import models
-    from models.complexity import complexity
-
-    with torch.device("meta"):  # skips initializing ~20M parameters per model; shapes are all that count
-        model = models.create_model(arch)
-    return complexity(model, input_size)

@@ -8,11 +8,13 @@ optimizations off, so no layer is fused away and a Q/DQ model computes its refer
 """
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from deploy.errors import UserError
+
+from .ranges import exposing_session, fixed_batch_of
 
 COMPUTE_OPS = ("Conv", "Gemm", "MatMul")
 PASS_THROUGH_OPS = ("DequantizeLinear", "QuantizeLinear", "Cast", "Identity")
@@ -115,29 +117,6 @@ def match_layers(fp32, other) -> Tuple[List[Tuple[int, object, object]], List[st
     return matched, unmatched
 
 
-def _exposing_session(model, names: Sequence[str]):
-    """An ORT session (optimizations off) that also returns the tensors ``names``, in their own types."""
-    import onnx
-    import onnxruntime as ort
-    exposed = onnx.ModelProto()
-    exposed.CopyFrom(model)
-    try:
-        inferred = onnx.shape_inference.infer_shapes(exposed)
-        types = {v.name: v.type.tensor_type.elem_type for v in list(inferred.graph.value_info)
-                 + list(inferred.graph.output)}
-    except Exception:  # shape inference is only a hint for the types; float32 is the common case
-        types = {}
-    outputs = {output.name for output in exposed.graph.output}
-    for name in names:
-        if name not in outputs:
-            exposed.graph.output.append(onnx.helper.make_tensor_value_info(
-                name, types.get(name) or onnx.TensorProto.FLOAT, None))
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
-    return ort.InferenceSession(exposed.SerializeToString(), options, providers=["CPUExecutionProvider"])
-
-
 class _Accumulator:
     """Error sums over batches: signal and noise energy, the dot product, norms and the largest error."""
 
@@ -171,11 +150,6 @@ class _Accumulator:
         return self.dot / norm if norm > 0 else (1.0 if self.noise == 0.0 else 0.0)
 
 
-def _fixed_batch(model) -> Optional[int]:
-    dim = model.graph.input[0].type.tensor_type.shape.dim[0]
-    return dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else None
-
-
 def compare_layers(fp32, other, images: np.ndarray, progress: bool = False) -> LayerReport:
     """The per-layer error of ``other`` against ``fp32`` (onnx.ModelProto each) on preprocessed ``images``."""
     from deploy.progress import progress_bar
@@ -184,9 +158,9 @@ def compare_layers(fp32, other, images: np.ndarray, progress: bool = False) -> L
         raise UserError("no compute layer (Conv, Gemm, MatMul) of the two models could be matched")
     fp32_names = [node.output[0] for _, node, _ in matched]
     other_names = [node.output[0] for _, _, node in matched]
-    sessions = (_exposing_session(fp32, fp32_names), _exposing_session(other, other_names))
+    sessions = (exposing_session(fp32, fp32_names), exposing_session(other, other_names))
     accumulators = [_Accumulator() for _ in matched]
-    fixed = _fixed_batch(fp32) or _fixed_batch(other)
+    fixed = fixed_batch_of(fp32) or fixed_batch_of(other)
     step = fixed or BATCH
     usable = len(images) - len(images) % fixed if fixed else len(images)
     if usable == 0:

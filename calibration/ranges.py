@@ -316,23 +316,33 @@ def gate_tensors(model) -> set:
     return gates
 
 
-def _augmented_session(model, names: Sequence[str]):
-    """An ORT session that returns every tensor in ``names``; optimizations off so none is fused away."""
+def exposing_session(model, names: Sequence[str]):
+    """An ORT session on the CPU that also returns the tensors ``names``, in their own types (an FP16 model's
+    are float16); optimizations are off, so no tensor is fused away. Calibration statistics and the per-layer
+    report both read intermediate tensors through it."""
     import onnx
     import onnxruntime as ort
-    augmented = onnx.ModelProto()
-    augmented.CopyFrom(model)
-    outputs = {output.name for output in augmented.graph.output}
+    exposed = onnx.ModelProto()
+    exposed.CopyFrom(model)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(exposed)
+        types = {v.name: v.type.tensor_type.elem_type for v in list(inferred.graph.value_info)
+                 + list(inferred.graph.output)}
+    except Exception:  # shape inference is only a hint for the types; float32 is the common case
+        types = {}
+    outputs = {output.name for output in exposed.graph.output}
     for name in names:
         if name not in outputs:
-            augmented.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+            exposed.graph.output.append(onnx.helper.make_tensor_value_info(
+                name, types.get(name) or onnx.TensorProto.FLOAT, None))
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 3
-    return ort.InferenceSession(augmented.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(exposed.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
-def _fixed_batch(model) -> Optional[int]:
+def fixed_batch_of(model) -> Optional[int]:
+    """The batch an ONNX model's image input is fixed to, or None when it is dynamic."""
     from deploy.runners.execution import fixed_batch_from_shape  # the one "fixed batch?" rule
     dim = model.graph.input[0].type.tensor_type.shape.dim[0]
     return fixed_batch_from_shape((dim.dim_value if dim.HasField("dim_value") else None,))
@@ -347,9 +357,9 @@ def collect_statistics(model, images: np.ndarray, progress: bool = True) -> Tupl
     from deploy.progress import progress_bar
     names = activation_tensors(model)
     input_name = model.graph.input[0].name
-    session = _augmented_session(model, names)
+    session = exposing_session(model, names)
     stats = OrderedDict((name, TensorStats()) for name in names)
-    fixed = _fixed_batch(model)
+    fixed = fixed_batch_of(model)
     count = len(images) - len(images) % fixed if fixed else len(images)
     if count == 0:
         raise UserError("the model has a fixed batch of {} but only {} calibration images were given".format(

@@ -126,17 +126,18 @@ def _session(model):
 
 def run_logits(model, images: np.ndarray) -> np.ndarray:
     """Logits of ``model`` (onnx.ModelProto) on ``images``, in ORT on the CPU; fixed-batch models are padded."""
-    from .ranges import _fixed_batch
+    from deploy.runners.execution import pad_batch
+    from .ranges import fixed_batch_of
     session = _session(model)
     name = session.get_inputs()[0].name
-    fixed = _fixed_batch(model)
+    fixed = fixed_batch_of(model)
     step = fixed or EVAL_BATCH
     outputs = []
     for start in range(0, len(images), step):
         batch = images[start:start + step]
         real = len(batch)
-        if fixed and real < fixed:  # repeat the last image to fill the batch; its logits are dropped
-            batch = np.concatenate([batch, np.repeat(batch[-1:], fixed - real, axis=0)])
+        if fixed and real < fixed:  # the one padding rule; the padded rows' logits are dropped
+            batch = pad_batch(batch, fixed)
         outputs.append(session.run(None, {name: batch})[0][:real])
     return np.concatenate(outputs).astype(np.float64)
 

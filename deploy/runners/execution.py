@@ -199,8 +199,3 @@ def time_interleaved(runners: Sequence, batches: Sequence[np.ndarray], iteration
                     on_call(len(batches[index]))
     return [(clock.wall(), clock.compute()) for clock in clocks]
 
-
-def time_runner(runner, batch: np.ndarray, iterations: int, warmup: int = 1,
-                on_call: Optional[Callable[[int], None]] = None) -> Tuple[List[float], List[float]]:
-    """:func:`time_interleaved` for one runner."""
-    return time_interleaved([runner], [batch], iterations, warmup, on_call=on_call)[0]

@@ -142,17 +142,13 @@ class BuildPlan:
                 "notes": list(self.notes)}
 
 
-def _model_precision(precision: OnnxPrecision) -> str:
-    return "int8" if precision.qdq else ("fp16" if precision.fp16 else "fp32")
-
-
 def resolve_precision(version: TrtVersion, options: BuildOptions, model: OnnxPrecision):
     """(precision, strongly_typed, fp16 flag, int8 flag, notes): the documented way on this version, or UserError.
 
     Weakly typed flags where they exist and are needed; a strongly typed network where the ONNX types alone are
     the precision (10.x), and always on 11.x (no FP16/INT8 flags, no calibrators).
     """
-    own = "int8" if model.qdq else ("fp16" if model.fp16 else "fp32")
+    own = model.label
     wanted = "int8-implicit" if options.implicit_int8 else (options.precision or own)
     if model.qdq and wanted != "int8":
         raise UserError("the model has Q/DQ nodes, so it builds as int8 only; build the FP32 or FP16 ONNX model for "
