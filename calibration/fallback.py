@@ -10,6 +10,8 @@ import copy
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
+import numpy as np
+
 from deploy.errors import UserError
 
 from .layer_report import quantized_layers
@@ -73,6 +75,7 @@ def float_layers(quantized, fp32, names) -> object:
     initializers = {init.name for init in model.graph.initializer}
     taken = initializers | set(producers) | {value.name for value in model.graph.input}
     float_names: Dict[str, str] = {}  # FP32 initializer -> its name here (ORT's weight DQ outputs reuse the name)
+    clipped: Dict[str, object] = {}   # tensor in front of a Q -> the Clip that restores a folded ReLU
     wanted = set(names)
     for node in model.graph.node:
         if node.name not in wanted:
@@ -101,10 +104,65 @@ def float_layers(quantized, fp32, names) -> object:
                 node.input[index] = float_names[source]
             else:                                        # an activation: the float tensor the Q read
                 q = producers.get(dq.input[0])
-                node.input[index] = q.input[0] if q is not None and q.op_type == "QuantizeLinear" else source
+                if q is None or q.op_type != "QuantizeLinear":
+                    node.input[index] = source
+                else:
+                    node.input[index] = _unfolded_input(model, q, clipped, taken)
+    _insert_after_producers(model, list(clipped.values()))
     _prune(model)
     onnx.checker.check_model(model)
     return model
+
+
+def _unfolded_input(model, q, clipped: Dict[str, object], taken: set) -> str:
+    """The float tensor a layer reads in place of the DQ(Q(x)) in front of it.
+
+    ONNX Runtime's quantizer folds a Relu or Clip (ReLU6) into the Q after a Conv when the quantized range
+    starts at 0 (the uint8 activations of the CPU target): the Q's saturation does the clipping, and the
+    tensor in front of the Q is the raw Conv output. Read as is, a float layer there got negative inputs the
+    network never had (floating one depthwise conv of the digits ECA-MobileNetV2 dropped agreement to 61%).
+    So when the Q's range starts at 0, the float layer reads x clipped to that range, as the INT8 model saw
+    it, without the rounding. A range that holds negatives had nothing folded: x is read unclipped.
+    """
+    from onnx import helper, numpy_helper
+    source = q.input[0]
+    inits = {init.name: init for init in model.graph.initializer}
+    if len(q.input) < 3 or q.input[1] not in inits or q.input[2] not in inits:
+        return source
+    scale = float(numpy_helper.to_array(inits[q.input[1]]).reshape(-1)[0])
+    zero = numpy_helper.to_array(inits[q.input[2]])
+    if zero.size != 1:
+        return source
+    info = np.iinfo(zero.dtype)
+    zero_point = int(zero.reshape(-1)[0])
+    if zero_point != info.min:      # the range reaches below 0: no activation was folded into this Q
+        return source
+    if source not in clipped:
+        name = source + "_float_input"
+        while name in taken:
+            name += "_"
+        bounds = [name + "_min", name + "_max"]
+        for bound, value in zip(bounds, (0.0, (info.max - zero_point) * scale)):
+            model.graph.initializer.append(numpy_helper.from_array(np.array(value, dtype=np.float32), bound))
+        taken.update([name] + bounds)
+        clipped[source] = helper.make_node("Clip", [source] + bounds, [name], name=name + "_Clip")
+    return clipped[source].output[0]
+
+
+def _insert_after_producers(model, nodes: List[object]) -> None:
+    """Put each of ``nodes`` right after the node that makes its first input (first, for a graph input), so
+    the graph stays in topological order."""
+    after: Dict[str, List[object]] = {}
+    for node in nodes:
+        after.setdefault(node.input[0], []).append(node)
+    ordered = [node for source in after if source not in {o for n in model.graph.node for o in n.output}
+               for node in after[source]]
+    for node in model.graph.node:
+        ordered.append(node)
+        for output in node.output:
+            ordered.extend(after.get(output, []))
+    del model.graph.node[:]
+    model.graph.node.extend(ordered)
 
 
 def _prune(model) -> None:

@@ -34,6 +34,26 @@ def test_float_layers_reads_float_inputs_and_drops_unused_qdq(digits_mobilenet_o
     assert len(floated.graph.node) < len(quantized.graph.node)
 
 
+def test_float_layers_keep_the_relu6_the_cpu_quantizer_folded(digits_mobilenet_onnx, digits_calibration_images,
+                                                              tmp_path):
+    # The CPU target's quantizer drops each ReLU6 and lets the uint8 Q after the conv clip instead; a float layer
+    # behind such a Q must still read clipped values. Floating every conv then brings the model nearer FP32.
+    from calibration.selection import HeldOut
+    model = str(tmp_path / "m.onnx")
+    shutil.copy(digits_mobilenet_onnx, model)
+    result = calibrate(model, targets=("cpu",), images=digits_calibration_images, method="minmax", progress=False,
+                       fp16=False)
+    quantized, fp32 = onnx.load(result.int8_models["cpu"]), onnx.load(model)
+    assert sum(n.op_type == "Clip" for n in quantized.graph.node) < sum(n.op_type == "Clip" for n in fp32.graph.node)
+    heldout = HeldOut(fp32, digits_calibration_images.array[:128])
+    int8 = heldout.score(quantized)
+    floated = float_layers(quantized, fp32, quantized_layers(quantized))
+    assert quantized_layers(floated) == []
+    every = heldout.score(floated)
+    assert every.agreement >= int8.agreement and every.agreement >= 99.0 and every.kl < 0.75 * int8.kl, (every, int8)
+    onnx.checker.check_model(floated, full_check=True)
+
+
 def test_fallback_reaches_a_target_the_plain_model_misses(digits_mobilenet_onnx, digits_calibration_images,
                                                           tmp_path):
     model = str(tmp_path / "m.onnx")
