@@ -10,7 +10,7 @@ import pytest
 from calibration.api import calibrate
 from calibration.fallback import AccuracyGoal
 from calibration.ranges import compute_ranges
-from calibration.selection import CANDIDATES, MIN_HOLDOUT, holdout_split
+from calibration.selection import CANDIDATES, MIN_HOLDOUT, Score, best_candidate, holdout_split
 from deploy.errors import UserError
 from deploy.metadata import read_model_info
 
@@ -34,6 +34,13 @@ def test_holdout_split_sizes_balance_and_determinism():
         holdout_split(3)
 
 
+def test_agreement_within_one_heldout_image_is_a_tie_that_kl_settles():
+    scores = [Score(100.0, 0.009), Score(99.0, 0.002), Score(99.0, 0.001), Score(98.0, 0.0001)]
+    assert best_candidate(scores, images=100) == 2          # 1 image below the best: tied, least KL wins
+    assert best_candidate(scores, images=1000) == 0         # 10 images below: agreement decides
+    assert best_candidate([Score(99.0, 0.001), Score(99.0, 0.001)], images=100) == 0  # then the order
+
+
 @pytest.fixture(scope="module")
 def auto_mobilenet(digits_mobilenet_onnx, digits_calibration_images, tmp_path_factory):
     folder = tmp_path_factory.mktemp("auto")
@@ -52,7 +59,8 @@ def test_auto_keeps_the_best_candidate_per_target(auto_mobilenet):
         outcome = result.targets[target]
         table = outcome.candidates
         assert [row["method"] for row in table] == [c.name for c in CANDIDATES]
-        best = min(table, key=lambda row: (-row["agreement"], row["kl"]))
+        scored = [row for row in table if "same_as" not in row]
+        best = scored[best_candidate([Score(row["agreement"], row["kl"]) for row in scored], result.heldout_images)]
         assert outcome.candidate.name == best["method"] and outcome.score == {
             k: v for k, v in best.items() if k not in ("method", "same_as")}
         # The written model is the chosen one: it scores as the table says on the same held-out images.
