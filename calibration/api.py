@@ -6,7 +6,8 @@ Outputs, for ``-o out/name.onnx`` (or, without it, beside ``model.onnx`` with th
 ``name.calib.cache``, ``name.ranges.json`` and ``name.fp16.onnx``. A ``-o`` stem ending in ``.int8.<target>``
 loses that ending for the siblings. The same inputs and seed give byte-identical files.
 
-``method="auto"`` (the default) holds out part of the images, derives every candidate of
+``method="auto"`` (the default) holds out part of the images (or scores on separate held-out images, given
+``holdout_dir``), derives every candidate of
 calibration.selection from one pass of statistics over the rest, and keeps per target the candidate whose Q/DQ
 model agrees best with FP32 on the held-out images. With an AccuracyGoal the model that misses it gets float
 layers (calibration.fallback). The cache and ranges.json carry the ranges chosen for the TensorRT target (the
@@ -42,6 +43,10 @@ META_PERCENTILE = "calibration_percentile"
 META_SELECTION = "calibration_selection"        # "auto" (chosen on held-out images) or "explicit"
 META_HELDOUT_AGREEMENT = "calibration_heldout_agreement"  # % top-1 agreement with FP32 on the held-out images
 META_FLOAT_LAYERS = "float_layers"              # JSON list of the compute layers left in float
+META_HELDOUT_SOURCE = "calibration_heldout_source"  # HOLDOUT_SPLIT or HOLDOUT_SEPARATE
+HOLDOUT_SPLIT = "split"        # held out from the calibration images
+HOLDOUT_SEPARATE = "separate"  # images given apart (--holdout-data), none of them a calibration image
+DEFAULT_NUM_HOLDOUT_IMAGES = 512
 
 
 def describe_calibration(metadata: Dict[str, str]) -> Optional[str]:
@@ -113,6 +118,7 @@ class CalibrationResult:
     heldout_images: int = 0
     targets: Dict[str, TargetOutcome] = field(default_factory=dict)
     goal: Optional[str] = None
+    heldout_source: Optional[str] = None  # HOLDOUT_SPLIT, HOLDOUT_SEPARATE, or None (nothing held out)
 
     @property
     def missed(self) -> List[str]:
@@ -127,6 +133,7 @@ class CalibrationResult:
             "fp16_model": self.fp16_model,
             "num_images": self.num_images,
             "heldout_images": self.heldout_images,
+            "heldout_source": self.heldout_source,
             "skipped": [{"path": path, "reason": reason} for path, reason in self.skipped],
             "requested_method": self.requested_method,
             "method": self.method,
@@ -144,10 +151,15 @@ def calibrate(onnx_path, data_dir=None, labels_file=None, targets: Sequence[str]
               method: str = DEFAULT_METHOD, num_images: int = DEFAULT_NUM_IMAGES, seed: int = 0, workers: int = 2,
               output=None, trt_version=DEFAULT_TRT_VERSION, cache_dir=None, fp16: bool = True,
               percentile: float = DEFAULT_PERCENTILE, progress: bool = True, images=None,
-              goal: AccuracyGoal = AccuracyGoal(), max_float_layers: Optional[int] = None) -> CalibrationResult:
+              goal: AccuracyGoal = AccuracyGoal(), max_float_layers: Optional[int] = None,
+              holdout_dir=None, holdout_images=None,
+              num_holdout_images: int = DEFAULT_NUM_HOLDOUT_IMAGES) -> CalibrationResult:
     """Calibrate the FP32 classifier ``onnx_path`` and write every artifact; see the module docstring.
 
     ``images``: pre-loaded ``data.datasets.LoadedImages`` (used as given; ``data_dir`` is then not read).
+    ``holdout_dir`` / ``holdout_images``: images that only judge the candidates and the goal (e.g. a validation
+    split the model never trained on), instead of a split of the calibration images, which then all feed the
+    ranges. None of them may be a calibration image.
     ``goal``: an accuracy goal on the held-out images; a missed goal is in ``result.missed`` (not raised), and the
     best model reached is written all the same.
     Raises UserError for bad input (not a classifier, no images, unknown method or target, ...).
@@ -168,14 +180,26 @@ def calibrate(onnx_path, data_dir=None, labels_file=None, targets: Sequence[str]
                               workers=workers, cache_dir=cache_dir, progress=progress, num_classes=info.num_classes)
     _check_images(images, info.preprocess.input_size)
     labels = getattr(images, "labels", None)
-    goal.check_labels(labels is not None)
     notes = list(getattr(images, "notes", []))
+    separate = None
+    if holdout_images is None and holdout_dir is not None:
+        from data.datasets import load_dataset
+        holdout_images = load_dataset(holdout_dir, info.preprocess, num_images=num_holdout_images, seed=seed,
+                                      workers=workers, cache_dir=cache_dir, progress=progress,
+                                      num_classes=info.num_classes)
+    if holdout_images is not None:
+        separate = _separate_holdout(holdout_images, images, info.preprocess.input_size)
+        notes.extend(getattr(holdout_images, "notes", []))
+    goal.check_labels((labels if separate is None else separate[1]) is not None)
 
     from .ranges import collect_statistics, ranges_from_statistics
     array = np.ascontiguousarray(images.array, dtype=np.float32)
     heldout = None
     calibration_array = array
-    if method == AUTO or goal:
+    if separate is not None:
+        from .selection import HeldOut
+        heldout = HeldOut(model, *separate)
+    elif method == AUTO or goal:
         from .selection import HeldOut, holdout_split
         split = holdout_split(len(array), seed, labels)
         if split.note:
@@ -194,19 +218,20 @@ def calibrate(onnx_path, data_dir=None, labels_file=None, targets: Sequence[str]
         model_proto, summary, outcome = _quantize_target(model, ranges_by_candidate, target, heldout, goal,
                                                          max_float_layers, method == AUTO, progress)
         set_metadata(model_proto, _int8_metadata(target, outcome, ranges_by_candidate[outcome.candidate], seed,
-                                                 heldout))
+                                                 heldout, separate is not None))
         summary.path = os.path.abspath(paths["int8"][target])
         protos[target] = model_proto
         quantized[target] = summary.to_dict()
         outcomes[target] = outcome
 
+    heldout_source = None if heldout is None else (HOLDOUT_SEPARATE if separate is not None else HOLDOUT_SPLIT)
     cache_target = DEFAULT_TARGET if DEFAULT_TARGET in targets else targets[0]
     ranges = ranges_by_candidate[outcomes[cache_target].candidate]
     report = ranges.to_dict()
     report.update(model=os.path.basename(onnx_path), model_sha256=sha256_file(onnx_path), trt_version=trt_number,
                   targets={target: outcome.to_dict() for target, outcome in outcomes.items()},
                   requested_method=method, ranges_target=cache_target,
-                  heldout_images=0 if heldout is None else len(heldout))
+                  heldout_images=0 if heldout is None else len(heldout), heldout_source=heldout_source)
     # The artifacts are one set (models, cache and ranges from one pass): staged, then renamed together, so an
     # error or an interrupt leaves the previous set whole instead of new models beside an old cache.
     with staged_files(_written(paths, fp16)) as staged:
@@ -223,7 +248,7 @@ def calibrate(onnx_path, data_dir=None, labels_file=None, targets: Sequence[str]
         method=ranges.method, trt_version=trt_number, trt_algorithm=ranges.trt_algorithm, percentile=ranges.percentile,
         quantized=quantized, notes=notes, requested_method=method,
         heldout_images=0 if heldout is None else len(heldout), targets=outcomes,
-        goal=goal.describe() if goal else None,
+        goal=goal.describe() if goal else None, heldout_source=heldout_source,
     )
 
 
@@ -259,7 +284,7 @@ def _quantize_target(model, ranges_by_candidate, target: str, heldout, goal: Acc
     return proto, summary, outcome
 
 
-def _int8_metadata(target: str, outcome: TargetOutcome, ranges, seed: int, heldout) -> Dict[str, str]:
+def _int8_metadata(target: str, outcome: TargetOutcome, ranges, seed: int, heldout, separate: bool) -> Dict[str, str]:
     metadata = {
         "precision": "int8",
         "quant_target": target,
@@ -274,7 +299,20 @@ def _int8_metadata(target: str, outcome: TargetOutcome, ranges, seed: int, heldo
     if outcome.score is not None:
         metadata[META_HELDOUT_AGREEMENT] = "{:.2f}".format(outcome.score["agreement"])
         metadata["calibration_heldout_images"] = str(len(heldout))
+        metadata[META_HELDOUT_SOURCE] = HOLDOUT_SEPARATE if separate else HOLDOUT_SPLIT
     return metadata
+
+
+def _separate_holdout(holdout, images, size: int):
+    """(array, labels) of separate held-out images, checked: the model's input shape, and no calibration image
+    among them (that image would feed the ranges it judges)."""
+    _check_images(holdout, size, "held-out")
+    shared = {os.path.realpath(p) for p in getattr(holdout, "paths", [])} & {
+        os.path.realpath(p) for p in getattr(images, "paths", [])}
+    if shared:
+        raise UserError("{} held-out image(s) are also calibration images, e.g. {}; held-out images must be "
+                        "ones the calibration does not use".format(len(shared), sorted(shared)[0]))
+    return np.ascontiguousarray(holdout.array, dtype=np.float32), getattr(holdout, "labels", None)
 
 
 def _check_targets(targets: Sequence[str]) -> List[str]:
@@ -327,13 +365,13 @@ def _rank(value) -> int:
     return len(tensor.shape.dim) if tensor.HasField("shape") else -1
 
 
-def _check_images(images, size: int) -> None:
+def _check_images(images, size: int, what: str = "calibration") -> None:
     array = images.array
     if array.ndim != 4 or array.shape[1:] != (3, size, size):
-        raise UserError("calibration images have shape {}, the model expects (N, 3, {}, {})".format(
-            tuple(array.shape), size, size))
+        raise UserError("{} images have shape {}, the model expects (N, 3, {}, {})".format(
+            what, tuple(array.shape), size, size))
     if len(array) == 0:
-        raise UserError("no calibration images could be read")
+        raise UserError("no {} images could be read".format(what))
 
 
 def artifact_paths(onnx_path: str, targets: Sequence[str], output=None) -> Dict[str, object]:

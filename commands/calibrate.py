@@ -1,8 +1,8 @@
 """`cli.py calibrate`: INT8 Q/DQ models, the TensorRT calibration cache, the ranges JSON and the FP16 model."""
 import click
 
-from calibration.api import (DEFAULT_METHOD, DEFAULT_NUM_IMAGES, DEFAULT_TARGET, DEFAULT_TRT_VERSION,
-                             METHOD_CHOICES)
+from calibration.api import (DEFAULT_METHOD, DEFAULT_NUM_HOLDOUT_IMAGES, DEFAULT_NUM_IMAGES, DEFAULT_TARGET,
+                             DEFAULT_TRT_VERSION, HOLDOUT_SEPARATE, METHOD_CHOICES)
 from calibration.fallback import FLOAT_LAYER_SHARE
 from precision.qdq import TARGETS
 from calibration.ranges import DEFAULT_PERCENTILE
@@ -34,6 +34,12 @@ from .common import emit_json, json_option, note, stderr_is_tty
               help="Most layers left in float to meet a target [default: about {:.0%} of the quantized "
                    "layers].".format(FLOAT_LAYER_SHARE))
 @click.option("--num-images", type=click.IntRange(min=1), default=DEFAULT_NUM_IMAGES, show_default=True)
+@click.option("--holdout-data", "holdout_dir", type=click.Path(file_okay=False),
+              help="Images that only judge auto's candidates and the targets, e.g. a validation split the model "
+                   "never trained on (an ImageFolder tree for --max-top1-drop); every --data image then feeds the "
+                   "ranges. Held out from training images, agreement reads high.")
+@click.option("--holdout-images", "num_holdout_images", type=click.IntRange(min=1),
+              default=DEFAULT_NUM_HOLDOUT_IMAGES, show_default=True, help="Most --holdout-data images used.")
 @click.option("--seed", type=click.IntRange(min=0, max=2 ** 32 - 1), default=0, show_default=True,
               help="Seed of the class-balanced image sample and of the held-out split.")
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="Image decoding threads.")
@@ -48,7 +54,8 @@ from .common import emit_json, json_option, note, stderr_is_tty
                    "the other files go beside it, named after its stem.")
 @json_option
 def calibrate_command(model, data_dir, labels_file, targets, method, percentile, min_agreement, max_top1_drop,
-                      max_float_layers, num_images, seed, workers, trt_version, cache_dir, no_fp16, output, as_json):
+                      max_float_layers, num_images, holdout_dir, num_holdout_images, seed, workers, trt_version,
+                      cache_dir, no_fp16, output, as_json):
     """Calibrate the FP32 classifier MODEL (.onnx from `cli.py export`) on the images in --data.
 
     Activation ranges come from running MODEL in ONNX Runtime once; the INT8 model(s), the TensorRT calibration
@@ -63,7 +70,8 @@ def calibrate_command(model, data_dir, labels_file, targets, method, percentile,
                        method=method, num_images=num_images, seed=seed, workers=workers, output=output,
                        trt_version=trt_version, cache_dir=cache_dir, fp16=not no_fp16, percentile=percentile,
                        progress=not as_json and stderr_is_tty(),
-                       goal=AccuracyGoal(min_agreement, max_top1_drop), max_float_layers=max_float_layers)
+                       goal=AccuracyGoal(min_agreement, max_top1_drop), max_float_layers=max_float_layers,
+                       holdout_dir=holdout_dir, num_holdout_images=num_holdout_images)
     for message in result.notes:
         note(message)
     if result.skipped:
@@ -82,7 +90,10 @@ def calibrate_command(model, data_dir, labels_file, targets, method, percentile,
 
 
 def _print_result(result) -> None:
-    held = " ({} more held out to judge them)".format(result.heldout_images) if result.heldout_images else ""
+    held = ""
+    if result.heldout_images:
+        held = " ({} {} to judge them)".format(result.heldout_images, "separate held-out images"
+                                               if result.heldout_source == HOLDOUT_SEPARATE else "more held out")
     click.echo("calibrated on {} images{}".format(result.num_images, held))
     for target, path in result.int8_models.items():
         outcome = result.targets[target]

@@ -107,3 +107,25 @@ def test_calibrate_errors_are_one_line(digits_eca_onnx, digits_split, tmp_path):
 
     result = _run(["calibrate", model, "--data", digits_split[0], "-o", model])
     assert result.exit_code == 2 and "overwrite" in _single_error_line(result)
+
+
+def test_calibrate_scores_on_separate_holdout_images(digits_eca_onnx, digits_split, tmp_path):
+    # Validation digits the model never trained on judge the candidates; every --data image feeds the ranges.
+    model = str(tmp_path / "eca.onnx")
+    shutil.copy(digits_eca_onnx, model)
+    cache = str(tmp_path / "cache")
+    args = ["calibrate", model, "--data", digits_split[0], "--num-images", "96", "--no-fp16", "--cache-dir", cache,
+            "--holdout-data", digits_split[1], "--holdout-images", "70"]
+    result = _run(args)
+    assert result.exit_code == 0, result.output
+    assert "calibrated on 96 images (70 separate held-out images to judge them)" in result.stdout
+    payload = json.loads(_run(args + ["--json", "--max-top1-drop", "100"]).stdout)  # labeled: a drop can be asked
+    assert payload["num_images"] == 96 and payload["heldout_images"] == 70 and payload["heldout_source"] == "separate"
+    assert "top1" in payload["targets"]["tensorrt"]["heldout"]
+    meta = read_model_info(payload["int8_models"]["tensorrt"]).extra
+    assert meta["calibration_heldout_source"] == "separate" and meta["calibration_heldout_images"] == "70"
+
+    # Calibration images cannot judge themselves.
+    result = _run(["calibrate", model, "--data", digits_split[0], "--num-images", "96", "--cache-dir", cache,
+                   "--holdout-data", digits_split[0]])
+    assert result.exit_code == 2 and "also calibration images" in _single_error_line(result)
