@@ -66,7 +66,8 @@ def default_max_float_layers(num_quantized: int) -> int:
 
 def float_layers(quantized, fp32, names) -> object:
     """A copy of ``quantized`` in which the layers ``names`` read float inputs: the activation from in front of
-    its Q/DQ pair, weights and bias as the FP32 model has them. Q/DQ nodes nobody reads any more are dropped."""
+    its Q/DQ pair (clipped where the Q stands in for a folded ReLU, see _unfolded_input), weights and bias as
+    the FP32 model has them. Q/DQ nodes nobody reads any more are dropped."""
     import onnx
     model = copy.deepcopy(quantized)
     fp32_nodes = {node.name: node for node in fp32.graph.node}
@@ -127,11 +128,13 @@ def _unfolded_input(model, q, clipped: Dict[str, object], taken: set) -> str:
     from onnx import helper, numpy_helper
     source = q.input[0]
     inits = {init.name: init for init in model.graph.initializer}
-    if len(q.input) < 3 or q.input[1] not in inits or q.input[2] not in inits:
+    has_zero = len(q.input) > 2 and q.input[2]
+    if q.input[1] not in inits or (has_zero and q.input[2] not in inits):
         return source
     scale = float(numpy_helper.to_array(inits[q.input[1]]).reshape(-1)[0])
-    zero = numpy_helper.to_array(inits[q.input[2]])
-    if zero.size != 1:
+    # Without a zero point, QuantizeLinear is uint8 with zero point 0 (the ONNX default).
+    zero = numpy_helper.to_array(inits[q.input[2]]) if has_zero else np.zeros((), dtype=np.uint8)
+    if zero.size != 1 or not np.issubdtype(zero.dtype, np.integer):
         return source
     info = np.iinfo(zero.dtype)
     zero_point = int(zero.reshape(-1)[0])
@@ -155,8 +158,8 @@ def _insert_after_producers(model, nodes: List[object]) -> None:
     after: Dict[str, List[object]] = {}
     for node in nodes:
         after.setdefault(node.input[0], []).append(node)
-    ordered = [node for source in after if source not in {o for n in model.graph.node for o in n.output}
-               for node in after[source]]
+    produced = {output for node in model.graph.node for output in node.output}
+    ordered = [node for source in after if source not in produced for node in after[source]]
     for node in model.graph.node:
         ordered.append(node)
         for output in node.output:
