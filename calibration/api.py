@@ -60,7 +60,8 @@ def describe_calibration(metadata: Dict[str, str]) -> Optional[str]:
     name = "percentile {:g}".format(float(metadata[META_PERCENTILE])) if META_PERCENTILE in metadata else method
     how = [metadata.get(META_SELECTION, "explicit")]
     if META_HELDOUT_AGREEMENT in metadata:
-        how.append("{}% held-out agreement".format(metadata[META_HELDOUT_AGREEMENT]))
+        source = " (separate images)" if metadata.get(META_HELDOUT_SOURCE) == HOLDOUT_SEPARATE else ""
+        how.append("{}% held-out agreement{}".format(metadata[META_HELDOUT_AGREEMENT], source))
     try:
         floats = json.loads(metadata.get(META_FLOAT_LAYERS, "[]"))
     except ValueError:
@@ -223,6 +224,10 @@ def calibrate(onnx_path, data_dir=None, labels_file=None, targets: Sequence[str]
         protos[target] = model_proto
         quantized[target] = summary.to_dict()
         outcomes[target] = outcome
+    if heldout is not None and separate is None and _all_agree(outcomes):
+        notes.append("every model scored agreed with FP32 on all {} held-out images; if they are training images, "
+                     "agreement on unseen ones will be lower, and unseen images (--holdout-data) judge the "
+                     "calibration more sharply".format(len(heldout)))
 
     heldout_source = None if heldout is None else (HOLDOUT_SEPARATE if separate is not None else HOLDOUT_SPLIT)
     cache_target = DEFAULT_TARGET if DEFAULT_TARGET in targets else targets[0]
@@ -282,6 +287,14 @@ def _quantize_target(model, ranges_by_candidate, target: str, heldout, goal: Acc
             from precision.qdq import check_quantized
             check_quantized(proto, target)
     return proto, summary, outcome
+
+
+def _all_agree(outcomes: Dict[str, TargetOutcome]) -> bool:
+    """Whether every model scored (auto's candidates, the written models) agreed with FP32 on every held-out
+    image."""
+    scores = [row for outcome in outcomes.values() for row in outcome.candidates]
+    scores += [outcome.score for outcome in outcomes.values() if outcome.score is not None]
+    return bool(scores) and all(score["agreement"] >= 100.0 for score in scores)
 
 
 def _int8_metadata(target: str, outcome: TargetOutcome, ranges, seed: int, heldout, separate: bool) -> Dict[str, str]:

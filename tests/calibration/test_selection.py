@@ -110,3 +110,15 @@ def test_heldout_images_never_feed_the_ranges(digits_eca_onnx, digits_calibratio
                       method=chosen.method, percentile=chosen.range_percentile,
                       goal=AccuracyGoal(min_agreement=0.0))  # a goal holds the same split out, method fixed
     assert json.load(open(other.ranges_json))["tensors"] == written
+
+
+def test_a_holdout_every_model_agrees_on_is_flagged():
+    from calibration.api import TargetOutcome, _all_agree
+    perfect = TargetOutcome(CANDIDATES[0], "auto", [{"agreement": 100.0}, {"agreement": 100.0}],
+                            score={"agreement": 100.0})
+    split = TargetOutcome(CANDIDATES[0], "auto", [{"agreement": 100.0}, {"agreement": 99.0}],
+                          score={"agreement": 100.0})
+    explicit = TargetOutcome(CANDIDATES[0], "explicit", score={"agreement": 100.0})
+    assert _all_agree({"tensorrt": perfect, "cpu": explicit})
+    assert not _all_agree({"tensorrt": perfect, "cpu": split})
+    assert not _all_agree({"tensorrt": TargetOutcome(CANDIDATES[0], "explicit")})  # nothing scored
