@@ -5,6 +5,7 @@ import shutil
 
 import numpy as np
 import onnx
+import pytest
 from onnx import numpy_helper
 
 from calibration.api import calibrate
@@ -13,16 +14,20 @@ from calibration.layer_report import quantized_layers
 from deploy.metadata import read_model_info
 
 
-def test_float_layers_reads_float_inputs_and_drops_unused_qdq(digits_mobilenet_onnx, digits_calibration_images,
-                                                              tmp_path):
-    model = str(tmp_path / "m.onnx")
+@pytest.fixture(scope="module")
+def cpu_minmax(digits_mobilenet_onnx, digits_calibration_images, tmp_path_factory):
+    """(INT8 CPU-target model, FP32 model) of the digits ECA-MobileNetV2, calibrated with minmax."""
+    model = str(tmp_path_factory.mktemp("cpu-minmax") / "m.onnx")
     shutil.copy(digits_mobilenet_onnx, model)
     result = calibrate(model, targets=("cpu",), images=digits_calibration_images, method="minmax", progress=False,
                        fp16=False)
-    quantized = onnx.load(result.int8_models["cpu"])
+    return onnx.load(result.int8_models["cpu"]), onnx.load(model)
+
+
+def test_float_layers_reads_float_inputs_and_drops_unused_qdq(cpu_minmax):
+    quantized, fp32 = cpu_minmax
     layers = quantized_layers(quantized)
     assert default_max_float_layers(len(layers)) == round(len(layers) * 0.1)
-    fp32 = onnx.load(model)
     floated = float_layers(quantized, fp32, layers[:2])
     assert quantized_layers(floated) == layers[2:]
     node = next(n for n in floated.graph.node if n.name == layers[0])
@@ -34,16 +39,11 @@ def test_float_layers_reads_float_inputs_and_drops_unused_qdq(digits_mobilenet_o
     assert len(floated.graph.node) < len(quantized.graph.node)
 
 
-def test_float_layers_keep_the_relu6_the_cpu_quantizer_folded(digits_mobilenet_onnx, digits_calibration_images,
-                                                              tmp_path):
+def test_float_layers_keep_the_relu6_the_cpu_quantizer_folded(cpu_minmax, digits_calibration_images):
     # The CPU target's quantizer drops each ReLU6 and lets the uint8 Q after the conv clip instead; a float layer
     # behind such a Q must still read clipped values. Floating every conv then brings the model nearer FP32.
     from calibration.selection import HeldOut
-    model = str(tmp_path / "m.onnx")
-    shutil.copy(digits_mobilenet_onnx, model)
-    result = calibrate(model, targets=("cpu",), images=digits_calibration_images, method="minmax", progress=False,
-                       fp16=False)
-    quantized, fp32 = onnx.load(result.int8_models["cpu"]), onnx.load(model)
+    quantized, fp32 = cpu_minmax
     assert sum(n.op_type == "Clip" for n in quantized.graph.node) < sum(n.op_type == "Clip" for n in fp32.graph.node)
     heldout = HeldOut(fp32, digits_calibration_images.array[:128])
     int8 = heldout.score(quantized)
