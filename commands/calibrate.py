@@ -22,7 +22,8 @@ from .common import emit_json, json_option, note, stderr_is_tty
                    "Repeat for both. [default: {}]".format(DEFAULT_TARGET))
 @click.option("--method", type=click.Choice(METHOD_CHOICES), default=DEFAULT_METHOD, show_default=True,
               help="How each activation's clipping range is chosen. auto holds out {:.0%} of the images (at least "
-                   "{}), tries {} and keeps, per target, the one that agrees best with FP32 on them.".format(
+                   "{}), tries {} and keeps, per target, the one that agrees best with FP32 on them (within one "
+                   "image, the least KL).".format(
                        HOLDOUT_SHARE, MIN_HOLDOUT, ", ".join(c.name for c in CANDIDATES)))
 @click.option("--percentile", type=click.FloatRange(min=0, max=100, min_open=True), default=DEFAULT_PERCENTILE,
               show_default=True, help="For --method percentile.")
