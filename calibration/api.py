@@ -60,8 +60,9 @@ def describe_calibration(metadata: Dict[str, str]) -> Optional[str]:
     name = "percentile {:g}".format(float(metadata[META_PERCENTILE])) if META_PERCENTILE in metadata else method
     how = [metadata.get(META_SELECTION, "explicit")]
     if META_HELDOUT_AGREEMENT in metadata:
-        source = " (separate images)" if metadata.get(META_HELDOUT_SOURCE) == HOLDOUT_SEPARATE else ""
-        how.append("{}% held-out agreement{}".format(metadata[META_HELDOUT_AGREEMENT], source))
+        text = ("{}% agreement on separate held-out images" if metadata.get(META_HELDOUT_SOURCE) == HOLDOUT_SEPARATE
+                else "{}% held-out agreement")
+        how.append(text.format(metadata[META_HELDOUT_AGREEMENT]))
     try:
         floats = json.loads(metadata.get(META_FLOAT_LAYERS, "[]"))
     except ValueError:
