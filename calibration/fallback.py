@@ -69,12 +69,13 @@ def float_layers(quantized, fp32, names) -> object:
     its Q/DQ pair (clipped where the Q stands in for a folded ReLU, see _unfolded_input), weights and bias as
     the FP32 model has them. Q/DQ nodes nobody reads any more are dropped."""
     import onnx
+    from exporter.onnx_graph import GraphIndex
     model = copy.deepcopy(quantized)
     fp32_nodes = {node.name: node for node in fp32.graph.node}
     fp32_inits = {init.name: init for init in fp32.graph.initializer}
-    producers = {out: node for node in model.graph.node for out in node.output}
-    initializers = {init.name for init in model.graph.initializer}
-    taken = initializers | set(producers) | {value.name for value in model.graph.input}
+    graph = GraphIndex(model)   # a snapshot of the copy as quantized: the lookups below need nothing added
+    producers, initializers = graph.producer, graph.initializers
+    taken = set(initializers) | set(producers) | {value.name for value in model.graph.input}
     float_names: Dict[str, str] = {}  # FP32 initializer -> its name here (ORT's weight DQ outputs reuse the name)
     clipped: Dict[str, object] = {}   # tensor in front of a Q -> the Clip that restores a folded ReLU
     wanted = set(names)
@@ -94,28 +95,32 @@ def float_layers(quantized, fp32, names) -> object:
                     if source in initializers:           # the TensorRT target keeps FP32 weights in front of Q
                         float_names[source] = source
                     else:
-                        name = source
-                        while name in taken:
-                            name += "_float"
                         init = copy.deepcopy(fp32_inits[source])
-                        init.name = name
+                        init.name = _unique_name(source, "_float", taken)
                         model.graph.initializer.append(init)
-                        taken.add(name)
-                        float_names[source] = name
+                        float_names[source] = init.name
                 node.input[index] = float_names[source]
             else:                                        # an activation: the float tensor the Q read
                 q = producers.get(dq.input[0])
                 if q is None or q.op_type != "QuantizeLinear":
                     node.input[index] = source
                 else:
-                    node.input[index] = _unfolded_input(model, q, clipped, taken)
+                    node.input[index] = _unfolded_input(model, graph, q, clipped, taken)
     _insert_after_producers(model, list(clipped.values()))
     _prune(model)
     onnx.checker.check_model(model)
     return model
 
 
-def _unfolded_input(model, q, clipped: Dict[str, object], taken: set) -> str:
+def _unique_name(name: str, suffix: str, taken: set) -> str:
+    """``name`` (with ``suffix`` added until no tensor has it), now taken."""
+    while name in taken:
+        name += suffix
+    taken.add(name)
+    return name
+
+
+def _unfolded_input(model, graph, q, clipped: Dict[str, object], taken: set) -> str:
     """The float tensor a layer reads in place of the DQ(Q(x)) in front of it.
 
     ONNX Runtime's quantizer folds a Relu or Clip (ReLU6) into the Q after a Conv when the quantized range
@@ -127,27 +132,21 @@ def _unfolded_input(model, q, clipped: Dict[str, object], taken: set) -> str:
     """
     from onnx import helper, numpy_helper
     source = q.input[0]
-    inits = {init.name: init for init in model.graph.initializer}
-    has_zero = len(q.input) > 2 and q.input[2]
-    if q.input[1] not in inits or (has_zero and q.input[2] not in inits):
-        return source
-    scale = float(numpy_helper.to_array(inits[q.input[1]]).reshape(-1)[0])
+    scale = graph.constant(q.input[1])
     # Without a zero point, QuantizeLinear is uint8 with zero point 0 (the ONNX default).
-    zero = numpy_helper.to_array(inits[q.input[2]]) if has_zero else np.zeros((), dtype=np.uint8)
-    if zero.size != 1 or not np.issubdtype(zero.dtype, np.integer):
+    zero = graph.constant(q.input[2]) if len(q.input) > 2 and q.input[2] else np.zeros((), dtype=np.uint8)
+    if scale is None or zero is None or zero.size != 1 or not np.issubdtype(zero.dtype, np.integer):
         return source
     info = np.iinfo(zero.dtype)
     zero_point = int(zero.reshape(-1)[0])
     if zero_point != info.min:      # the range reaches below 0: no activation was folded into this Q
         return source
     if source not in clipped:
-        name = source + "_float_input"
-        while name in taken:
-            name += "_"
-        bounds = [name + "_min", name + "_max"]
-        for bound, value in zip(bounds, (0.0, (info.max - zero_point) * scale)):
+        name = _unique_name(source + "_float_input", "_", taken)
+        bounds = [_unique_name(name + "_min", "_", taken), _unique_name(name + "_max", "_", taken)]
+        top = (info.max - zero_point) * float(scale.reshape(-1)[0])
+        for bound, value in zip(bounds, (0.0, top)):
             model.graph.initializer.append(numpy_helper.from_array(np.array(value, dtype=np.float32), bound))
-        taken.update([name] + bounds)
         clipped[source] = helper.make_node("Clip", [source] + bounds, [name], name=name + "_Clip")
     return clipped[source].output[0]
 
