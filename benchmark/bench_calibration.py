@@ -20,16 +20,9 @@ BASELINE_METHOD = "entropy"
 
 def _digits_folder(directory: str, size: int = 64) -> str:
     """scikit-learn's digits as an ImageFolder tree of RGB PNGs (the same images the tests use)."""
-    import numpy as np
-    from PIL import Image
-    from sklearn.datasets import load_digits
-    digits = load_digits()
+    from demo.digits import write_imagefolder
     root = os.path.join(directory, "digits")
-    for index, (pixels, label) in enumerate(zip(digits.images, digits.target)):
-        folder = os.path.join(root, str(label))
-        os.makedirs(folder, exist_ok=True)
-        gray = Image.fromarray(np.uint8(np.clip(pixels / 16.0 * 255.0, 0, 255)), mode="L")
-        gray.resize((size, size), Image.BICUBIC).convert("RGB").save(os.path.join(folder, "{:04d}.png".format(index)))
+    write_imagefolder(root, size=size)
     return root
 
 

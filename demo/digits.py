@@ -35,9 +35,13 @@ def load_digits_arrays() -> Tuple[np.ndarray, np.ndarray]:
     return digits.images.astype(np.float32), digits.target.astype(np.int64)
 
 
+def digit_to_gray(pixels: np.ndarray) -> Image.Image:
+    """A digit's 8x8 pixels (0-16) as an 8x8 grayscale image."""
+    return Image.fromarray(np.uint8(np.clip(pixels / 16.0 * 255.0, 0, 255)), mode="L")
+
+
 def digit_to_image(pixels: np.ndarray, size: int = IMAGE_SIZE) -> Image.Image:
-    gray = Image.fromarray(np.uint8(np.clip(pixels / 16.0 * 255.0, 0, 255)), mode="L")
-    return gray.resize((size, size), Image.BICUBIC).convert("RGB")
+    return digit_to_gray(pixels).resize((size, size), Image.BICUBIC).convert("RGB")
 
 
 def split_indices(n: int, holdout: float = 0.33, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
@@ -46,16 +50,19 @@ def split_indices(n: int, holdout: float = 0.33, seed: int = 0) -> Tuple[np.ndar
     return np.sort(order[:cut]), np.sort(order[cut:])
 
 
-def write_imagefolder(root: str, indices=None, size: int = IMAGE_SIZE, fmt: str = "png") -> Dict[str, int]:
-    """Write digits (all, or ``indices``) as ``root/<digit>/<index>.<fmt>``; return counts per class."""
+def write_imagefolder(root: str, indices=None, size: int = IMAGE_SIZE, fmt: str = "png",
+                      render: Optional[Callable[[np.ndarray], Image.Image]] = None) -> Dict[str, int]:
+    """Write digits (all, or ``indices``) as ``root/<digit>/<index>.<fmt>``; return counts per class.
+    ``render`` turns a digit's 8x8 pixels into the image written (default: digit_to_image at ``size``)."""
     images, labels = load_digits_arrays()
     indices = range(len(images)) if indices is None else indices
+    render = render or (lambda pixels: digit_to_image(pixels, size))
     counts: Dict[str, int] = {}
     for index in indices:
         label = DIGIT_CLASSES[labels[index]]
         folder = os.path.join(root, label)
         os.makedirs(folder, exist_ok=True)
-        digit_to_image(images[index], size).save(os.path.join(folder, "{:04d}.{}".format(index, fmt)))
+        render(images[index]).save(os.path.join(folder, "{:04d}.{}".format(index, fmt)))
         counts[label] = counts.get(label, 0) + 1
     return counts
 
@@ -71,7 +78,8 @@ def make_digits_split(root: str) -> Tuple[str, str]:
 
 
 def train_digits_model(arch: str = "eca_resnet18", train_dir: str = None, epochs: int = 6, seed: int = 0,
-                       stem_width: int = 16, lr: float = 3e-3, **options) -> torch.nn.Module:
+                       stem_width: int = 16, lr: float = 3e-3, input_size: int = INPUT_SIZE,
+                       **options) -> torch.nn.Module:
     """Train a narrow zoo model on the digits through the project's own preprocessing."""
     from deploy.images import walk_images
     from deploy.preprocess import PreprocessSpec, preprocess_file
@@ -80,7 +88,7 @@ def train_digits_model(arch: str = "eca_resnet18", train_dir: str = None, epochs
     if stem_width is not None:  # the ResNets' width; MobileNetV2 takes width_mult instead
         options["stem_width"] = stem_width
     model = models.create_model(arch, num_classes=10, **options)
-    model.preprocess = PreprocessSpec.for_input_size(INPUT_SIZE)
+    model.preprocess = PreprocessSpec.for_input_size(input_size)
     paths = walk_images(train_dir)
     x = torch.from_numpy(np.stack([preprocess_file(p, model.preprocess) for p in paths]))
     y = torch.tensor([int(os.path.basename(os.path.dirname(p))) for p in paths])
