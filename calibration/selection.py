@@ -133,18 +133,22 @@ def holdout_split(count: int, seed: int = 0, labels: Optional[np.ndarray] = None
     return Split(calibration=calibration, holdout=holdout, note=note)
 
 
-def _session(model):
+def _session(model, optimize: bool = True):
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
-def run_logits(model, images: np.ndarray) -> np.ndarray:
-    """Logits of ``model`` (onnx.ModelProto) on ``images``, in ORT on the CPU; fixed-batch models are padded."""
+def run_logits(model, images: np.ndarray, optimize: bool = True) -> np.ndarray:
+    """Logits of ``model`` (onnx.ModelProto) on ``images``, in ORT on the CPU; fixed-batch models are padded.
+    ``optimize=False`` runs every node as written (no fusion, no constant folding): the same arithmetic in
+    another order of float operations, which shows how far a Q/DQ model's answers move with the kernels alone."""
     from deploy.runners.execution import pad_batch
     from .ranges import fixed_batch_of
-    session = _session(model)
+    session = _session(model, optimize)
     name = session.get_inputs()[0].name
     fixed = fixed_batch_of(model)
     step = fixed or EVAL_BATCH

@@ -27,6 +27,9 @@ def test_a_short_run_reports_both_targets_against_the_goal(tmp_path, capsys):
     for row in report["rows"]:
         assert row["unseen_images"] == 397 and 0.0 <= row["agreement"] <= 100.0
         assert row["met"] == (row["agreement"] >= 99.5 and -row["top1_change"] <= 0.5)  # both rounded to 2 places
+        # The unoptimized run differs from the scored one only where the two runs' top-1 differ.
+        assert 0 <= row["kernel_flips"] <= 397 and row["kernel_max_logit_diff"] >= 0.0
+        assert abs(row["agreement"] - row["reference_agreement"]) <= 100.0 * row["kernel_flips"] / 397 + 0.01
     digits = tmp_path / "digits"
     assert sum(len(files) for _, _, files in os.walk(digits / "train")) == 1400
     assert sum(len(files) for _, _, files in os.walk(digits / "val")) == 397

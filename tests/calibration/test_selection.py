@@ -131,3 +131,16 @@ def test_reports_say_which_images_judged_the_calibration():
     assert describe_calibration(meta) == "mse (auto, 99.49% held-out agreement), 1 float layer(s): /conv1/Conv"
     meta["calibration_heldout_source"] = "separate"
     assert "99.49% agreement on separate held-out images" in describe_calibration(meta)
+
+
+def test_run_logits_unoptimized_runs_the_same_arithmetic_in_another_order(auto_mobilenet,
+                                                                          digits_calibration_images):
+    from calibration.selection import run_logits
+    model, result = auto_mobilenet
+    images = np.ascontiguousarray(digits_calibration_images.array[:16], dtype=np.float32)
+    fp32 = onnx.load(model)
+    assert np.allclose(run_logits(fp32, images), run_logits(fp32, images, optimize=False), atol=1e-4)
+    quantized = onnx.load(result.int8_models["cpu"])
+    optimized, written = run_logits(quantized, images), run_logits(quantized, images, optimize=False)
+    assert optimized.shape == written.shape == (16, 10)
+    assert np.mean(optimized.argmax(1) == written.argmax(1)) >= 0.9   # the same model, rounded near-alike
