@@ -123,7 +123,8 @@ def _meets_goal(agreement: float, top1_drop: float) -> bool:
 
 
 def format_row(row: dict) -> str:
-    return "{:>5g} {:>5.2f}% {:<8} {:<18} {:>7.2f}% {:>7.2f}% {:>+5.2f} pt {:>8.4g}  {:<6} {:>6.2f}% {:>6} {:>10.3f}".format(
+    text = "{:>5g} {:>5.2f}% {:<8} {:<18} {:>7.2f}% {:>7.2f}% {:>+5.2f} pt {:>8.4g}  {:<6} {:>6.2f}% {:>6} {:>10.3f}"
+    return text.format(
         row["width"], row["fp32_top1"], row["target"], row["choice"], row["heldout_agreement"], row["agreement"],
         row["top1_change"], row["kl"], "met" if row["met"] else "missed", row["reference_agreement"],
         row["kernel_flips"], row["kernel_max_logit_diff"])
