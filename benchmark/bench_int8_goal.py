@@ -95,8 +95,8 @@ def measure_width(width: float, train_dir: str, val_dir: str, directory: str, ep
     for target in TARGETS:
         outcome = result.targets[target]
         quantized = onnx.load(result.int8_models[target])
-        score = unseen.score(quantized)
         optimized, written = (run_logits(quantized, unseen.images, optimize=flag) for flag in (True, False))
+        score = unseen.score_logits(optimized)
         rows.append({
             "width": width, "target": target, "choice": outcome.candidate.name,
             "heldout_agreement": outcome.score["agreement"], "unseen_images": len(unseen),

@@ -181,7 +181,11 @@ class HeldOut:
         return len(self.images)
 
     def score(self, model) -> Score:
-        log_q = _log_softmax(run_logits(model, self.images))
+        return self.score_logits(run_logits(model, self.images))
+
+    def score_logits(self, logits: np.ndarray) -> Score:
+        """The Score of a model's ``logits`` on these images (for callers that already ran it)."""
+        log_q = _log_softmax(logits)
         top1 = log_q.argmax(axis=1)
         agreement = 100.0 * float(np.mean(top1 == self.reference_top1))
         kl = float(np.mean((np.exp(self.reference) * (self.reference - log_q)).sum(axis=1)))
