@@ -103,7 +103,7 @@ def measure_width(width: float, train_dir: str, val_dir: str, directory: str, ep
             "fp32_top1": round(unseen.fp32_top1, 2), "agreement": round(score.agreement, 2),
             "top1_change": round(score.top1 - unseen.fp32_top1, 2), "kl": float("{:.4g}".format(score.kl)),
             "met": _meets_goal(score.agreement, unseen.fp32_top1 - score.top1),
-            "reference_agreement": round(100.0 * float(np.mean(written.argmax(1) == unseen.reference_top1)), 2),
+            "reference_agreement": round(unseen.score_logits(written).agreement, 2),
             "kernel_flips": int(np.sum(optimized.argmax(1) != written.argmax(1))),
             "kernel_max_logit_diff": round(float(np.abs(optimized - written).max()), 3),
             "train_seconds": round(trained, 1), "calibrate_seconds": round(calibrated, 1),
