@@ -63,21 +63,24 @@ def cli():
 
 
 def main():
-    from deploy.cliutil import INTERRUPTED_EXIT, install_interrupt_handler, was_interrupted
+    from deploy.cliutil import INTERRUPTED_EXIT, finishing, install_interrupt_handler, say_interrupted, was_interrupted
     install_interrupt_handler()
     try:
-        # `python cli.py ...` and the installed `eca-deploy` console script show their own name in usage lines.
-        # Not standalone: click would print "Aborted!" and exit 1 for a Ctrl-C outside a command.
-        result = cli(prog_name=os.path.basename(sys.argv[0]) or "cli.py", standalone_mode=False)
-        code = result if isinstance(result, int) and not isinstance(result, bool) else 0
+        try:
+            # `python cli.py ...` and the installed `eca-deploy` console script show their own name in usage lines.
+            # Not standalone: click would print "Aborted!" and exit 1 for a Ctrl-C outside a command.
+            result = cli(prog_name=os.path.basename(sys.argv[0]) or "cli.py", standalone_mode=False)
+            code = result if isinstance(result, int) and not isinstance(result, bool) else 0
+        finally:
+            finishing()  # from here to the end of the interpreter's shutdown a signal exits 130 at once
     except click.ClickException as exc:
         exc.show()
         code = exc.exit_code
     except (click.exceptions.Abort, KeyboardInterrupt):
         code = INTERRUPTED_EXIT
-        click.echo("interrupted", err=True)
+        say_interrupted()
     if was_interrupted() and code != INTERRUPTED_EXIT:  # a library swallowed the KeyboardInterrupt
-        click.echo("interrupted", err=True)
+        say_interrupted()
         code = INTERRUPTED_EXIT
     return code
 

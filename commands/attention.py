@@ -1,7 +1,10 @@
 """`cli.py attention`: per-class channel weights of ECA/SE blocks per block and deployed-model parity."""
 import click
 
-from .common import emit_json, json_option, note, stderr_is_tty
+from deploy.validate import MAX_BATCH, MAX_INPUT_SIZE, MAX_NUM_IMAGES
+
+from .common import at_most, emit_json, json_option, note, stderr_is_tty
+from .options import workers_option
 
 
 @click.command("attention")
@@ -13,17 +16,18 @@ from .common import emit_json, json_option, note, stderr_is_tty
               help="'<file> <class index>' lines or ImageNet's LOC_val_solution.csv.")
 @click.option("--classes", help="Classes to draw: folder names, ImageNet names or indices, comma-separated "
               "(default: the first 4).")
-@click.option("--num-images", type=click.IntRange(min=1), help="Use a class-balanced sample of N images "
-              "(default: all).")
+@click.option("--num-images", type=click.IntRange(min=1), callback=at_most(MAX_NUM_IMAGES),
+              help="Use a class-balanced sample of N images (default: all; at most {}).".format(MAX_NUM_IMAGES))
 @click.option("--compare", "compare_model", help="A second zoo model to draw beside MODEL (e.g. se_resnet50).")
 @click.option("--compare-weights", type=click.Path(dir_okay=False), help="Checkpoint of the --compare model.")
 @click.option("--deployed", type=click.Path(dir_okay=False),
               help="An ONNX model of MODEL (FP32, FP16 or INT8 Q/DQ): report its attention parity.")
-@click.option("--input-size", type=click.IntRange(min=32),
+@click.option("--input-size", type=click.IntRange(min=32), callback=at_most(MAX_INPUT_SIZE),
               help="Default: the deployed model's (another size is refused), else 224 for a 1000-class ImageNet "
-              "checkpoint; required for a checkpoint trained on other data.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="Image decoding threads.")
+              "checkpoint; required for a checkpoint trained on other data. At most {}.".format(MAX_INPUT_SIZE))
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, callback=at_most(MAX_BATCH),
+              help="At most {}.".format(MAX_BATCH))
+@workers_option
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="For --num-images.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="out/attention", show_default=True,
               help="Folder for attention.png, attention.json, attention.csv (and attention_parity.csv).")
@@ -32,11 +36,14 @@ def attention_command(model, weights, data_dir, labels_file, classes, num_images
                       deployed, input_size, batch_size, workers, seed, out_dir, as_json):
     """Average the ECA/SE channel weights of MODEL per class over --data and draw them, one cell per block
     (conv_i_j); with --deployed, rank the blocks by how far the deployed model's weights are from PyTorch's."""
-    from analysis.attention import analyze_attention
     from deploy.errors import UserError
+    from deploy.validate import check_outputs_spare_inputs
 
     if compare_weights and not compare_model:
         raise UserError("--compare-weights needs --compare MODEL")
+    check_outputs_spare_inputs([("--out", out_dir)], [("--weights", weights), ("--data", data_dir), ("--labels",
+                               labels_file), ("--compare-weights", compare_weights), ("--deployed", deployed)])
+    from analysis.attention import analyze_attention
     report = analyze_attention(
         model, data_dir, weights=weights, labels_file=labels_file, classes=classes, num_images=num_images,
         compare=compare_model, compare_weights=compare_weights, deployed=deployed, out_dir=out_dir,

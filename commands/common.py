@@ -20,3 +20,19 @@ def json_option(func):
 
 def stderr_is_tty() -> bool:
     return sys.stderr.isatty()
+
+
+def at_most(maximum: int):
+    """A click callback for a size-like option: the bound declared in deploy.validate, checked as options are
+    parsed, so a refusal is one line (exit 2) before any heavy import. click's IntRange keeps the minimum."""
+    def callback(ctx, param, value):
+        from deploy.validate import check_bound
+        return check_bound(max(param.opts, key=len), value, maximum, minimum=-(2 ** 63))
+    return callback
+
+
+def thread_count(ctx, param, value):
+    """A click callback for --threads / --workers: at most deploy.validate.THREADS_PER_CORE per core."""
+    from deploy.validate import check_threads
+    return check_threads(max(param.opts, key=len), value, minimum=-(2 ** 63))
+

@@ -3,7 +3,10 @@ import click
 
 from calibration.layer_report import DEFAULT_NUM_IMAGES
 
-from .common import emit_json, json_option, note, stderr_is_tty
+from deploy.validate import MAX_NUM_IMAGES
+
+from .common import at_most, emit_json, json_option, note, stderr_is_tty
+from .options import workers_option
 
 
 @click.command("compare-layers")
@@ -12,9 +15,10 @@ from .common import emit_json, json_option, note, stderr_is_tty
 @click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False),
               help="Images: an ImageFolder tree or a folder of images (preprocessed as FP32_MODEL says).")
 @click.option("--labels", "labels_file", type=click.Path(dir_okay=False), help="As for calibrate (class balance).")
-@click.option("--num-images", type=click.IntRange(min=1), default=DEFAULT_NUM_IMAGES, show_default=True)
+@click.option("--num-images", type=click.IntRange(min=1), default=DEFAULT_NUM_IMAGES, show_default=True,
+              callback=at_most(MAX_NUM_IMAGES), help="At most {}.".format(MAX_NUM_IMAGES))
 @click.option("--seed", type=click.IntRange(min=0, max=2 ** 32 - 1), default=0, show_default=True)
-@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="Image decoding threads.")
+@workers_option
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="Decoded-image cache.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write SQNR along the depth as a PNG.")
 @json_option
@@ -26,6 +30,11 @@ def compare_layers_command(fp32_model, other_model, data_dir, labels_file, num_i
     """
     import os
 
+    from deploy.validate import check_outputs_spare_inputs
+
+    check_outputs_spare_inputs([("--plot", plot_path), ("--cache-dir", cache_dir)],
+                               [("FP32_MODEL", fp32_model), ("OTHER_MODEL", other_model), ("--data", data_dir),
+                                ("--labels", labels_file)])
     from data.datasets import load_dataset
     from calibration.layer_report import compare_layers, load_pair, plot_sqnr
 

@@ -1,12 +1,15 @@
 """`cli.py models`: the zoo with parameters and multiply-accumulates in the seed's units."""
 import click
 
-from .common import emit_json, json_option
+from deploy.validate import MAX_INPUT_SIZE
+
+from .common import at_most, emit_json, json_option
 
 
 @click.command("models")
 @click.argument("names", nargs=-1)
-@click.option("--input-size", type=click.IntRange(min=32), default=224, show_default=True)
+@click.option("--input-size", type=click.IntRange(min=32), default=224, show_default=True,
+              callback=at_most(MAX_INPUT_SIZE), help="At most {}.".format(MAX_INPUT_SIZE))
 @json_option
 def models_command(names, input_size, as_json):
     """List the zoo (or only NAMES). #Param is params / 2^20 and GFLOPs is MACs / 2^30 at 1x3xSxS, the binary units the ECA-Net paper reports.

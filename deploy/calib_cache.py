@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Dict, Mapping, Union
 
 from .errors import UserError
+from .filekind import file_kind, is_regular_file
 from .fileio import write_text
 from .trt.version import TrtVersion, parse_version_or_number
 
@@ -91,6 +92,8 @@ def parse_calibration_cache(text: str, source: str = "calibration cache") -> Cal
 
 
 def read_calibration_cache(path) -> CalibrationCache:
+    if not is_regular_file(path):  # a FIFO would block open() until a writer came
+        raise UserError("cannot read calibration cache {}: it is {}".format(path, file_kind(path)))
     try:
         with open(path, "r", encoding="utf-8") as handle:
             text = handle.read()

@@ -1,6 +1,7 @@
 """Atomic file writes, so an interrupted run never leaves a half-written artifact at the output path.
 
-Temporary files are named ``.<name>.<pid>-<random>.part`` beside their target. A run killed outright (SIGKILL,
+Temporary files are named ``.<name>.<pid>-<random>.part`` beside their target (a name too long for that keeps
+its head and a hash of the whole, so the temp name fits the file system too). A run killed outright (SIGKILL,
 power loss) cannot remove its own, so the next write to the same target removes those left behind: only names
 of this pattern, only for that target, only when older than this run and not owned by a live process.
 """
@@ -14,16 +15,48 @@ import tempfile
 import time
 from typing import Dict, Iterator, Sequence
 
+from .cliutil import interrupts_held
 from .errors import UserError, is_disk_error, os_error
-from .validate import check_output_files
+from .validate import check_output_file, check_output_files
 
 TEMP_SUFFIX = ".part"
 # When this process started, near enough: a temp file older than this is not from this run.
 RUN_STARTED = time.time()
 
 
+# What a temp name adds to its target's name at most: the dots, a pid of up to 7 digits (Linux's pid_max is at
+# most 2**22), "-", mkstemp's 8 random characters, TEMP_SUFFIX and a bundle staging folder's ".old".
+TEMP_OVERHEAD = 2 + 7 + 1 + 8 + len(TEMP_SUFFIX) + len(".old")
+DEFAULT_NAME_MAX = 255
+
+
+def _name_max(directory: str) -> int:
+    """The longest file name (in bytes) the file system of ``directory`` (or its nearest existing parent) takes."""
+    while directory and not os.path.isdir(directory) and os.path.dirname(directory) != directory:
+        directory = os.path.dirname(directory)
+    try:
+        return int(os.pathconf(directory or ".", "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):  # no pathconf (Windows) or no answer
+        return DEFAULT_NAME_MAX
+
+
+def temp_stem(path) -> str:
+    """The target's name as its temp files carry it: whole when the temp name fits the file system, else cut
+    and tagged with a hash of the whole name, so any name the file system takes can be written atomically."""
+    path = os.path.abspath(os.fspath(path))
+    name = os.path.basename(path)
+    room = _name_max(os.path.dirname(path)) - TEMP_OVERHEAD
+    if len(os.fsencode(name)) <= room:
+        return name
+    tag = "~" + hashlib.sha256(os.fsencode(name)).hexdigest()[:12]
+    cut = name
+    while cut and len(os.fsencode(cut + tag)) > room:
+        cut = cut[:-1]
+    return cut + tag
+
+
 def temp_prefix(path) -> str:
-    return ".{}.{}-".format(os.path.basename(os.fspath(path)), os.getpid())
+    return ".{}.{}-".format(temp_stem(path), os.getpid())
 
 
 def _stale_pattern(name: str):
@@ -50,7 +83,7 @@ def _pid_alive(pid: int) -> bool:
 def remove_stale_temps(path) -> int:
     """Remove temp files (or staging folders) of ``path`` left by killed runs; returns how many went."""
     path = os.path.abspath(os.fspath(path))
-    directory, pattern = os.path.dirname(path), _stale_pattern(os.path.basename(path))
+    directory, pattern = os.path.dirname(path), _stale_pattern(temp_stem(path))
     removed = 0
     try:
         entries = list(os.scandir(directory))
@@ -82,9 +115,29 @@ def atomic_path(path):
     A full disk or a read-only file system is a UserError naming ``path``, not a traceback.
     """
     path = os.path.abspath(os.fspath(path))
-    directory = os.path.dirname(path)
     if os.path.isdir(path):
         raise UserError("cannot write {}: it is a folder".format(path))
+    check_output_file(path)  # a file where a parent folder should be: say so, not "File exists"
+    tmp = None
+    try:
+        with interrupts_held():  # a SIGINT/SIGTERM waits until tmp is set, so the except below removes the file
+            tmp = _make_temp(path)
+        yield tmp
+        # mkstemp makes the file private (0600); artifacts get the mode an ordinary open() would give them.
+        os.chmod(tmp, 0o666 & ~_current_umask())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if isinstance(exc, OSError) and is_disk_error(exc):
+            raise os_error(exc, path) from None
+        raise
+
+
+def _make_temp(path: str) -> str:
+    """An empty temp file beside ``path`` (its folder made first, stale temps of killed runs removed)."""
+    directory = os.path.dirname(path)
     try:
         os.makedirs(directory, exist_ok=True)
         remove_stale_temps(path)
@@ -92,17 +145,7 @@ def atomic_path(path):
     except OSError as exc:
         raise os_error(exc, path) from None
     os.close(fd)
-    try:
-        yield tmp
-        # mkstemp makes the file private (0600); artifacts get the mode an ordinary open() would give them.
-        os.chmod(tmp, 0o666 & ~_current_umask())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError) and is_disk_error(exc):
-            raise os_error(exc, path) from None
-        raise
+    return tmp
 
 
 @contextlib.contextmanager
@@ -116,23 +159,22 @@ def staged_files(paths: Sequence[str]) -> Iterator[Dict[str, str]]:
     temps: Dict[str, str] = {}
     try:
         for final in finals:
-            os.makedirs(os.path.dirname(final), exist_ok=True)
-            remove_stale_temps(final)
-            fd, tmp = tempfile.mkstemp(prefix=temp_prefix(final), suffix=TEMP_SUFFIX, dir=os.path.dirname(final))
-            os.close(fd)
-            temps[final] = tmp
-    except OSError as exc:
+            with interrupts_held():  # a signal waits until the temp is in ``temps``, so it is removed below
+                temps[final] = _make_temp(final)
+    except BaseException:  # a full disk, or a Ctrl-C/SIGTERM halfway through: none of the set stays behind
         _remove_all(temps.values())
-        raise os_error(exc, final) from None
+        raise
     try:
         yield dict(temps)
         mode = 0o666 & ~_current_umask()
-        for final, tmp in temps.items():
-            if os.path.exists(tmp):
-                os.chmod(tmp, mode)
-        for final, tmp in temps.items():
-            if os.path.exists(tmp):
-                os.replace(tmp, final)
+        # held, so an interrupt never leaves half the set renamed: the artifacts are consistent before or after
+        with interrupts_held():
+            for final, tmp in temps.items():
+                if os.path.exists(tmp):
+                    os.chmod(tmp, mode)
+            for final, tmp in temps.items():
+                if os.path.exists(tmp):
+                    os.replace(tmp, final)
     except BaseException as exc:
         _remove_all(temps.values())
         if isinstance(exc, OSError) and is_disk_error(exc):

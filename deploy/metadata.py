@@ -3,13 +3,13 @@
 Readers try, in order: the ``onnx`` package, ONNX Runtime's model metadata, and a JSON sidecar beside the
 file (``model.onnx.json`` / ``model.engine.json``), so a Jetson with only TensorRT still finds it.
 """
-import json
 import os
 from dataclasses import dataclass
 from typing import Dict, Optional
 
 from .errors import UserError
 from .preprocess import PreprocessSpec
+from .schema import MapOf, load_checked_json
 from .validate import (MAX_CLASSES, check_against_graph, check_metadata_dict, check_onnx_model, graph_io_shapes,
                        parse_int_field)
 
@@ -68,17 +68,25 @@ def sidecar_path(model_path) -> str:
     return os.fspath(model_path) + ".json"
 
 
+# What readers use of the sidecars (deploy.trt.sidecar writes the engine's, deploy.bundle the model's). Fields are
+# optional, as sidecars of older releases lack some, but a field that is there has the type readers rely on.
+ENGINE_SIDECAR_SCHEMA = {
+    "format?": str, "engine?": str, "engine_size?": int, "tensorrt_version?": str,
+    "device?": {"name?": str, "dla_core?": (int, type(None))}, "trt_flags?": [str],
+    "strongly_typed?": bool, "version_compatible?": bool, "hardware_compatibility_level?": str, "profiles?": list,
+    "build_options?": dict, "metadata?": dict, "source_onnx?": {"path?": str, "sha256?": str},
+}
+MODEL_SIDECAR_SCHEMA = {"metadata?": dict, "inputs?": MapOf([(int, type(None))]), "precision?": (dict, str),
+                        "sha256?": str}
+
+
 def read_sidecar(model_path) -> Optional[dict]:
+    """The sidecar beside ``model_path``, schema-checked, or None when there is none."""
     path = sidecar_path(model_path)
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         return None
-    try:
-        with open(path, "r", encoding="utf-8") as handle:
-            sidecar = json.load(handle)
-    except (OSError, ValueError) as exc:
-        raise UserError("cannot read sidecar {}: {}".format(path, exc)) from None
-    if not isinstance(sidecar, dict):
-        raise UserError("sidecar {} must hold a JSON object, not a {}".format(path, type(sidecar).__name__))
+    schema = MODEL_SIDECAR_SCHEMA if os.fspath(model_path).endswith(".onnx") else ENGINE_SIDECAR_SCHEMA
+    sidecar = load_checked_json(path, schema, "sidecar")
     if "metadata" in sidecar:
         check_metadata_dict(sidecar["metadata"], path)
     return sidecar
@@ -111,11 +119,14 @@ def read_onnx_metadata(path) -> Dict[str, str]:
     return _onnx_metadata_and_shapes(path)[0]
 
 
-def _onnx_metadata_and_shapes(path: str):
-    """(metadata_props, first input shape, first output shape) by onnx, ONNX Runtime or the sidecar."""
-    _, model = load_onnx_proto(path)
+def _onnx_metadata_and_shapes(path: str, image_input: bool = False):
+    """(metadata_props, first input shape, first output shape) by onnx, ONNX Runtime or the sidecar;
+    ``image_input``: first refuse a graph whose input is not an N x 3 x H x W float32 image batch."""
+    onnx, model = load_onnx_proto(path)
     if model is not None:
         inputs, outputs = graph_io_shapes(model)
+        if image_input:
+            _check_onnx_input(model, onnx, path)
         return {prop.key: prop.value for prop in model.metadata_props}, inputs, outputs
     try:
         import onnxruntime as ort
@@ -127,6 +138,9 @@ def _onnx_metadata_and_shapes(path: str):
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
             raise UserError("{} is not a readable ONNX model: {}".format(path, str(exc).splitlines()[0])) from None
         shape = lambda node: [d if isinstance(d, int) else None for d in node.shape]  # noqa: E731
+        if image_input:
+            feeds = session.get_inputs()
+            check_image_input([(node.name, shape(node), node.type[len("tensor("):-1]) for node in feeds], path)
         return (dict(session.get_modelmeta().custom_metadata_map), shape(session.get_inputs()[0]),
                 shape(session.get_outputs()[0]))
     sidecar = read_sidecar(path)
@@ -140,7 +154,7 @@ def read_model_info(path) -> ModelInfo:
     """ModelInfo of an ONNX model, or of an engine from its sidecar."""
     path = os.fspath(path)
     if path.endswith(".onnx"):
-        meta, inputs, outputs = _onnx_metadata_and_shapes(path)
+        meta, inputs, outputs = _onnx_metadata_and_shapes(path, image_input=True)
         info = ModelInfo.from_metadata(meta, source=path)
         check_against_graph(inputs, outputs, info.preprocess.input_size, info.num_classes, path)
         return info
@@ -149,3 +163,45 @@ def read_model_info(path) -> ModelInfo:
         raise UserError("{} has no sidecar {}; engines built by `cli.py build` carry one".format(
             path, sidecar_path(path)))
     return ModelInfo.from_metadata(sidecar.get("metadata", {}), source=sidecar_path(path))
+
+
+# -- the image input every classifier here has --------------------------------------------------------------
+
+# float32 as both onnx (TensorProto.FLOAT, lowered) and ONNX Runtime ("tensor(float)") name it
+_FLOAT32 = "float"
+
+
+def _check_onnx_input(model, onnx, path: str) -> None:
+    initializers = {init.name for init in model.graph.initializer}
+    feeds = []
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        tensor = value.type.tensor_type
+        shape = ([dim.dim_value if dim.HasField("dim_value") else None for dim in tensor.shape.dim]
+                 if tensor.HasField("shape") else None)
+        kind = onnx.TensorProto.DataType.Name(tensor.elem_type).lower() if value.type.HasField("tensor_type") \
+            else value.type.WhichOneof("value")
+        feeds.append((value.name, shape, kind))
+    check_image_input(feeds, path)
+
+
+def check_image_input(feeds, path: str) -> None:
+    """``feeds`` ([(name, shape or None, element type)]) must be one N x 3 x H x W float32 input with H and W
+    fixed: what the shared preprocessing makes. Anything else (metadata copied onto another graph) would fail
+    deep inside a runtime, so it is one line naming the model and the input here."""
+    expected = "expected one N x 3 x H x W float32 image input"
+    if len(feeds) != 1:
+        raise UserError("{} has {} inputs ({}); {}".format(path, len(feeds), ", ".join(n for n, _, _ in feeds[:4])
+                                                          or "none", expected))
+    name, shape, kind = feeds[0]
+    if kind != _FLOAT32:
+        raise UserError("{}: input {} holds {} values; {}".format(path, name, kind, expected))
+    if shape is None:
+        raise UserError("{}: input {} has no recorded shape; {}".format(path, name, expected))
+    if len(shape) != 4 or shape[1] != 3:
+        described = " x ".join("?" if dim is None else str(dim) for dim in shape) or "a scalar"
+        raise UserError("{}: input {} is {} (rank {}); {}".format(path, name, described, len(shape), expected))
+    if any(not isinstance(dim, int) or dim <= 0 for dim in shape[2:]):
+        raise UserError("{}: input {} has a dynamic height or width; {} with H and W fixed (export fixes them to "
+                        "--input-size)".format(path, name, expected))

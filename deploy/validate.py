@@ -6,6 +6,7 @@ Torch-free and Python 3.8, like the rest of deploy/; checkpoint checks that need
 models/checkpoint.py and reuse ``check_finite_number`` and the messages here.
 """
 import math
+import numbers
 import os
 import re
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
@@ -21,10 +22,23 @@ MIN_LOAD_OPSET = 7
 FALLBACK_MAX_OPSET = 21
 # Class counts and indices beyond this are typos (ImageNet-21k has 21841); it also keeps indices in int64.
 MAX_CLASSES = 1000000
-# Preprocessing sizes beyond this make one image a multi-gigabyte tensor; no classifier here needs it.
+# Preprocessing sizes beyond this make one image a multi-gigabyte tensor; no classifier here needs it. It bounds
+# --input-size/--crop and --resize as well as the metadata's input_size and resize_size: one bound for both.
 MAX_INPUT_SIZE = 4096
 # A batch may use at most this share of the memory the machine has available, the rest is for the runtime.
 MEMORY_SHARE = 0.6
+# Bounds of the size-like options. Each is far above any real use and far below what exhausts a machine; the
+# memory a batch needs at a given input size is checked on top (check_batch_memory).
+MAX_BATCH = 4096            # --batch, --batch-size, --batch-sizes, --max-batch: TensorRT profiles stop far lower
+MAX_NUM_IMAGES = 1000000    # --num-images and the like: ImageNet's validation split is 50,000
+MAX_ITERATIONS = 100000     # --iterations, --warmup: timed runs per batch size
+MAX_ECA_CONVS = 16          # export --eca-convs: 1-D convs stacked per ECA module; 100000 never finish tracing
+# The widest classifier input in the zoo (bottleneck ResNets), and the copies of the head an export holds at once
+# (PyTorch's, the traced graph's, the ONNX proto's and ONNX Runtime's): what --num-classes costs.
+HEAD_FEATURES = 2048
+EXPORT_COPIES = 4
+# Threads (--threads, --workers) per core: more only adds switching, and 100000 of them broke the machine.
+THREADS_PER_CORE = 4
 
 
 # -- numbers ---------------------------------------------------------------------------------------------
@@ -60,6 +74,36 @@ def parse_int_field(name: str, text, minimum: int = 1, maximum: Optional[int] = 
                         if maximum is not None else "{}{} must be at least {}, got {}".format(
                             where, name, minimum, value))
     return value
+
+
+def max_threads() -> int:
+    """The most threads (--threads, --workers) a run may ask for on this machine."""
+    return (os.cpu_count() or 1) * THREADS_PER_CORE
+
+
+def check_bound(flag: str, value, maximum: int, minimum: int = 1):
+    """A size-like option within [minimum, maximum], else one line naming the flag and the bound; None passes
+    (not given) and a list is checked item by item. Commands call it before heavy imports."""
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        return type(value)(check_bound(flag, item, maximum, minimum) for item in value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise UserError("{} must be an integer, got {!r}".format(flag, value))
+    value = int(value)
+    if value < minimum:
+        raise UserError("{} must be at least {}, got {}".format(flag, minimum, value))
+    if value > maximum:
+        raise UserError("{} {} is above the limit of {}".format(flag, value, maximum))
+    return value
+
+
+def check_threads(flag: str, value, minimum: int = 1):
+    """--threads / --workers: at most THREADS_PER_CORE per core of this machine."""
+    if isinstance(value, numbers.Integral) and value > max_threads():
+        raise UserError("{} {} is above the limit of {} ({} per core, {} cores)".format(
+            flag, value, max_threads(), THREADS_PER_CORE, os.cpu_count() or 1))
+    return check_bound(flag, value, max_threads(), minimum)
 
 
 # -- ONNX files ------------------------------------------------------------------------------------------
@@ -205,18 +249,90 @@ def check_output_file(path, what: str = "output") -> str:
     path = os.path.abspath(os.fspath(path))
     if os.path.isdir(path):
         raise UserError("{} {} is a folder; give a file path".format(what, path))
-    parent = os.path.dirname(path)
-    probe = parent
-    while probe and not os.path.exists(probe):
-        probe = os.path.dirname(probe)
-    if probe and not os.path.isdir(probe):
-        raise UserError("cannot write {} {}: {} is a file, not a folder".format(what, path, probe))
+    check_parent_folders(path, what)
     return path
+
+
+def check_parent_folders(path, what: str = "output") -> None:
+    """The nearest existing parent of ``path`` is a folder: `-o f/m.onnx` with a file f fails here, by name."""
+    path = os.path.abspath(os.fspath(path))
+    probe = os.path.dirname(path)
+    while probe and not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    if probe and os.path.exists(probe) and not os.path.isdir(probe):
+        raise UserError("cannot write {} {}: {} is not a folder".format(what, path, probe))
 
 
 def check_output_files(paths: Iterable, what: str = "output") -> List[str]:
     """check_output_file for a set of artifacts, all before the first one is written."""
     return [check_output_file(path, what) for path in paths]
+
+
+# -- outputs that would destroy inputs -------------------------------------------------------------------
+
+def _labelled_paths(pairs) -> List[Tuple[str, str]]:
+    """(label, path) for each given path; a pair's path may be None (option not given) or a list (ARTIFACTS)."""
+    found = []
+    for label, value in pairs:
+        if value is None or value == "":
+            continue
+        values = value if isinstance(value, (list, tuple)) else [value]
+        found.extend((label, os.fspath(item)) for item in values if item is not None and item != "")
+    return found
+
+
+def _real(path: str) -> str:
+    # realpath resolves every link on the way, so `link.onnx -> real.onnx` and `real.onnx` meet here
+    return os.path.realpath(os.path.abspath(path))
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path != folder and path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _same_file(first: str, second: str) -> bool:
+    """One file under two names: one real path, or one inode (a hard link, a bind mount)."""
+    if _real(first) == _real(second):
+        return True
+    try:
+        return os.path.samefile(first, second)
+    except OSError:  # one of them does not exist yet
+        return False
+
+
+def _named(label: str, path: str) -> str:
+    """How a path is named in a message: as the user wrote it, with where a link leads."""
+    real = _real(path)
+    return "{} {}{}".format(label, path, "" if real == os.path.abspath(path) else " (-> {})".format(real))
+
+
+def check_outputs_spare_inputs(outputs=(), inputs=(), replaced=()) -> None:
+    """The one output guard: refuse, before any work, an output that would destroy or change an input.
+
+    ``outputs``: (label, path) of files and folders the command writes (into); ``replaced``: (label, path) of
+    what it replaces whole (a bundle folder); ``inputs``: (label, path or paths) of everything it reads. Paths
+    are compared as real paths, through links. An output may not be an input, nor lie inside an input folder;
+    a replaced output may not hold an input either. The UserError names the input in danger.
+    """
+    sources = [(label, path, _real(path)) for label, path in _labelled_paths(inputs)]
+    written = [(label, path, False) for label, path in _labelled_paths(outputs)]
+    written += [(label, path, True) for label, path in _labelled_paths(replaced)]
+    for out_label, out_path, replaces in written:
+        check_parent_folders(out_path, out_label)
+        real, target = _real(out_path), _named(out_label, out_path)
+        for in_label, in_path, in_real in sources:
+            folder = os.path.isdir(in_real)
+            source = "the input {}{}".format("folder " if folder else "", _named(in_label, in_path))
+            if _same_file(out_path, in_path):
+                raise UserError("{} {}; choose another output".format(
+                    target, "is " + source + ", and writing there would change it" if folder
+                    else "would overwrite " + source))
+            if folder and _inside(real, in_real):
+                raise UserError("{} lies inside {}, and writing there would change it; choose an output "
+                                "outside it".format(target, source))
+            if replaces and _inside(in_real, real):
+                raise UserError("{} would replace the folder that holds {}; choose another output".format(
+                    target, source))
 
 
 # -- memory ----------------------------------------------------------------------------------------------
@@ -241,8 +357,8 @@ def check_memory(needed_bytes: int, what: str, hint: str = "") -> None:
     available = available_memory_bytes()
     if available is None or needed_bytes <= available * MEMORY_SHARE:
         return
-    raise UserError("{} needs about {:.1f} GiB, but this machine has {:.1f} GiB available{}".format(
-        what, needed_bytes / 2.0 ** 30, available / 2.0 ** 30, "; " + hint if hint else ""))
+    raise UserError("{} needs about {:.1f} GiB ({} bytes), but this machine has {:.1f} GiB available{}".format(
+        what, needed_bytes / 2.0 ** 30, int(needed_bytes), available / 2.0 ** 30, "; " + hint if hint else ""))
 
 
 # -- execution providers ---------------------------------------------------------------------------------
@@ -255,6 +371,12 @@ ACTIVATION_FACTOR = 24
 def batch_memory_bytes(batch_size: int, input_size: int, channels: int = 3) -> int:
     """A rough upper estimate of what running one batch of float32 images needs (input plus activations)."""
     return int(batch_size) * channels * int(input_size) ** 2 * 4 * (ACTIVATION_FACTOR + 1)
+
+
+def check_head_memory(num_classes: int, flag: str = "--num-classes") -> None:
+    """The classifier head of ``num_classes`` classes, in every copy an export holds, fits in memory."""
+    check_memory(int(num_classes) * HEAD_FEATURES * 4 * EXPORT_COPIES, "a classifier head of {} classes".format(
+        num_classes), "use a smaller {}".format(flag))
 
 
 def check_batch_memory(batch_size: int, input_size: int, flag: str = "--batch-sizes") -> None:

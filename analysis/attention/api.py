@@ -18,6 +18,7 @@ from deploy.errors import UserError
 from deploy.fileio import write_json, write_text
 from deploy.metadata import read_model_info
 from deploy.preprocess import PreprocessSpec
+from deploy.validate import check_batch_memory
 from models.info import num_classes_of, preprocess_for
 
 from .classes import ClassChoice, choose_classes
@@ -115,6 +116,7 @@ def analyze_attention(arch: str, data_dir, weights=None, labels_file=None, class
     primary, model = _load(arch, weights, notes)
     info = read_model_info(deployed) if deployed else None
     spec = _resolve_spec(model, arch, input_size, info, primary, notes)
+    check_batch_memory(batch_size, spec.input_size, "--batch-size")  # before any image is decoded
     runs = [(primary, model)]
     if compare:
         other, other_model = _load(compare, compare_weights, notes)

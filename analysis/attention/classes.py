@@ -6,6 +6,7 @@ from typing import Dict, List, Optional, Sequence
 
 import deploy
 from deploy.errors import UserError
+from deploy.text import is_ascii_number
 
 DEFAULT_COUNT = 4  # the seed shows four classes
 _TSV = os.path.join(os.path.dirname(os.path.abspath(deploy.__file__)), "data", "imagenet_classes.tsv")
@@ -62,7 +63,7 @@ def _unique_display(choices: List[ClassChoice]) -> List[ClassChoice]:
 
 
 def _synset_names(class_names) -> Dict[str, List[str]]:
-    if not class_names or not all(name.startswith("n") and name[1:].isdigit() for name in class_names):
+    if not class_names or not all(name.startswith("n") and is_ascii_number(name[1:]) for name in class_names):
         return {}
     table = imagenet_names()
     return {name: table.get(name, []) for name in class_names}
@@ -73,12 +74,12 @@ def _choice(index: int, class_names, synsets) -> ClassChoice:
     if synsets.get(name):
         display = synsets[name][0]
     else:  # a bare number in a legend reads as a value, not a class
-        display = "class " + name if name.isdigit() else name
+        display = "class " + name if is_ascii_number(name) else name
     return ClassChoice(index, name, display)
 
 
 def _resolve(token: str, class_names, synsets) -> int:
-    if token.lower().startswith("class ") and token[6:].strip().isdigit():  # the legend's own text
+    if token.lower().startswith("class ") and is_ascii_number(token[6:].strip()):  # the legend's own text
         token = token[6:].strip()
     if class_names and token in class_names:
         return list(class_names).index(token)
@@ -86,7 +87,7 @@ def _resolve(token: str, class_names, synsets) -> int:
     for synset, names in synsets.items():
         if any(lowered == name.lower() for name in names):
             return list(class_names).index(synset)
-    if token.isdigit():
+    if is_ascii_number(token):
         index = int(token)
         if class_names and index >= len(class_names):
             raise UserError("class index {} is out of range: the data has {} classes".format(index, len(class_names)))
