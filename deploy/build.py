@@ -15,10 +15,13 @@ from .cliutil import add_build_options, note, run_main
 def run_build(model: str, output: Optional[str], values: Dict[str, object], log=None):
     """What both fronts (cli.py build, python -m deploy.build) do: (JSON payload, text lines)."""
     from .errors import UserError
+    from .metadata import read_model_info
     from .trt.build import build_engine, dry_run
     from .trt.plan import BuildOptions
 
     options = BuildOptions.from_mapping(values)
+    if str(model).endswith(".onnx"):  # the one model check: what deploy.infer could not run is not planned
+        read_model_info(model)
     if values.get("dry_run"):
         plan = dry_run(model, output, options, values.get("trt_version"))
         return {"dry_run": True, "engines": [plan.to_dict()]}, format_plan([plan])
@@ -60,6 +63,7 @@ def format_plan(plans) -> List[str]:
     for plan in plans:
         lines += ["{} -> {}: {} on TensorRT {} [{}]".format(plan.onnx, plan.engine, plan.precision, plan.trt_version,
                                                           " ".join(plan.trt_flags) or "no flags")]
+        lines += ["  float layers: " + plan.float_layers] if plan.float_layers else []
         lines += ["  trtexec: " + plan.to_dict()["trtexec"], "  polygraphy: " + plan.to_dict()["polygraphy"]]
         lines += ["  note: " + text for text in plan.notes]
     return lines

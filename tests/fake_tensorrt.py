@@ -5,13 +5,23 @@ the exact TensorRT calls Polygraphy makes for the arguments we give it (flags se
 the calibrator). Per version it has what the real API has: 8.5 lacks the 8.6 options (hardware compatibility,
 builder optimization level), 10.x adds STRONGLY_TYPED, 11.x removed the FP16/INT8 flags, calibrators and DLA.
 The "engine" is JSON describing what was asked; its inspector reports INT8/FP16 layers accordingly.
+
+Its ONNX parser refuses what the real one refuses, with the real one's words, so no test passes on a model a
+device would reject: Q/DQ that is not INT8 with zero point 0, an op outside the release's documented list, an opset
+beyond its range. It reads the documented lists (deploy/data/trt_onnx_parsers.json) itself and checks the graph
+by its own code, not through deploy.trt.conformance, so a mistake there cannot hide here.
 """
 import enum
 import json
 import sys
 import types
 
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
 from deploy.onnx_info import inspect_onnx
+from deploy.trt.conformance import PARSERS_FILE
 from deploy.trt.version import TrtVersion
 
 JETPACK5, JETPACK6, DESKTOP11 = "8.5.2.2", "10.3.0", "11.4.0"
@@ -53,6 +63,38 @@ class _Recorder:
         return getattr(self, "timing_cache", None)
 
 
+def _documented(version: TrtVersion) -> dict:
+    with open(PARSERS_FILE, "r", encoding="utf-8") as handle:
+        releases = json.load(handle)["releases"]
+    return [r for r in releases if TrtVersion.parse(r["from"]).release[:2] <= version.release[:2]][-1]
+
+
+def parser_errors(path: str, version: TrtVersion) -> list:
+    """The errors TensorRT's ONNX parser reports for the model at ``path`` (its messages, shortened)."""
+    model = onnx.load(path, load_external_data=False)
+    documented, errors = _documented(version), []
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    if opset > documented["opset_max"]:
+        errors.append("Unsupported ONNX opset version: {}".format(opset))
+    constants = {init.name: init for init in model.graph.initializer}
+    for index, node in enumerate(model.graph.node):
+        where = "In node {} with name: {} and operator: {}: ".format(index, node.name, node.op_type)
+        if node.op_type not in documented["operators"] or node.domain not in ("", "ai.onnx"):
+            errors.append(where + "No importer registered for op: " + node.op_type)
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        tensors = [constants.get(name) for name in node.input[2:3]] + ([constants.get(node.input[0])] if
+                                                                        node.op_type == "DequantizeLinear" else [])
+        for tensor in (t for t in tensors if t is not None):
+            if tensor.data_type != onnx.TensorProto.INT8:
+                errors.append(where + "Unsupported ONNX data type: " + onnx.TensorProto.DataType.Name(tensor.data_type))
+        zero_point = tensors[0] if len(node.input) > 2 and node.input[2] else None
+        if zero_point is not None and np.any(numpy_helper.to_array(zero_point)):
+            errors.append(where + "Assertion failed: TRT only supports symmetric quantization - zeroPt must be all "
+                                  "zeros")
+    return errors
+
+
 class _Buffer(bytes):
     def __enter__(self):
         return self
@@ -66,6 +108,7 @@ def fake_tensorrt(version: str):
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version
     trt.rejects_cache = trt.ignores_qdq = False  # switches for the failures TensorRT is known to hide
+    trt.parser_errors = []  # what the last parse reported
     trt.BuilderFlag = enum.IntEnum("BuilderFlag", ["TF32", "GPU_FALLBACK", "PREFER_PRECISION_CONSTRAINTS",
                                                    "DIRECT_IO"] + (["FP16", "INT8"] if v.has_weak_typing else [])
                                    + (["VERSION_COMPATIBLE"] if v.has_compatibility_options else []), start=0)
@@ -109,9 +152,17 @@ def fake_tensorrt(version: str):
 
     class OnnxParser:
         def __init__(self, network, logger):
-            self.network, self.num_errors = network, 0
+            self.network, self.errors = network, []
+
+        num_errors = property(lambda self: len(self.errors))
+
+        def get_error(self, index):
+            return self.errors[index]
 
         def parse_from_file(self, path):
+            self.errors = trt.parser_errors = parser_errors(path, v)
+            if self.errors:
+                return False
             info = inspect_onnx(path)
             self.network.model = info.precision
             self.network.inputs = [types.SimpleNamespace(name=name, shape=tuple(-1 if d is None else d for d in shape),

@@ -1,6 +1,8 @@
 """What a build will do, decided without TensorRT: options, the honest precision and flags per TensorRT version,
 and the equivalent trtexec and polygraphy lines. ``deploy.build --dry-run``, ``cli.py build --dry-run`` and the
-bundle's build script print this one plan, so they cannot disagree. The README's build section has the table.
+bundle's build script print this one plan, so they cannot disagree. Every model is first checked against what the
+target TensorRT's ONNX parser documents (``conformance``), so no plan holds a model the device would refuse.
+``build_rules_table`` writes the per-version table of docs/TENSORRT_CONFORMANCE.md from the same rules.
 """
 import os
 import re
@@ -9,7 +11,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..errors import UserError
+from ..metadata import sidecar_path
+from ..validate import MAX_BATCH, check_outputs_spare_inputs
 from ..onnx_info import OnnxPrecision, inspect_onnx
+from .conformance import check_conformance
 from .profiles import ShapeProfile, format_shape, resolve_batch_range, resolve_profiles
 from .version import DEFAULT_TARGET, TrtVersion
 
@@ -35,9 +40,11 @@ BUILD_CLI_OPTIONS = (
     CliOption("--implicit-int8", "implicit_int8", "flag", "Legacy implicit INT8 from --calib-cache (TensorRT "
               "8.5-10.x); the engine is named int8-implicit."),
     CliOption("--calib-cache", "calib_cache", "path", "Calibration cache for --implicit-int8.", "FILE"),
-    CliOption("--min-batch", "min_batch", "int", "Smallest batch of the optimization profile (default 1).", "N"),
+    CliOption("--min-batch", "min_batch", "int", "Smallest batch of the optimization profile (default 1; batches "
+              "at most {}).".format(MAX_BATCH), "N"),
     CliOption("--opt-batch", "opt_batch", "int", "Batch TensorRT tunes for (default: the min batch).", "N"),
-    CliOption("--max-batch", "max_batch", "int", "Largest batch of the optimization profile (default 8).", "N"),
+    CliOption("--max-batch", "max_batch", "int", "Largest batch of the optimization profile (default 8, at most "
+              "{}).".format(MAX_BATCH), "N"),
     CliOption("--workspace", "workspace_mib", "int", "Builder workspace limit in MiB (default: TensorRT's).", "MIB"),
     CliOption("--timing-cache", "timing_cache", "path", "Read, and update, this timing cache file.", "FILE"),
     CliOption("--dla-core", "dla_core", "int", "Build for this DLA core (Jetson; FP16/INT8 engines).", "N"),
@@ -124,6 +131,11 @@ class BuildPlan:
         return TrtVersion.parse(self.trt_version)
 
     @property
+    def float_layers(self) -> Optional[str]:
+        """How this Q/DQ engine runs the layers left in float (None for other precisions)."""
+        return qdq_float_layers(self.version, self.options.dla_core is not None) if self.precision == "int8" else None
+
+    @property
     def trt_flags(self) -> List[str]:
         """Network and builder flags by their TensorRT names."""
         flags = ["STRONGLY_TYPED"] if self.strongly_typed else []
@@ -139,14 +151,36 @@ class BuildPlan:
                 "trt_flags": self.trt_flags, "trt_version": self.trt_version, "strongly_typed": self.strongly_typed,
                 "profiles": [p.to_dict() for p in self.profiles], "trtexec": trtexec_command(self),
                 "polygraphy": polygraphy_command(self), "polygraphy_run": polygraphy_run_command(self),
-                "notes": list(self.notes)}
+                "float_layers": self.float_layers, "notes": list(self.notes)}
+
+
+def qdq_float_layers(version, dla: bool = False) -> str:
+    """The one statement of how a Q/DQ model's float layers run on ``version``; the dry run, build_engines.sh and
+    the docs' table all print it. Float layers run as the CPU proof measured them (FP32), on every version:
+    8.x builds weakly typed with the INT8 flag alone (no FP16 flag, so the builder keeps them in FP32); 10.x builds
+    strongly typed, as 11.x must (the ONNX types decide). Sources: the TensorRT developer guide ("Explicit
+    Quantization", "Strongly Typed Networks"), the 10.12.0 release notes (weak typing deprecated) and "Migrating
+    from TensorRT 10.x to 11.x" (weak typing removed)."""
+    version = TrtVersion.parse(version)
+    if dla and version.has_dla:
+        return ("weakly typed with the INT8 and FP16 flags, for DLA (it runs INT8 and FP16 layers only): layers "
+                "without Q/DQ run in FP16, not in the FP32 the CPU proof measured")
+    if not version.has_weak_typing:
+        return ("strongly typed (11.x has no other mode): layers without Q/DQ run in the ONNX model's float type, "
+                "FP32 for cli.py calibrate's models")
+    if version.has_strongly_typed_flag:
+        return ("strongly typed: layers without Q/DQ run in the ONNX model's float type, FP32 for cli.py calibrate's "
+                "models (a weakly typed --int8 --fp16 build would run them in FP16)")
+    return ("weakly typed with the INT8 flag alone: layers without Q/DQ run in FP32 (the FP16 flag, which would "
+            "let them run in FP16, is not set)")
 
 
 def resolve_precision(version: TrtVersion, options: BuildOptions, model: OnnxPrecision):
     """(precision, strongly_typed, fp16 flag, int8 flag, notes): the documented way on this version, or UserError.
 
     Weakly typed flags where they exist and are needed; a strongly typed network where the ONNX types alone are
-    the precision (10.x), and always on 11.x (no FP16/INT8 flags, no calibrators).
+    the precision (10.x), and always on 11.x (no FP16/INT8 flags, no calibrators). A Q/DQ model's float layers
+    stay in FP32 everywhere (``qdq_float_layers``).
     """
     own = model.label
     wanted = "int8-implicit" if options.implicit_int8 else (options.precision or own)
@@ -169,12 +203,50 @@ def resolve_precision(version: TrtVersion, options: BuildOptions, model: OnnxPre
     if wanted == "fp16" and own == "fp32" and not weak:
         raise UserError("TensorRT {} has no FP16 builder flag (removed in 11.0): build the FP16 ONNX model "
                         "(cli.py export --precision fp16)".format(version))
-    if wanted == "int8" and not weak:
-        return wanted, True, False, False, ["TensorRT {} builds the Q/DQ model strongly typed: layers left in float "
-                                            "run in the ONNX model's float type".format(version)]
-    if wanted == "int8" or (wanted == "fp16" and (own == "fp32" or weak and not version.has_strongly_typed_flag)):
-        return wanted, False, True, wanted == "int8", []  # FP16 also lets an INT8 model's float layers run in half
+    if wanted == "int8":  # explicit quantization: Q/DQ says where INT8 runs, qdq_float_layers says the rest
+        if options.dla_core is not None and weak:  # DLA has no FP32 layers: the float ones need the FP16 flag
+            return wanted, False, True, True, []
+        strongly_typed = version.has_strongly_typed_flag or not weak
+        return wanted, strongly_typed, False, not strongly_typed, []
+    if wanted == "fp16" and (own == "fp32" or weak and not version.has_strongly_typed_flag):
+        return wanted, False, True, False, []
     return wanted, not weak or version.has_strongly_typed_flag, False, False, []  # the ONNX types are the precision
+
+
+# The docs' table: one column per TensorRT line users run, one row per model and requested engine.
+TABLE_VERSIONS = (("TensorRT 8.5 / 8.6 (JetPack 5.1 / 6.0)", "8.6.2"), ("TensorRT 10.x (10.3: JetPack 6.1/6.2)",
+                                                                       "10.3.0"), ("TensorRT 11.x", "11.4.0"))
+TABLE_ROWS = (
+    ("FP32 ONNX → `fp32`", OnnxPrecision(), {}),
+    ("FP32 ONNX → `fp16`", OnnxPrecision(), {"precision": "fp16"}),
+    ("FP16 ONNX → `fp16`", OnnxPrecision(fp16=True), {}),
+    ("Q/DQ ONNX → `int8`", OnnxPrecision(qdq=True), {}),
+    ("FP32 ONNX + cache → `int8-implicit`", OnnxPrecision(), {"implicit_int8": True, "calib_cache": "CACHE"}),
+)
+
+
+def build_rules_table() -> str:
+    """The markdown table of what each TensorRT version gets, from ``resolve_precision`` and
+    ``qdq_float_layers`` themselves (docs/TENSORRT_CONFORMANCE.md holds its output; a test keeps them equal)."""
+    lines = ["| model → engine | {} |".format(" | ".join(name for name, _ in TABLE_VERSIONS)),
+             "|---|{}".format("---|" * len(TABLE_VERSIONS))]
+    for label, model, values in TABLE_ROWS:
+        cells = [_table_cell(TrtVersion.parse(version), BuildOptions(**values), model) for _, version in TABLE_VERSIONS]
+        lines.append("| {} | {} |".format(label, " | ".join(cells)))
+    return "\n".join(lines)
+
+
+def _table_cell(version: TrtVersion, options: BuildOptions, model: OnnxPrecision) -> str:
+    try:
+        _, strongly_typed, fp16, int8, _ = resolve_precision(version, options, model)
+    except UserError as exc:
+        return "refused: {}".format(exc)
+    if model.qdq:
+        return qdq_float_layers(version)  # it names the typing and the flags
+    flags = [name for name, on in (("FP16", fp16), ("INT8", int8)) if on]
+    cell = "strongly typed" if strongly_typed else "weakly typed, {}".format(
+        " + ".join("`{}` flag".format(f) for f in flags) or "no flags")
+    return cell + (" + calibrator" if options.implicit_int8 else "")
 
 
 def check_version_options(version: TrtVersion, options: BuildOptions) -> None:
@@ -220,6 +292,7 @@ def plan_build(onnx_path: str, output: Optional[str], trt_version: str,
         raise UserError("no such model file: {}".format(onnx_path))
     version = TrtVersion.parse(trt_version)
     check_version_options(version, options)
+    unchecked = check_conformance(onnx_path, version)  # UserError (one line) for what the parser would refuse
     info = inspect_onnx(onnx_path)
     precision, strongly_typed, fp16, int8, notes = resolve_precision(version, options, info.precision)
     if options.implicit_int8 and check_files:  # a cache stamped for another TensorRT would be skipped silently
@@ -229,13 +302,19 @@ def plan_build(onnx_path: str, output: Optional[str], trt_version: str,
         raise UserError("DLA runs FP16 and INT8 layers only; build the FP16 or Q/DQ ONNX model for --dla-core")
     if options.dla_core:
         notes.append("the polygraphy line builds for DLA core 0: its command line has no core option")
+    if unchecked:
+        notes.append(unchecked)
     if info.precision.source == "unknown":
         notes.append("could not read the model's precision (install onnx, or ship the bundle's model.onnx.json); "
                      "planned it as fp32")
     engine = os.fspath(output) if output else default_engine_path(onnx_path, precision)
     check_engine_name(engine, precision)
-    if os.path.abspath(engine) == os.path.abspath(onnx_path):
-        raise UserError("the engine would overwrite its ONNX model {}".format(onnx_path))
+    check_outputs_spare_inputs([("engine", engine), ("sidecar", sidecar_path(engine))],
+                               [("MODEL", onnx_path), ("--calib-cache", options.calib_cache),
+                                ("--timing-cache", options.timing_cache)])
+    # the timing cache is read and then rewritten: an output too, though not of the engine's
+    check_outputs_spare_inputs([("--timing-cache", options.timing_cache)],
+                               [("MODEL", onnx_path), ("--calib-cache", options.calib_cache)])
     profiles = resolve_profiles(info.inputs, options.min_batch, options.opt_batch, options.max_batch)
     return BuildPlan(onnx_path, engine, precision, str(version), strongly_typed, fp16, int8, profiles, options, notes)
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ..errors import UserError
+from ..validate import MAX_BATCH, check_bound
 
 DEFAULT_MAX_BATCH = 8
 
@@ -43,8 +44,7 @@ def resolve_batch_range(min_batch: Optional[int] = None, opt_batch: Optional[int
                         max_batch: Optional[int] = None) -> BatchRange:
     """Fill what was not given: min 1, opt = min (latency first, as on a Jetson stream), max 8 or the largest given."""
     for flag, value in (("--min-batch", min_batch), ("--opt-batch", opt_batch), ("--max-batch", max_batch)):
-        if value is not None and int(value) < 1:
-            raise UserError("{} must be at least 1, got {}".format(flag, value))
+        check_bound(flag, value, MAX_BATCH)
     low = int(min_batch) if min_batch is not None else 1
     given = [int(v) for v in (min_batch, opt_batch, max_batch) if v is not None]
     high = int(max_batch) if max_batch is not None else max([DEFAULT_MAX_BATCH] + given)

@@ -2,7 +2,8 @@
 can do. Other modules ask here instead of comparing major versions themselves.
 
 Sources: TensorRT Python API references (8.5, 8.6, 10.x, 11.x), "Migrating from TensorRT 10.x to 11.x",
-"Removed Python APIs and Replacements", and NV_TENSORRT_VERSION in NvInferVersion.h (the cache number).
+"Removed Python APIs and Replacements", the TensorRT 10.12.0 release notes (weak typing deprecated), and
+NV_TENSORRT_VERSION in NvInferVersion.h (the cache number).
 """
 import re
 from typing import NamedTuple, Optional, Tuple, Union
@@ -44,6 +45,8 @@ class TrtVersion(NamedTuple):
     supported = property(lambda self: self.release[:2] >= MIN_VERSION)
     has_weak_typing = property(lambda self: self.major < 11)  # BuilderFlag.FP16/INT8; 11.0 removed them
     has_strongly_typed_flag = property(lambda self: self.major == 10)  # 11.x is always strongly typed
+    # 10.12 release notes: "Weak typing APIs deprecated ... TensorRT will be using strong-typing exclusively".
+    weak_typing_deprecated = property(lambda self: self.major == 10 and self.minor >= 12)
     has_implicit_int8 = property(lambda self: self.major < 11)  # calibrators: deprecated 10.1, removed 11.0
     has_dla = property(lambda self: self.major < 11)  # a JetPack feature; TensorRT 11.4 has no JetPack
     has_tensor_profile_shape = property(lambda self: self.major >= 10)  # 8.x: get_profile_shape

@@ -46,8 +46,8 @@ def built(models, model, version, monkeypatch, tmp_path, **options):
     ("fp16", JETPACK5, {}, ["FP16"], False),
     ("fp16", JETPACK6, {}, [], True),
     ("fp16", DESKTOP11, {}, [], True),
-    ("int8", JETPACK5, {}, ["FP16", "INT8"], False),
-    ("int8", JETPACK6, {}, ["FP16", "INT8"], False),
+    ("int8", JETPACK5, {}, ["INT8"], False),
+    ("int8", JETPACK6, {}, [], True),
     ("int8", DESKTOP11, {}, [], True),
 ])
 def test_flags_polygraphy_sets_per_precision_and_version(models, monkeypatch, tmp_path, model, version, options,

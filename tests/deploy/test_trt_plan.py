@@ -1,10 +1,13 @@
 """The build plan without TensorRT: honest precisions and flags per TensorRT version, names, command lines."""
+import os
+
 import pytest
 
 from deploy.errors import UserError
 from deploy.trt.build import dry_run
-from deploy.trt.plan import BuildOptions, default_engine_path, plan_build
+from deploy.trt.plan import BuildOptions, build_rules_table, default_engine_path, plan_build, qdq_float_layers
 from deploy.trt.version import DEFAULT_TARGET, TrtVersion, parse_version_or_number
+from tests.deploy.int8_fixtures import digits_int8_models  # noqa: F401 (a fixture)
 from tests.deploy.trt_models import write_model
 
 JP5, JP60, JP6, TRT11 = "8.5.2", "8.6.2", "10.3.0", "11.4.0"
@@ -31,8 +34,8 @@ def plan(models, model, version, **options):
     ("fp16", None, JP5, "fp16", ["FP16"]),
     ("fp16", None, JP6, "fp16", ["STRONGLY_TYPED"]),
     ("fp16", None, TRT11, "fp16", ["STRONGLY_TYPED"]),
-    ("int8", None, JP5, "int8", ["FP16", "INT8"]),
-    ("int8", None, JP6, "int8", ["FP16", "INT8"]),
+    ("int8", None, JP5, "int8", ["INT8"]),  # float layers stay FP32, as measured (qdq_float_layers)
+    ("int8", None, JP6, "int8", ["STRONGLY_TYPED"]),
     ("int8", None, TRT11, "int8", ["STRONGLY_TYPED"]),
 ])
 def test_precision_and_flags_per_version(models, model, precision, version, expected, flags):
@@ -127,3 +130,58 @@ def test_version_codec():
         TrtVersion.parse("ten")
     assert [TrtVersion.parse(v).has_weak_typing for v in (JP5, JP6, TRT11)] == [True, True, False]
     assert [TrtVersion.parse(v).has_strongly_typed_flag for v in (JP5, JP6, TRT11)] == [False, True, False]
+
+
+# -- one statement per version of how a Q/DQ model's float layers run ----------------------------------------------
+
+def test_float_layers_statement_is_one_per_version_and_the_same_in_dry_run_and_build_engines_sh(
+        digits_int8_models, tmp_path, capsys):
+    from deploy.build import main
+    from deploy.bundle import TARGETS, bundle
+
+    statements = {version: qdq_float_layers(version) for version in (JP5, JP60, JP6, TRT11)}
+    assert statements[JP5] == statements[JP60] and len({statements[v] for v in (JP5, JP6, TRT11)}) == 3
+    assert "FP32" in statements[JP5] and "strongly typed" in statements[JP6] and "11.x" in statements[TRT11]
+    assert qdq_float_layers("10.3.0.30") == qdq_float_layers("10.8.0") == statements[JP6]
+    script = open(bundle([digits_int8_models["tensorrt"]], tmp_path / "b").output + "/build_engines.sh").read()
+    for target, version in TARGETS:
+        lines = script.splitlines()
+        planned = lines.index("# {}: int8 [{}]".format(target, " ".join(plan_build(
+            digits_int8_models["tensorrt"], None, version).trt_flags)))
+        assert lines[planned + 1] == "#   float layers: " + qdq_float_layers(version)
+        assert main([digits_int8_models["tensorrt"], "--dry-run", "--trt-version", version]) == 0
+        assert "  float layers: " + qdq_float_layers(version) in capsys.readouterr().out.splitlines()
+
+
+def test_the_cpu_target_model_is_bundled_but_gets_no_build_line(digits_int8_models, tmp_path):
+    from deploy.bundle import bundle
+
+    result = bundle([digits_int8_models["tensorrt"], digits_int8_models["cpu"]], tmp_path / "b")
+    assert "eca_digits.int8.cpu.onnx" in result.models and "eca_digits.int8.cpu.onnx" in result.files
+    assert len(result.build_commands) == 1 and result.build_commands[0].startswith(
+        "python3 -m deploy.build eca_digits.int8.tensorrt.onnx -o eca_digits.int8.tensorrt.engine")
+    script = open(result.output + "/build_engines.sh").read().splitlines()
+    commands = [line for line in script if line.startswith("python3 -m deploy.build")]
+    assert commands == result.build_commands  # every line the device runs is one TensorRT accepts
+    note = next(n for n in result.notes if n.startswith("eca_digits.int8.cpu.onnx: no TensorRT engine"))
+    assert "it runs with ONNX Runtime" in note and "--target tensorrt" in note and "# " + note in script
+
+
+def test_the_docs_table_is_the_plans_own(models):
+    table = build_rules_table()
+    docs = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs", "TENSORRT_CONFORMANCE.md")
+    assert table in open(docs, encoding="utf-8").read()
+    rows = {line.split(" | ")[0][2:]: line for line in table.splitlines()[2:]}
+    assert qdq_float_layers(JP5) in rows["Q/DQ ONNX → `int8`"] and qdq_float_layers(TRT11) in rows[
+        "Q/DQ ONNX → `int8`"]
+    assert plan(models, "fp16", JP6).float_layers is None and plan(models, "int8", JP6).float_layers == \
+        qdq_float_layers(JP6)
+
+
+def test_dla_is_the_one_exception_and_says_so(models):
+    """DLA runs INT8 and FP16 layers only, so a Q/DQ model's float layers need the FP16 flag there."""
+    for version in (JP5, JP6):
+        result = plan(models, "int8", version, dla_core=0, gpu_fallback=True)
+        assert result.trt_flags == ["FP16", "INT8", "GPU_FALLBACK"] and not result.strongly_typed
+        assert result.float_layers == qdq_float_layers(version, dla=True) and "FP16" in result.float_layers
+        assert "--int8" in result.to_dict()["trtexec"] and "--fp16" in result.to_dict()["trtexec"]

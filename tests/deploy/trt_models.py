@@ -6,6 +6,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from deploy.metadata import ModelInfo
+from deploy.preprocess import PreprocessSpec
+
 
 def write_model(path, precision: str = "fp32", batch=None) -> str:
     rng = np.random.default_rng(0)
@@ -31,6 +34,10 @@ def write_model(path, precision: str = "fp32", batch=None) -> str:
                                                                            [batch or "N", 3, 8, 8])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch or "N", 4])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    # the metadata export writes: deploy.build refuses a model whose preprocessing it cannot state
+    info = ModelInfo(arch="tiny", num_classes=4, preprocess=PreprocessSpec(input_size=8, resize_size=9),
+                     precision=precision)
+    helper.set_model_props(model, info.to_metadata())
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return str(path)
