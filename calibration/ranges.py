@@ -29,6 +29,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from deploy.errors import UserError
+from exporter.input_normalization import normalized_input
 from precision.qdq import GATE_OPS
 
 METHODS = ("entropy", "minmax", "percentile", "mse")
@@ -304,7 +305,9 @@ def full_range_tensors(model) -> set:
       the CPU model with quantized gates fell from 98% to 62% top-1 on digits.
     """
     initializers = {init.name for init in model.graph.initializer}
-    return {v.name for v in model.graph.input if v.name not in initializers} | gate_tensors(model)
+    inputs = {v.name for v in model.graph.input if v.name not in initializers}
+    normalized = normalized_input(model)  # an in-graph normalization's output: the same normalized image
+    return inputs | ({normalized} if normalized else set()) | gate_tensors(model)
 
 
 def gate_tensors(model) -> set:

@@ -2,9 +2,11 @@
 import click
 
 from exporter.attention_form_options import DEFAULT_FORM, FORMS
-from deploy.preprocess import PREPROCESS_OPTIONS
 
-from .common import emit_json, json_option, note
+from deploy.validate import MAX_BATCH, MAX_CLASSES, MAX_ECA_CONVS, MAX_INPUT_SIZE
+
+from .common import at_most, emit_json, json_option, note
+from .options import preprocess_options
 
 
 def _parse_k_size(value):
@@ -17,27 +19,21 @@ def _parse_k_size(value):
     return kernels[0] if len(kernels) == 1 else kernels
 
 
-def preprocess_options(func):
-    """The flags of deploy.preprocess.PREPROCESS_OPTIONS, declared there beside the config they set."""
-    for option in reversed(PREPROCESS_OPTIONS):
-        kind = click.Choice(option.choices) if option.choices else (
-            click.IntRange(min=1) if option.metavar == "N" else str)
-        func = click.option(option.flag, option.dest, type=kind, metavar=option.metavar if not option.choices
-                            else None, help=option.help)(func)
-    return func
-
-
 @click.command("export")
 @click.argument("model")
 @click.option("--weights", type=click.Path(dir_okay=False), help="Checkpoint: a state dict or a training dict.")
-@click.option("--num-classes", type=click.IntRange(min=1), help="Default: read from the checkpoint, else 1000.")
-@click.option("--input-size", type=click.IntRange(min=32), help="Network input size (default 224).")
+@click.option("--num-classes", type=click.IntRange(min=1), callback=at_most(MAX_CLASSES - 1),
+              help="Default: read from the checkpoint, else 1000 (at most {}).".format(MAX_CLASSES - 1))
+@click.option("--input-size", type=click.IntRange(min=32), callback=at_most(MAX_INPUT_SIZE),
+              help="Network input size (default 224, at most {}).".format(MAX_INPUT_SIZE))
 @preprocess_options
 @click.option("--opset", type=click.IntRange(min=13), default=17, show_default=True)
-@click.option("--batch", type=click.IntRange(min=1), help="Fixed batch size (default: dynamic batch).")
+@click.option("--batch", type=click.IntRange(min=1), callback=at_most(MAX_BATCH),
+              help="Fixed batch size (default: dynamic batch; at most {}).".format(MAX_BATCH))
 @click.option("--dynamic-batch", is_flag=True, help="Dynamic batch axis (the default).")
 @click.option("--k-size", help="ECA kernels: 'adaptive', one odd int, or one per stage like 3,5,5,7.")
-@click.option("--eca-convs", type=click.IntRange(min=1), help="Stack n 1-D convs in each ECA module.")
+@click.option("--eca-convs", type=click.IntRange(min=1), callback=at_most(MAX_ECA_CONVS),
+              help="Stack n 1-D convs in each ECA module (at most {}).".format(MAX_ECA_CONVS))
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim.")
 @click.option("--attention-form", type=click.Choice(FORMS), default=DEFAULT_FORM, show_default=True,
               help="How attention gates are written: nchwc runs faster in ONNX Runtime FP32 on x86 CPUs; lean is the "
@@ -50,17 +46,26 @@ def export_command(model, weights, num_classes, input_size, opset, batch, dynami
                    no_simplify, attention_form, precision, output, as_json, **preprocessing):
     """Export MODEL (a zoo name) to ONNX, check it with onnx.checker and compare it to PyTorch in ONNX Runtime."""
     from deploy.errors import CheckFailedError, UserError
-    from deploy.preprocess import resolve_input_size
-    from exporter import export_model
+    from deploy.preprocess import PreprocessSpec, apply_options, resolve_input_size
+    from deploy.validate import check_head_memory, check_outputs_spare_inputs
+    from precision.fp16 import fp16_path_for
 
     if batch and dynamic_batch:
         raise UserError("--batch and --dynamic-batch exclude each other")
+    output = output or "{}.onnx".format(model)
+    fp16_output = fp16_path_for(output) if precision == "fp16" else None
+    check_outputs_spare_inputs([("-o", output), ("the FP16 model", fp16_output)], [("--weights", weights)])
+    if num_classes is not None:
+        check_head_memory(num_classes)
+    # a bad --mean, --std or --resize fails here, before torch loads and the model is built
+    apply_options(PreprocessSpec.for_input_size(resolve_input_size(input_size, preprocessing["crop"])), **preprocessing)
+    from exporter import export_model
     options = {}
     if k_size is not None:
         options["k_size"] = _parse_k_size(k_size)
     if eca_convs is not None:
         options["num_convs"] = eca_convs
-    result = export_model(model, output or "{}.onnx".format(model), weights=weights, num_classes=num_classes,
+    result = export_model(model, output, weights=weights, num_classes=num_classes,
                           input_size=resolve_input_size(input_size, preprocessing["crop"]), opset=opset,
                           batch=batch, do_simplify=not no_simplify, attention_form=attention_form,
                           preprocess_options=preprocessing, **options)

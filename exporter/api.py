@@ -7,14 +7,15 @@ import onnx
 import torch
 
 import models
-from deploy.errors import UserError
+from deploy.errors import CheckFailedError, UserError
 from deploy.fileio import atomic_path
 from deploy.metadata import ModelInfo
 from deploy.preprocess import PreprocessSpec, apply_options
-from deploy.validate import check_opset, max_opset
+from deploy.validate import MAX_INPUT_SIZE, check_batch_memory, check_bound, check_opset, max_opset
 from models.info import num_classes_of, preprocess_for
 
 from .attention_forms import DEFAULT_FORM, METADATA_KEY, FormReport, check_form, convert
+from .input_normalization import add_input_normalization
 from .onnx_graph import full_check, op_histogram, set_metadata, simplify, trace_to_onnx
 from .parity import ParityReport, check_parity
 
@@ -91,12 +92,14 @@ def export_model(
     preprocess_options: Optional[Dict[str, object]] = None,
     **model_options,
 ) -> ExportResult:
-    """Export ``arch`` to ``output``. Raises UserError on bad input; the caller judges ``result.parity``.
+    """Export ``arch`` to ``output``. Raises UserError on bad input, and CheckFailedError when ONNX Runtime
+    disagrees with PyTorch; the output path is then left as it was.
 
     ``attention_form``: how the attention gates are spelled (exporter.attention_forms): ``nchwc`` runs faster in
     ONNX Runtime FP32 on x86, ``lean`` is the plain graph for TensorRT and the Q/DQ models.
     ``preprocess_options``: resize / mean / std / interpolation overrides (deploy.preprocess.PREPROCESS_OPTIONS)
     of the model's own preprocessing; they go into the metadata that every later stage reads.
+    ``normalize_in_graph=True`` among them puts the normalization into the graph (exporter.input_normalization).
     """
     check_form(attention_form)
     check_opset(opset, MIN_OPSET, max_export_opset())
@@ -104,6 +107,9 @@ def export_model(
         raise UserError("input size {} is too small; the networks downsample by 32".format(input_size))
     if batch is not None and batch < 1:
         raise UserError("batch must be positive, got {}".format(batch))
+    check_bound("--input-size", input_size, MAX_INPUT_SIZE)
+    batch_sizes = [batch] if batch else list(parity_batch_sizes)
+    check_batch_memory(max(batch_sizes), input_size, "--input-size")  # the parity batches, before the model
     model, checkpoint = models.load_model(arch, weights, num_classes=num_classes, seed=seed, **model_options)
     spec = apply_options(preprocess_for(model, input_size), **(preprocess_options or {}))
 
@@ -118,6 +124,8 @@ def export_model(
             notes.append(problem)
     # After onnxsim, which would otherwise be free to fold the inserted convs of ones back into a broadcast.
     form = convert(graph, attention_form)
+    if spec.normalize_in_graph:  # after onnxsim too: nothing may fold it into the zero-padded first conv
+        add_input_normalization(graph, spec)
     metadata = model_metadata(model, spec, checkpoint, opset, seed)
     metadata[METADATA_KEY] = attention_form
     set_metadata(graph, metadata)
@@ -126,7 +134,9 @@ def export_model(
     output = os.path.abspath(os.fspath(output))
     with atomic_path(output) as tmp:
         onnx.save(graph, tmp)
-        batch_sizes = [batch] if batch else list(parity_batch_sizes)
         parity = check_parity(model, tmp, spec, batch_sizes)
+        if not parity:  # raised inside, so the model that disagrees is never left at the output path
+            raise CheckFailedError("ONNX Runtime output differs from PyTorch beyond tolerance (max abs error {:.3g}); "
+                                   "{} was not written".format(parity.max_abs_error, output))
     return ExportResult(output, arch, metadata, parity, checkpoint is None, simplified, notes, op_histogram(graph),
                         form, spec)

@@ -7,7 +7,7 @@ import torch
 
 from deploy.compare import LogitComparison, compare_logits
 from deploy.images import sample_images
-from deploy.preprocess import PreprocessSpec, preprocess_file
+from deploy.preprocess import PreprocessSpec, network_input, preprocess_file
 from deploy.runners import OnnxRuntimeRunner
 
 from .onnx_graph import INPUT_NAME, OUTPUT_NAME
@@ -53,7 +53,7 @@ def check_parity(model: torch.nn.Module, onnx_path, spec: PreprocessSpec, batch_
         for batch_size in batch_sizes:
             inputs = sample_batch(spec, batch_size)
             with torch.no_grad():
-                expected = model(torch.from_numpy(inputs)).numpy()
+                expected = model(torch.from_numpy(network_input(inputs, spec))).numpy()
             actual = runner.infer({INPUT_NAME: inputs})[OUTPUT_NAME]
             report.comparisons.append(compare_logits(expected, actual, atol=atol, rtol=rtol))
     return report

@@ -19,4 +19,5 @@ def preprocess_for(model: torch.nn.Module, input_size: int) -> PreprocessSpec:
     spec: PreprocessSpec = model.preprocess
     if input_size == spec.input_size:
         return spec
-    return PreprocessSpec.for_input_size(input_size, interpolation=spec.interpolation, mean=spec.mean, std=spec.std)
+    return PreprocessSpec.for_input_size(input_size, interpolation=spec.interpolation, mean=spec.mean, std=spec.std,
+                                         normalize_in_graph=spec.normalize_in_graph)

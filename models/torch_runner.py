@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from deploy.errors import UserError
+from deploy.preprocess import PreprocessSpec, network_input
 from deploy.runners.base import BaseRunner, TensorMeta
 from deploy.runners.execution import INPUT_NAME, OUTPUT_NAME
 
@@ -22,8 +23,10 @@ class TorchRunner(BaseRunner):
     backend = "pytorch"
 
     def __init__(self, model: torch.nn.Module, threads: Optional[int] = None, device: str = "cpu",
-                 use_cuda_graph: bool = False, name: Optional[str] = None, precision: str = "fp32"):
+                 use_cuda_graph: bool = False, name: Optional[str] = None, precision: str = "fp32",
+                 spec: Optional[PreprocessSpec] = None):
         super().__init__(name or "pytorch {}".format(getattr(model, "arch", type(model).__name__)))
+        self.spec = spec  # the artifacts' preprocessing: with in-graph normalization they are fed pixels
         if precision not in ("fp32", "fp16"):
             raise UserError("PyTorch reference precision must be fp32 or fp16, got {!r}".format(precision))
         self.model = model
@@ -72,6 +75,8 @@ class TorchRunner(BaseRunner):
 
     def infer_impl(self, feed_dict):
         batch = np.ascontiguousarray(feed_dict[INPUT_NAME], dtype=np.float32)
+        if self.spec is not None:  # on the host, so inside the end-to-end time but outside compute_times
+            batch = network_input(batch, self.spec)
         with torch.inference_mode():
             if self.device.type != "cuda":
                 return {OUTPUT_NAME: self._forward(self._prepare(torch.from_numpy(batch))).float().numpy()}

@@ -44,6 +44,7 @@ def convert_to_fp16(model, keep_fp32_ops: Sequence[str] = KEEP_FP32_OPS, metadat
     """An FP16 copy of ``model`` (onnx.ModelProto, FP32) with float32 I/O and ``precision=fp16`` metadata."""
     import onnx
     from onnxconverter_common import float16
+    from exporter.input_normalization import normalization_nodes
 
     source_props = {prop.key: prop.value for prop in model.metadata_props}
     if source_props.get("precision", "fp32") != "fp32":
@@ -53,7 +54,10 @@ def convert_to_fp16(model, keep_fp32_ops: Sequence[str] = KEEP_FP32_OPS, metadat
         with warnings.catch_warnings():
             # It warns once per weight below FP16's range that it clamps to 1e-7: noise for a user.
             warnings.simplefilter("ignore", UserWarning)
-            converted = float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=sorted(block))
+            # An in-graph input normalization stays FP32 (three cheap ops), so the FP16 graph starts from the
+            # same once-rounded normalized image as the FP16 model that is fed normalized images.
+            converted = float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=sorted(block),
+                                                         node_block_list=normalization_nodes(model))
     except ValueError as exc:  # e.g. "already converted to float16"
         raise UserError("cannot convert to FP16: {}".format(str(exc).splitlines()[0])) from None
     props = dict(source_props)

@@ -25,6 +25,10 @@ CPU (ONNX Runtime's QDQ -> QLinear* fusions):
     float, as for TensorRT. Chosen by measurement: ORT's default op list (which also quantizes the attention's
     reshapes, 1-D conv and sigmoid) and Conv/Gemm alone both ran slower in the same scratch run (3.0x and 3.2x
     against 4.0x for this set, on a loaded machine).
+
+Both targets: a model exported with ``--normalize-in-graph`` keeps its input normalization (exporter.
+input_normalization) in float32. Pixels in [0, 255] would lose little in int8, but the normalized image is what
+the first convolution reads, so its Q/DQ goes there, on the same tensor and range as in the plain model.
 """
 import contextlib
 import io
@@ -36,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Set
 
 from deploy.errors import CheckFailedError, UserError
+from exporter.input_normalization import normalization_nodes
 from exporter.onnx_graph import GraphIndex
 
 # The activations that end an attention branch (ECA/SE/CBAM gates): their outputs scale the feature maps.
@@ -241,7 +246,7 @@ def _quantize_tensorrt(model, source, output, cache, attention, residual) -> Non
         source, output, cache,
         op_types_to_quantize=TRT_OP_TYPES,
         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-        nodes_to_exclude=sorted(attention) + other_adds,
+        nodes_to_exclude=sorted(attention) + other_adds + normalization_nodes(model),
         extra_options={
             "ActivationSymmetric": True,
             "WeightSymmetric": True,
@@ -262,7 +267,7 @@ def _quantize_cpu(model, source, output, cache, attention) -> None:
         source, output, cache,
         op_types_to_quantize=CPU_OP_TYPES,
         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-        nodes_to_exclude=sorted(attention - pools),
+        nodes_to_exclude=sorted(attention - pools) + normalization_nodes(model),
         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
     )
 

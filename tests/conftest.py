@@ -71,6 +71,18 @@ def digits_eca_onnx(tmp_path_factory, digits_eca_checkpoint):
 
 
 @pytest.fixture(scope="session")
+def digits_eca_in_graph_onnx(tmp_path_factory, digits_eca_checkpoint):
+    """The same digits model exported with --normalize-in-graph: it takes RGB pixels in [0, 255]."""
+    from exporter import export_model
+    from tests.digits import INPUT_SIZE
+    path = str(tmp_path_factory.mktemp("onnx_in_graph") / "eca_digits_in_graph.onnx")
+    result = export_model("eca_resnet18", path, weights=digits_eca_checkpoint, input_size=INPUT_SIZE,
+                          preprocess_options={"normalize_in_graph": True})
+    assert result.parity, result.parity.to_dict()
+    return path
+
+
+@pytest.fixture(scope="session")
 def digits_mobilenet_onnx(tmp_path_factory, digits_split):
     """A narrow ECA-MobileNetV2 (width 0.25) trained on the digits for a few epochs, exported at 32x32.
 

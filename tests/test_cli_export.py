@@ -141,7 +141,8 @@ def test_export_sets_records_and_prints_the_preprocessing(tmp_path):
 
     payload = json.loads(_run(args + ["--json"]).stdout)
     assert payload["preprocessing"] == {"resize_size": 73, "crop_size": 64, "interpolation": "bicubic",
-                                        "mean": [0.5] * 3, "std": [0.25] * 3, "summary": line.split(": ", 1)[1]}
+                                        "mean": [0.5] * 3, "std": [0.25] * 3, "normalize_in_graph": False,
+                                        "summary": line.split(": ", 1)[1]}
 
 
 def test_export_default_preprocessing_follows_the_input_size(tmp_path):

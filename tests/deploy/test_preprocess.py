@@ -257,9 +257,10 @@ def test_metadata_round_trip_through_an_onnx_file(tmp_path):
 
     spec = PreprocessSpec(input_size=192, resize_size=219, interpolation="bicubic", mean=(0.5, 0.4, 0.3),
                           std=(0.2, 0.25, 0.3))
-    graph = helper.make_graph(
-        [helper.make_node("Identity", ["input"], ["logits"])], "g",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3])],
+    graph = helper.make_graph(  # the smallest classifier-shaped graph: N x 3 x H x W images in, 3 logits out
+        [helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
+         helper.make_node("Flatten", ["pooled"], ["logits"])], "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 192, 192])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     info = ModelInfo(arch="eca_resnet18", num_classes=3, preprocess=spec)
@@ -288,3 +289,45 @@ def test_bad_metadata_is_a_user_error(change, message):
 def test_metadata_without_preprocessing_is_a_user_error():
     with pytest.raises(UserError, match="lacks preprocessing keys"):
         PreprocessSpec.from_metadata({"arch": "eca_resnet18"})
+
+
+# -- normalization inside the graph (export --normalize-in-graph) ------------------------------------------
+
+IN_GRAPH = PreprocessSpec(input_size=160, resize_size=182, interpolation="bicubic", mean=(0.5, 0.4, 0.3),
+                          std=(0.2, 0.25, 0.3), normalize_in_graph=True)
+
+
+def test_in_graph_spec_gives_pixels_and_network_input_normalizes_them_like_torchvision(photos):
+    from dataclasses import replace
+
+    from deploy.preprocess import network_input
+    for name in ("chelsea", "tall_thin", "tiny"):
+        pixels = preprocess_image(photos[name], IN_GRAPH)
+        assert pixels.dtype == np.float32 and pixels.shape == (3, 160, 160)
+        assert np.array_equal(pixels, np.round(pixels)) and 0 <= pixels.min() and pixels.max() <= 255
+        plain = replace(IN_GRAPH, normalize_in_graph=False)
+        assert_bit_identical(network_input(pixels, IN_GRAPH), torchvision_eval(photos[name], plain))
+        assert network_input(pixels, plain) is pixels  # a plain model's inputs are already normalized
+
+
+def test_in_graph_metadata_round_trip_and_old_models_read_as_false():
+    meta = IN_GRAPH.to_metadata()
+    assert meta["normalize_in_graph"] == "true" and PreprocessSpec.from_metadata(meta) == IN_GRAPH
+    old = PreprocessSpec().to_metadata()
+    del old["normalize_in_graph"]  # written before the key existed
+    assert PreprocessSpec.from_metadata(old).normalize_in_graph is False
+    assert "normalization in the graph" in IN_GRAPH.describe()
+    assert "normalization in the graph" not in PreprocessSpec().describe()
+
+
+@pytest.mark.parametrize("value", ['"true"', "1", "yes"])
+def test_in_graph_metadata_must_be_a_json_boolean(value):
+    meta = dict(PreprocessSpec().to_metadata(), normalize_in_graph=value)
+    with pytest.raises(UserError, match="normalize_in_graph"):
+        PreprocessSpec.from_metadata(meta)
+
+
+def test_the_export_option_sets_the_field():
+    from deploy.preprocess import apply_options
+    assert apply_options(PreprocessSpec(), normalize_in_graph=True).normalize_in_graph
+    assert not apply_options(PreprocessSpec(), normalize_in_graph=False).normalize_in_graph
