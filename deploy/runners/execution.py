@@ -20,7 +20,7 @@ ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 ARTIFACT_KINDS = ("onnx", "engine")
 
 UNSTABLE_SPREAD = 1.5  # p90 / p50 above this: the machine disturbed the timing; the row is marked unstable
-LATENCY_PERCENTILES = (50, 90, 99)
+LATENCY_PERCENTILES = (50, 90, 95, 99)  # trtexec's percentiles (90, 95, 99) and the median
 
 
 def artifact_kind(path) -> str:
@@ -139,17 +139,18 @@ def infer_all(runner, images: np.ndarray, batch_size: int,
 def latency_record(seconds: Sequence[float], batch_size: int) -> Optional[Dict[str, object]]:
     """The one latency summary (deploy.infer --json, benchmark JSON/CSV, bench scripts); None without runs.
 
-    Keys: runs, batch_size, mean_ms, min_ms, p50_ms, p90_ms, p99_ms, images_per_s (batch_size / p50, so a
-    slow spell of a shared machine does not move it as a mean would), spread (p90 / p50) and unstable
+    Keys: runs, batch_size, mean_ms, min_ms, max_ms, p50_ms, p90_ms, p95_ms, p99_ms, images_per_s (batch_size /
+    p50, so a slow spell of a shared machine does not move it as a mean would), spread (p90 / p50) and unstable
     (spread > UNSTABLE_SPREAD).
     """
     if len(seconds) == 0:
         return None
     ms = np.asarray(seconds, dtype=np.float64) * 1000.0
-    p50, p90, p99 = (float(v) for v in np.percentile(ms, LATENCY_PERCENTILES))
+    p50, p90, p95, p99 = (float(v) for v in np.percentile(ms, LATENCY_PERCENTILES))
     spread = p90 / p50 if p50 > 0 else float("inf")
     return {"runs": int(len(ms)), "batch_size": int(batch_size), "mean_ms": float(ms.mean()),
-            "min_ms": float(ms.min()), "p50_ms": p50, "p90_ms": p90, "p99_ms": p99,
+            "min_ms": float(ms.min()), "max_ms": float(ms.max()), "p50_ms": p50, "p90_ms": p90, "p95_ms": p95,
+            "p99_ms": p99,
             "images_per_s": 1000.0 * batch_size / p50 if p50 > 0 else 0.0,
             "spread": spread, "unstable": bool(spread > UNSTABLE_SPREAD)}
 

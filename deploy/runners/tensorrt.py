@@ -7,7 +7,8 @@ TrtRunner's own context and stream, captures ``execute_async_v3`` once per input
 capture fails it says so in ``notes`` and falls back to the plain path, as trtexec does.
 
 ``inference_times`` (BaseRunner) is end to end, host to host. ``compute_times`` is the engine alone between CUDA
-events, on the CUDA-graph path only (TrtRunner copies and computes in one call).
+events (trtexec's GPU compute time), on the CUDA-graph path and, with ``time_compute``, on the same bound buffers
+without a graph: TrtRunner copies and computes in one call, so its own path cannot be split.
 """
 import os
 from typing import Dict, List, Optional
@@ -24,9 +25,10 @@ class TensorRTRunner(BaseRunner):
     backend = "tensorrt"
 
     def __init__(self, engine_path, use_cuda_graph: bool = False, check_sidecar: bool = True,
-                 name: Optional[str] = None):
+                 name: Optional[str] = None, time_compute: bool = False):
         super().__init__(name or os.path.basename(os.fspath(engine_path)))
         self.engine_path, self.use_cuda_graph = os.fspath(engine_path), use_cuda_graph
+        self.time_compute = time_compute
         self.check_sidecar = check_sidecar
         self.compute_times: List[float] = []
         self.notes: List[str] = []
@@ -102,14 +104,16 @@ class TensorRTRunner(BaseRunner):
             arrays[name] = np.ascontiguousarray(feed_dict[name], dtype=meta.dtype)
             check_input_shape(name, tuple(-1 if d is None else d for d in meta.shape), arrays[name].shape,
                               self._profiles.get(name))
-        if self.use_cuda_graph and not self._graph_failed:
+        if (self.use_cuda_graph or self.time_compute) and not self._graph_failed:
             from ..trt.cuda import CudaError
             try:
                 return self._infer_graph(arrays)
             except (CudaError, UserError) as exc:
                 self._graph_failed = True
                 self._free_graph()
-                self.notes.append("CUDA graph capture failed ({}); running without CUDA graphs".format(exc))
+                self.notes.append("{} failed ({}); running through TrtRunner, without {}".format(
+                    "CUDA graph capture" if self.use_cuda_graph else "execution on bound buffers", exc,
+                    "CUDA graphs" if self.use_cuda_graph else "GPU compute timing"))
         outputs = self._runner.infer(arrays)
         return {name: np.array(outputs[name]) for name in self._outputs}
 
@@ -157,7 +161,7 @@ class TensorRTRunner(BaseRunner):
         stream.synchronize()
         events = (Event(), Event())
         self._graph = (shapes, buffers, None, events)  # freed by _free_graph if the capture fails
-        self._graph = (shapes, buffers, Graph(stream.ptr, execute), events)
+        self._graph = (shapes, buffers, Graph(stream.ptr, execute) if self.use_cuda_graph else _Direct(execute), events)
 
     def _free_graph(self) -> None:
         if self._graph is not None:
@@ -171,5 +175,17 @@ class TensorRTRunner(BaseRunner):
         info.update({"engine": self.engine_path, "tensorrt_version": self._version,
                      "cuda_binding": "polygraphy.cuda (libcudart)",
                      "device": self._device.to_dict() if self._device else None,
-                     "cuda_graph": bool(self.use_cuda_graph and not self._graph_failed), "notes": list(self.notes)})
+                     "cuda_graph": bool(self.use_cuda_graph and not self._graph_failed),
+                     "gpu_compute_timing": bool((self.use_cuda_graph or self.time_compute) and not self._graph_failed),
+                     "notes": list(self.notes)})
         return info
+
+
+class _Direct:
+    """Stands where the captured Graph would: each launch enqueues the execution itself, for ``time_compute``."""
+
+    def __init__(self, execute):
+        self.launch = lambda stream_ptr: execute()
+
+    def free(self) -> None:
+        pass

@@ -105,11 +105,12 @@ def test_turn_order_reverses_each_round():
 
 def test_latency_record():
     record = latency_record([0.001, 0.002, 0.003, 0.004], batch_size=8)
-    assert sorted(record) == ["batch_size", "images_per_s", "mean_ms", "min_ms", "p50_ms", "p90_ms", "p99_ms",
-                              "runs", "spread", "unstable"]
+    assert sorted(record) == ["batch_size", "images_per_s", "max_ms", "mean_ms", "min_ms", "p50_ms", "p90_ms",
+                              "p95_ms", "p99_ms", "runs", "spread", "unstable"]
     assert record["runs"] == 4 and record["batch_size"] == 8
     assert record["mean_ms"] == pytest.approx(2.5) and record["p50_ms"] == pytest.approx(2.5)
     assert record["min_ms"] == pytest.approx(1.0) and record["p90_ms"] == pytest.approx(3.7)
+    assert record["max_ms"] == pytest.approx(4.0) and record["p95_ms"] == pytest.approx(3.85)
     assert record["images_per_s"] == pytest.approx(8 / 0.0025)  # from p50, not from the mean
     assert record["spread"] == pytest.approx(3.7 / 2.5) and not record["unstable"]
     noisy = latency_record([0.1] * 8 + [0.7] * 2, batch_size=1)  # a busy machine: p50 100 ms, p90 700 ms
