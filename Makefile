@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 OUT ?= out/demo
 
-.PHONY: demo test bench venv clean gpu-check
+.PHONY: demo test bench venv clean gpu-check jetpack-stacks
 
 venv: $(STAMP)
 
@@ -19,8 +19,12 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m demo --out $(OUT)
 
-test: $(STAMP)
+test: $(STAMP) jetpack-stacks
 	$(BIN)/python -m pytest -q -rs
+
+# JetPack 5 and 6's own numpy and Pillow on Python 3.8 and 3.10, where those interpreters exist (deploy/ runs on them).
+jetpack-stacks:
+	@tools/jetpack_stacks.sh
 
 bench: $(STAMP)
 	$(BIN)/python -m pipeline.bench
@@ -31,4 +35,4 @@ gpu-check:
 	$(GPU_PYTHON) tools/gpu_check.py
 
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) .venv-jetpack out .pytest_cache

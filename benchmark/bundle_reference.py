@@ -1,14 +1,16 @@
-"""The proof a bundle carries, made where PyTorch and the checkpoint are: inputs, PyTorch logits, tolerances.
+"""The proof a bundle carries, made where PyTorch and the checkpoint are: images, PyTorch logits, measured bars.
 
 The reference model is rebuilt as benchmark-engine builds it (the zoo architecture named in the ONNX metadata,
 loaded with the checkpoint the models were exported from, at their input size), and the inputs are real
-images through the models' own preprocessing. Before anything is written, every ONNX model of the bundle is
-held to the per-precision tolerances on this CPU with deploy.check, the same code the device runs, so a bundle
-never ships a proof its own models fail.
+images through the models' own preprocessing. Every ONNX model of the bundle then runs on this CPU with
+deploy.check, the same code the device runs; what each measured (top-1 agreement, logit cosine) becomes the bar
+the device must reach (deploy.reference.bar_from_measured). A model already below the user's --min-agreement
+floor here stops the bundle. A few source images travel with the tensors made from them, so the device's own
+preprocessing is checked too.
 """
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -16,9 +18,13 @@ import numpy as np
 from deploy.check import ArtifactCheck, check_artifact
 from deploy.errors import CheckFailedError, UserError
 from deploy.metadata import ModelInfo, read_model_info
-from deploy.reference import DEFAULT_REFERENCE_IMAGES, ReferenceData
+from deploy.preprocess import network_input
+from deploy.fileio import sha256_file
+from deploy.reference import (DEFAULT_REFERENCE_IMAGES, PROBE_FOLDER, ReferenceData, bar_from_measured, floor_bar,
+                              pick_probes)
 
-from .parity_and_speed import Artifact, Reference, check_artifact as check_against_reference, load_images
+from .parity_and_speed import (Artifact, Reference, check_artifact as check_against_reference, chosen_digests,
+                               load_images)
 
 IMAGENET_CLASSES = 1000
 SAMPLE_IMAGES = 20   # held-out images shipped from --data, for the README's deploy.infer example
@@ -34,6 +40,7 @@ class BundleReference:
     class_names: Optional[List[str]]
     cpu_checks: List[ArtifactCheck]
     notes: List[str] = field(default_factory=list)
+    probe_sources: List[str] = field(default_factory=list)  # the source files of data.probe_files
 
 
 def common_model_info(models: Sequence[str]) -> ModelInfo:
@@ -67,7 +74,8 @@ def reference_model(info: ModelInfo, weights) -> Reference:
         if checkpoint.sha256 != info.checkpoint_sha256:
             raise UserError("{} (sha256 {}...) is not the checkpoint the models were exported from ({})".format(
                 weights, checkpoint.sha256[:12], info.checkpoint_sha256[:12] or "random weights"))
-    spec = preprocess_for(model, info.preprocess.input_size)
+    spec = replace(preprocess_for(model, info.preprocess.input_size),
+                   normalize_in_graph=info.preprocess.normalize_in_graph)
     return Reference(info.arch, model, spec, num_classes_of(model), checkpoint is None,
                      checkpoint.sha256 if checkpoint else "")
 
@@ -98,25 +106,51 @@ def held_out_samples(data_dir, labels_file, used: Sequence[str], count: int, see
             for path, label in zip(chosen.paths, chosen.labels)], names
 
 
+def kernel_order_spread(path: str, data: ReferenceData) -> Tuple[int, float]:
+    """(images whose class differs, cosine with PyTorch of the other order): the model run in ONNX Runtime as
+    optimized and as written, the same arithmetic in two orders of float operations. What the order alone
+    changes on this CPU, another backend's kernels may change on the device (deploy.reference)."""
+    import onnx
+
+    from calibration.selection import run_logits
+    from deploy.compare import compare_logits
+
+    model = onnx.load(path)
+    optimized, as_written = run_logits(model, data.inputs), run_logits(model, data.inputs, optimize=False)
+    flips = int(np.sum(np.argmax(optimized, axis=1) != np.argmax(as_written, axis=1)))
+    return flips, compare_logits(data.logits, as_written).cosine_similarity
+
+
 def make_bundle_reference(models: Sequence[str], weights=None, data_dir=None, labels_file=None,
-                          num_images: int = DEFAULT_REFERENCE_IMAGES, seed: int = 0,
-                          progress: bool = False) -> BundleReference:
-    """Reference data for ``models`` from ``data_dir`` (or the sample photos, for ImageNet models only)."""
+                          num_images: int = DEFAULT_REFERENCE_IMAGES, seed: int = 0, progress: bool = False,
+                          min_agreement: Optional[float] = None, images=None) -> BundleReference:
+    """Reference data for ``models`` from ``data_dir`` (or the sample photos, for ImageNet models only), or from
+    ``images`` already loaded (the pipeline's evaluation images), with each model's measured bar."""
     if num_images < 1:
         raise UserError("--reference-images must be at least 1, got {}".format(num_images))
     info = common_model_info(models)
-    if data_dir is None and info.num_classes != IMAGENET_CLASSES:
+    if images is None and data_dir is None and info.num_classes != IMAGENET_CLASSES:
         raise UserError("the models have {} classes, so the ImageNet sample photos prove nothing about them; give "
                         "--data DIR with the images they were checked on (or pass --no-reference)".format(
                             info.num_classes))
     reference = reference_model(info, weights)
     notes = check_against_reference(Artifact(models[0], "onnx", info), reference)
-    images = load_images(data_dir, labels_file, reference.spec, num_images, seed=seed, progress=progress)
-    data = ReferenceData(inputs=images.array, logits=torch_logits(reference.model, images.array),
-                         labels=images.labels, arch=info.arch, checkpoint_sha256=info.checkpoint_sha256,
-                         source="the deploy/samples photos" if data_dir is None else os.path.basename(
-                             os.path.normpath(os.fspath(data_dir))))
-    cpu_checks = [check_artifact(path, data) for path in models]
+    if images is None:
+        images = load_images(data_dir, labels_file, info.preprocess, num_images, seed=seed, progress=progress,
+                             exclude=chosen_digests(read_model_info(path) for path in models))
+        notes.extend(images.loaded.notes if images.loaded is not None else [])
+    array = np.ascontiguousarray(images.array, dtype=np.float32)
+    probes = pick_probes(images.paths)
+    data = ReferenceData(inputs=array, logits=torch_logits(reference.model, network_input(array, info.preprocess)),
+                         spec=info.preprocess, labels=images.labels, arch=info.arch,
+                         checkpoint_sha256=info.checkpoint_sha256, min_agreement=min_agreement,
+                         source=images.source if data_dir is None else os.path.basename(
+                             os.path.normpath(os.fspath(data_dir))),
+                         probe_files=["{}/{:02d}_{}".format(PROBE_FOLDER, i, os.path.basename(images.paths[index]))
+                                      for i, index in enumerate(probes)],
+                         probe_inputs=array[probes] if probes else None)
+    cpu_checks = [check_artifact(path, data, bar=floor_bar(os.path.basename(path), read_model_info(path).precision))
+                  for path in models]
     failed = [c for c in cpu_checks if c.status != "PASS"]
     if failed and reference.random_weights:
         raise UserError("the models have random weights (no checkpoint), and {} rebuilt with the recorded seed does "
@@ -125,7 +159,20 @@ def make_bundle_reference(models: Sequence[str], weights=None, data_dir=None, la
     if failed:
         raise CheckFailedError("on this CPU, before bundling: " + "; ".join(
             "{}: {}".format(c.name, "; ".join(c.reasons)) for c in failed))
+    below = [c for c in cpu_checks if min_agreement is not None and c.top1_agreement < min_agreement]
+    if below:
+        raise CheckFailedError("{} agree(s) {} with PyTorch on {} reference images on this CPU, below --min-agreement "
+                               "{:g}%; a device cannot do better than the CPU measured".format(
+                                   ", ".join(c.name for c in below),
+                                   ", ".join("{:.2f}%".format(c.top1_agreement) for c in below), len(array),
+                                   min_agreement))
+    data.bars = [bar_from_measured(c.name, sha256_file(path), c.precision, c.top1_agreement, c.cosine_similarity,
+                                   len(array), min_agreement, *kernel_order_spread(path, data))
+                 for c, path in zip(cpu_checks, models)]
+    for check, bar in zip(cpu_checks, data.bars):
+        check.bar = bar.to_dict()
     samples, class_names = [], None
     if data_dir is not None:
         samples, class_names = held_out_samples(data_dir, labels_file, images.paths, SAMPLE_IMAGES, seed)
-    return BundleReference(data, samples, class_names, cpu_checks, notes)
+    return BundleReference(data, samples, class_names, cpu_checks, notes,
+                           probe_sources=[images.paths[index] for index in probes])

@@ -22,7 +22,8 @@ from deploy.preprocess import PreprocessSpec
 from deploy.runners.execution import (UNSTABLE_SPREAD, artifact_kind, batch_plan, fixed_batch_size, infer_all,
                                       latency_record, logits_of, max_batch_size, pad_batch, time_interleaved,
                                       warm_up)
-from deploy.validate import check_batch_memory
+from deploy.validate import (MAX_BATCH, MAX_ITERATIONS, MAX_NUM_IMAGES, check_batch_memory, check_bound,
+                             check_threads)
 
 from .environment import collect_environment, cpu_count
 
@@ -45,6 +46,14 @@ class BenchmarkOptions:
     progress: bool = True
     reference_precision: str = "fp32"
     strict: bool = False  # --weights that are not the artifact's checkpoint: an error instead of a warning
+
+    def __post_init__(self):
+        # deploy.validate's bounds, for every caller (the pipeline, the bench scripts) and not only the CLI
+        check_bound("--batch-sizes", tuple(self.batch_sizes), MAX_BATCH)
+        check_bound("--warmup", self.warmup, MAX_ITERATIONS, minimum=0)
+        check_bound("--iterations", self.iterations, MAX_ITERATIONS)
+        check_bound("--num-images", self.num_images, MAX_NUM_IMAGES)
+        check_threads("--threads", self.threads)
 
     def resolved_threads(self) -> int:
         return int(self.threads or cpu_count())
@@ -152,7 +161,8 @@ class BenchmarkResult:
         return [a for a in self.artifacts if a.top1_drop is not None and a.top1_drop > max_top1_drop]
 
     def speedups(self) -> Dict[str, Dict[int, float]]:
-        """{artifact name: {batch size: reference p50 / artifact p50}}: ratios of medians, never of means."""
+        """{artifact label: {batch size: reference p50 / artifact p50}}: ratios of medians, never of means. The
+        labels are unique (``short_labels``), so every artifact keeps its entry."""
         ratios = {}
         for backend in self.artifacts:
             for timing in backend.timings:
@@ -188,6 +198,7 @@ AGREED_FIELDS = (
     ("interpolation", lambda info: info.preprocess.interpolation),
     ("mean", lambda info: tuple(round(float(v), 6) for v in info.preprocess.mean)),
     ("std", lambda info: tuple(round(float(v), 6) for v in info.preprocess.std)),
+    ("normalize_in_graph", lambda info: info.preprocess.normalize_in_graph),  # pixels or normalized images in
 )
 
 
@@ -223,6 +234,27 @@ def read_artifacts(paths: Sequence[str]) -> List[Artifact]:
     return artifacts
 
 
+def short_labels(paths: Sequence[str]) -> List[str]:
+    """One short, unique name per artifact for table rows, legends and ``speedups_p50``: its file name, with as
+    many parent folders as it takes to tell apart files of the same name (``int8/eca.onnx``, ``fp32/eca.onnx``)."""
+    parts = [os.path.abspath(os.fspath(p)).split(os.sep) for p in paths]
+    depth = [1] * len(parts)
+    while True:
+        labels = ["/".join(p[-d:]) for p, d in zip(parts, depth)]
+        clashing = [i for i, label in enumerate(labels)
+                    if any(other == label and parts[j] != parts[i] for j, other in enumerate(labels))]
+        if not clashing:
+            break
+        for i in clashing:
+            depth[i] += 1
+    seen: Dict[str, int] = {}
+    unique = []
+    for label in labels:  # the same file given twice is still two rows
+        seen[label] = seen.get(label, 0) + 1
+        unique.append(label if seen[label] == 1 else "{} ({})".format(label, seen[label]))
+    return unique
+
+
 def _show(value) -> str:
     return ",".join("{:g}".format(v) for v in value) if isinstance(value, tuple) else str(value)
 
@@ -251,12 +283,14 @@ def reference_for(artifacts: Sequence[Artifact], arch: Optional[str] = None, wei
 
 
 def _describe_spec(spec: PreprocessSpec) -> str:
-    return "{0}x{0} (resize {1}, {2})".format(spec.input_size, spec.resize_size, spec.interpolation)
+    return "{0}x{0} (resize {1}, {2}{3})".format(spec.input_size, spec.resize_size, spec.interpolation,
+                                                 ", normalization in the graph" if spec.normalize_in_graph else "")
 
 
 def _same_spec(a: PreprocessSpec, b: PreprocessSpec) -> bool:
     return (a.input_size == b.input_size and a.resize_size == b.resize_size and a.interpolation == b.interpolation
-            and np.allclose(a.mean, b.mean, atol=1e-6) and np.allclose(a.std, b.std, atol=1e-6))
+            and np.allclose(a.mean, b.mean, atol=1e-6) and np.allclose(a.std, b.std, atol=1e-6)
+            and a.normalize_in_graph == b.normalize_in_graph)
 
 
 def check_artifact(artifact: Artifact, reference: Reference) -> List[str]:
@@ -309,9 +343,16 @@ def inspect_artifacts(paths: Sequence[str], reference: Reference) -> Tuple[List[
 
 # -- images ------------------------------------------------------------------------------------------------
 
+def chosen_digests(infos) -> set:
+    """Digests of the images that calibrated or judged any of these INT8 models (their metadata records them)."""
+    from calibration.api import META_IMAGE_DIGESTS
+    return {digest for info in infos for digest in (info.extra or {}).get(META_IMAGE_DIGESTS, "").split()}
+
+
 def load_images(data_dir, labels_file, spec: PreprocessSpec, num_images: int, seed: int = 0,
-                progress: bool = True, num_classes: Optional[int] = None) -> EvalImages:
-    """Images from ``data_dir``; without ``data_dir``, the sample photos (unlabeled). A given folder must exist."""
+                progress: bool = True, num_classes: Optional[int] = None, exclude=None) -> EvalImages:
+    """Images from ``data_dir``; without ``data_dir``, the sample photos (unlabeled). A given folder must exist.
+    ``exclude``: digests of images that chose a model (``chosen_digests``), left out of a given folder."""
     from data.datasets import load_dataset
 
     if data_dir is None:
@@ -324,7 +365,7 @@ def load_images(data_dir, labels_file, spec: PreprocessSpec, num_images: int, se
         if not os.path.isdir(os.fspath(data_dir)):
             raise UserError("data folder not found: {}".format(data_dir))
         loaded = load_dataset(data_dir, spec, labels_file=labels_file, num_images=num_images, seed=seed,
-                              progress=progress, num_classes=num_classes)
+                              progress=progress, num_classes=num_classes, exclude=exclude)
         source = os.fspath(data_dir)
         labels = loaded.labels
     if len(loaded.array) == 0:
@@ -471,7 +512,9 @@ def benchmark_engine(artifact_paths: Sequence[str], arch: Optional[str] = None, 
             notes.append(mismatch)
     if images is None:
         images = load_images(data_dir, labels_file, reference.spec, options.num_images, options.seed,
-                             options.progress, num_classes=reference.num_classes)
+                             options.progress, num_classes=reference.num_classes,
+                             exclude=chosen_digests(a.info for a in artifacts))
+        notes.extend(images.loaded.notes if images.loaded is not None else [])
     if data_dir is None:
         notes.append("no --data: parity is measured on the {} sample photos, unlabeled".format(len(images.array)))
     if options.cuda_graph and options.device != "cuda" and not any(a.kind == "engine" for a in artifacts):
@@ -479,9 +522,11 @@ def benchmark_engine(artifact_paths: Sequence[str], arch: Optional[str] = None, 
     threads = options.resolved_threads()
 
     ref_result = BackendResult("pytorch " + reference.arch, "", "pytorch", options.reference_precision, {})
-    results = [BackendResult(a.name, a.path, a.kind, a.precision, {}) for a in artifacts]
+    results = [BackendResult(label, a.path, a.kind, a.precision, {})
+               for a, label in zip(artifacts, short_labels([a.path for a in artifacts]))]
     runners = [TorchRunner(reference.model, threads=threads, device=options.device,
-                           use_cuda_graph=options.cuda_graph, precision=options.reference_precision)]
+                           use_cuda_graph=options.cuda_graph, precision=options.reference_precision,
+                           spec=reference.spec)]
     runners += [make_runner(artifact, options) for artifact in artifacts]
     bar = _progress_bar(_work_units(len(runners), len(images.array), options), options.progress)
     # Every backend stays loaded, so the timing can interleave them; memory is the price (one model each).
@@ -503,7 +548,7 @@ def benchmark_engine(artifact_paths: Sequence[str], arch: Optional[str] = None, 
         result.top1_drop = top1_drop(result, ref_result)
         if options.device == "cuda" and result.runner.get("providers") == ["CPUExecutionProvider"]:
             notes.append("{} ran on ONNX Runtime's CPU provider: this onnxruntime has no CUDA provider".format(
-                artifact.name))
+                result.name))
     notes.extend("{} batch {}: timing unstable (p90/p50 {:.2f} > {}); rerun on a quieter machine".format(
         result.name, timing.batch_size, timing.latency["spread"], UNSTABLE_SPREAD)
         for result in [ref_result] + results for timing in result.timings if timing.unstable)

@@ -24,7 +24,7 @@ from deploy.calib_cache import parse_trt_version, write_calibration_cache
 from deploy.errors import UserError
 from deploy.fileio import sha256_file, staged_files, write_json
 from deploy.trt.version import DEFAULT_TARGET as DEFAULT_TARGET_TRT
-from deploy.validate import check_output_files
+from deploy.validate import check_output_files, check_outputs_spare_inputs
 
 from .fallback import AccuracyGoal
 from precision.qdq import TARGETS
@@ -44,9 +44,30 @@ META_SELECTION = "calibration_selection"        # "auto" (chosen on held-out ima
 META_HELDOUT_AGREEMENT = "calibration_heldout_agreement"  # % top-1 agreement with FP32 on the held-out images
 META_FLOAT_LAYERS = "float_layers"              # JSON list of the compute layers left in float
 META_HELDOUT_SOURCE = "calibration_heldout_source"  # HOLDOUT_SPLIT or HOLDOUT_SEPARATE
+# Space-separated digests (data.datasets.image_digest) of every image that calibrated or judged the model: later
+# stages leave them out of what measures it, since a figure on the images that chose a model reads high.
+META_IMAGE_DIGESTS = "calibration_image_digests"
 HOLDOUT_SPLIT = "split"        # held out from the calibration images
 HOLDOUT_SEPARATE = "separate"  # images given apart (--holdout-data), none of them a calibration image
 DEFAULT_NUM_HOLDOUT_IMAGES = 512
+
+
+def holdout_sample_size(holdout_dir, requested: Optional[int]) -> int:
+    """How many --holdout-data images judge: as many as asked, else half the folder (at most
+    DEFAULT_NUM_HOLDOUT_IMAGES), so the other half stays unseen for benchmark-engine and the bundle to measure the
+    model on (they leave out the images that judged it)."""
+    if requested is not None:
+        return int(requested)
+    from data.datasets import discover
+    return max(1, min(DEFAULT_NUM_HOLDOUT_IMAGES, len(discover(holdout_dir)) // 2))
+
+
+def judged_on(heldout_source: Optional[str], images: int) -> str:
+    """Where an agreement was measured, said beside every figure: only images the model never saw (trained on or
+    calibrated with) give a figure that holds; held out from the calibration images it reads high."""
+    if heldout_source == HOLDOUT_SEPARATE:
+        return "on {} unseen images".format(images)
+    return "on {} calibration images; reads high".format(images)
 
 
 def describe_calibration(metadata: Dict[str, str]) -> Optional[str]:
@@ -60,9 +81,8 @@ def describe_calibration(metadata: Dict[str, str]) -> Optional[str]:
     name = "percentile {:g}".format(float(metadata[META_PERCENTILE])) if META_PERCENTILE in metadata else method
     how = [metadata.get(META_SELECTION, "explicit")]
     if META_HELDOUT_AGREEMENT in metadata:
-        text = ("{}% agreement on separate held-out images" if metadata.get(META_HELDOUT_SOURCE) == HOLDOUT_SEPARATE
-                else "{}% held-out agreement")
-        how.append(text.format(metadata[META_HELDOUT_AGREEMENT]))
+        how.append("{}% agreement {}".format(metadata[META_HELDOUT_AGREEMENT], judged_on(
+            metadata.get(META_HELDOUT_SOURCE), metadata.get("calibration_heldout_images", "?"))))
     try:
         floats = json.loads(metadata.get(META_FLOAT_LAYERS, "[]"))
     except ValueError:
@@ -120,6 +140,7 @@ class CalibrationResult:
     heldout_images: int = 0
     targets: Dict[str, TargetOutcome] = field(default_factory=dict)
     goal: Optional[str] = None
+    goal_spec: Optional[AccuracyGoal] = None  # the goal itself, for the "target met" lines
     heldout_source: Optional[str] = None  # HOLDOUT_SPLIT, HOLDOUT_SEPARATE, or None (nothing held out)
 
     @property
@@ -136,6 +157,7 @@ class CalibrationResult:
             "num_images": self.num_images,
             "heldout_images": self.heldout_images,
             "heldout_source": self.heldout_source,
+            "judged_on": judged_on(self.heldout_source, self.heldout_images) if self.heldout_images else None,
             "skipped": [{"path": path, "reason": reason} for path, reason in self.skipped],
             "requested_method": self.requested_method,
             "method": self.method,
@@ -155,7 +177,7 @@ def calibrate(onnx_path, data_dir=None, labels_file=None, targets: Sequence[str]
               percentile: float = DEFAULT_PERCENTILE, progress: bool = True, images=None,
               goal: AccuracyGoal = AccuracyGoal(), max_float_layers: Optional[int] = None,
               holdout_dir=None, holdout_images=None,
-              num_holdout_images: int = DEFAULT_NUM_HOLDOUT_IMAGES) -> CalibrationResult:
+              num_holdout_images: Optional[int] = None) -> CalibrationResult:
     """Calibrate the FP32 classifier ``onnx_path`` and write every artifact; see the module docstring.
 
     ``images``: pre-loaded ``data.datasets.LoadedImages`` (used as given; ``data_dir`` is then not read).
@@ -171,8 +193,11 @@ def calibrate(onnx_path, data_dir=None, labels_file=None, targets: Sequence[str]
         raise UserError("unknown calibration method {!r}; choose one of {}".format(method, ", ".join(METHOD_CHOICES)))
     trt_number = parse_trt_version(trt_version)
     onnx_path = os.path.abspath(os.fspath(onnx_path))
-    model, info = load_classifier(onnx_path)
     paths = artifact_paths(onnx_path, targets, output)
+    check_outputs_spare_inputs([("output", path) for path in _written(paths, fp16)] + [("--cache-dir", cache_dir)],
+                               [("MODEL", onnx_path), ("--data", data_dir), ("--labels", labels_file),
+                                ("--holdout-data", holdout_dir)])
+    model, info = load_classifier(onnx_path)
     check_output_files(_written(paths, fp16))  # a folder in the way fails now, before images are decoded
     if images is None:
         if data_dir is None:
@@ -186,7 +211,8 @@ def calibrate(onnx_path, data_dir=None, labels_file=None, targets: Sequence[str]
     separate = None
     if holdout_images is None and holdout_dir is not None:
         from data.datasets import load_dataset
-        holdout_images = load_dataset(holdout_dir, info.preprocess, num_images=num_holdout_images, seed=seed,
+        holdout_images = load_dataset(holdout_dir, info.preprocess, seed=seed,
+                                      num_images=holdout_sample_size(holdout_dir, num_holdout_images),
                                       workers=workers, cache_dir=cache_dir, progress=progress,
                                       num_classes=info.num_classes)
     if holdout_images is not None:
@@ -214,13 +240,19 @@ def calibrate(onnx_path, data_dir=None, labels_file=None, targets: Sequence[str]
     ranges_by_candidate = {c: ranges_from_statistics(model, stats, used, c.method, c.range_percentile, seed)
                            for c in candidates}
 
+    from data.datasets import image_digests
     from precision.qdq import save_model, set_metadata
+    digests = " ".join(image_digests(list(getattr(images, "paths", [])) +
+                                     list(getattr(holdout_images, "paths", []) if holdout_images is not None else [])))
     protos, quantized, outcomes = {}, {}, {}
     for target in targets:
         model_proto, summary, outcome = _quantize_target(model, ranges_by_candidate, target, heldout, goal,
-                                                         max_float_layers, method == AUTO, progress)
-        set_metadata(model_proto, _int8_metadata(target, outcome, ranges_by_candidate[outcome.candidate], seed,
-                                                 heldout, separate is not None))
+                                                         max_float_layers, method == AUTO, progress,
+                                                         HOLDOUT_SEPARATE if separate is not None else HOLDOUT_SPLIT)
+        metadata = _int8_metadata(target, outcome, ranges_by_candidate[outcome.candidate], seed, heldout,
+                                  separate is not None)
+        metadata[META_IMAGE_DIGESTS] = digests
+        set_metadata(model_proto, metadata)
         summary.path = os.path.abspath(paths["int8"][target])
         protos[target] = model_proto
         quantized[target] = summary.to_dict()
@@ -254,12 +286,12 @@ def calibrate(onnx_path, data_dir=None, labels_file=None, targets: Sequence[str]
         method=ranges.method, trt_version=trt_number, trt_algorithm=ranges.trt_algorithm, percentile=ranges.percentile,
         quantized=quantized, notes=notes, requested_method=method,
         heldout_images=0 if heldout is None else len(heldout), targets=outcomes,
-        goal=goal.describe() if goal else None, heldout_source=heldout_source,
+        goal=goal.describe() if goal else None, goal_spec=goal if goal else None, heldout_source=heldout_source,
     )
 
 
 def _quantize_target(model, ranges_by_candidate, target: str, heldout, goal: AccuracyGoal,
-                     max_float_layers: Optional[int], auto: bool, progress: bool):
+                     max_float_layers: Optional[int], auto: bool, progress: bool, heldout_source: str):
     """(onnx.ModelProto, QuantizedModel, TargetOutcome) of one target: the chosen candidate, then fallback."""
     from precision.qdq import build_quantized
     if auto:
@@ -267,7 +299,8 @@ def _quantize_target(model, ranges_by_candidate, target: str, heldout, goal: Acc
         results, (score, candidate, proto, summary) = score_candidates(model, ranges_by_candidate, target, heldout,
                                                                        progress)
         outcome = TargetOutcome(candidate, "auto", [r.to_dict() for r in results],
-                                format_table(target, results, candidate, len(heldout)), score.to_dict())
+                                format_table(target, results, candidate, judged_on(heldout_source, len(heldout))),
+                                score.to_dict())
         from precision.qdq import check_quantized
         check_quantized(proto, target)
     else:
@@ -408,9 +441,9 @@ def artifact_paths(onnx_path: str, targets: Sequence[str], output=None) -> Dict[
     paths = {"int8": int8, "cache": sibling(".calib.cache"), "ranges": sibling(".ranges.json"),
              "fp16": sibling(".fp16.onnx")}
     written = list(int8.values()) + [paths["cache"], paths["ranges"], paths["fp16"]]
-    if onnx_path in written or len(set(written)) != len(written):
-        raise UserError("output {} would overwrite the input model or another artifact; choose another -o".format(
-            output))
+    check_outputs_spare_inputs([("output", path) for path in written], [("MODEL", onnx_path)])
+    if len(set(written)) != len(written):
+        raise UserError("output {} would overwrite another artifact of this run; choose another -o".format(output))
     return paths
 
 

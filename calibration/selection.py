@@ -244,10 +244,10 @@ def score_candidates(model, ranges_by_candidate, target: str, heldout: HeldOut, 
     return results, kept
 
 
-def format_table(target: str, results: Sequence[CandidateResult], chosen: Candidate, holdout: int) -> List[str]:
-    """The candidates as text lines, the chosen one marked."""
-    lines = ["{} target, scored on {} held-out images (within one image of the best agreement, the least KL "
-             "wins):".format(target, holdout),
+def format_table(target: str, results: Sequence[CandidateResult], chosen: Candidate, judged: str) -> List[str]:
+    """The candidates as text lines, the chosen one marked; ``judged`` says on which images (api.judged_on)."""
+    lines = ["{} target, scored {} (within one image of the best agreement, the least KL wins):".format(
+                 target, judged),
              "  {:<18} {:>10} {:>12}".format("method", "agreement", "mean KL")]
     for result in results:
         mark = "  <- chosen" if result.candidate == chosen else (

@@ -3,7 +3,10 @@ import click
 
 from benchmark.parity_and_speed import DEFAULT_BATCH_SIZES, DEVICES, REFERENCE_PRECISIONS
 
-from .common import emit_json, json_option, note, stderr_is_tty
+from deploy.validate import MAX_BATCH, MAX_INPUT_SIZE, MAX_ITERATIONS, MAX_NUM_IMAGES
+
+from .common import at_most, emit_json, json_option, note, stderr_is_tty
+from .options import threads_option
 
 
 def parse_batch_sizes(value):
@@ -15,7 +18,8 @@ def parse_batch_sizes(value):
         raise click.BadParameter("give comma-separated positive integers, e.g. 1,8,32") from None
     if not sizes or min(sizes) < 1:
         raise click.BadParameter("give comma-separated positive integers, e.g. 1,8,32")
-    return tuple(sorted(set(sizes)))
+    from deploy.validate import check_bound
+    return tuple(sorted(set(check_bound("--batch-sizes", sizes, MAX_BATCH))))
 
 
 def _batch_sizes_callback(ctx, param, value):
@@ -28,17 +32,20 @@ def _batch_sizes_callback(ctx, param, value):
 @click.option("--weights", type=click.Path(dir_okay=False), help="Checkpoint of the reference (default: random); "
               "checked against the checkpoint sha256 in the artifact's metadata.")
 @click.option("--strict", is_flag=True, help="--weights that are not the artifact's checkpoint: an error, not a warning.")
-@click.option("--input-size", type=click.IntRange(min=32), help="Reference input size (default: the artifact's).")
+@click.option("--input-size", type=click.IntRange(min=32), callback=at_most(MAX_INPUT_SIZE),
+              help="Reference input size (default: the artifact's; at most {}).".format(MAX_INPUT_SIZE))
 @click.option("--data", "data_dir", type=click.Path(file_okay=False),
               help="Image folder (ImageFolder tree or flat). Default: the shipped sample photos, unlabeled.")
 @click.option("--labels", "labels_file", type=click.Path(dir_okay=False), help="Labels file for a flat --data.")
-@click.option("--num-images", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--num-images", type=click.IntRange(min=1), default=256, show_default=True,
+              callback=at_most(MAX_NUM_IMAGES), help="At most {}.".format(MAX_NUM_IMAGES))
 @click.option("--batch-sizes", default=",".join(str(b) for b in DEFAULT_BATCH_SIZES), show_default=True,
-              callback=_batch_sizes_callback)
-@click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True,
-              help="Uncounted runs per batch size after the first one.")
-@click.option("--iterations", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for every backend (default: all cores).")
+              callback=_batch_sizes_callback, help="Each at most {}.".format(MAX_BATCH))
+@click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True, callback=at_most(MAX_ITERATIONS),
+              help="Uncounted runs per batch size after the first one (at most {}).".format(MAX_ITERATIONS))
+@click.option("--iterations", type=click.IntRange(min=1), default=20, show_default=True,
+              callback=at_most(MAX_ITERATIONS), help="At most {}.".format(MAX_ITERATIONS))
+@threads_option
 @click.option("--device", type=click.Choice(DEVICES), default=DEVICES[0], show_default=True)
 @click.option("--reference-precision", type=click.Choice(REFERENCE_PRECISIONS), default=REFERENCE_PRECISIONS[0],
               show_default=True, help="fp16: the PyTorch reference in half precision and channels-last, the fair "
@@ -62,8 +69,10 @@ def benchmark_engine_command(artifacts, arch, weights, strict, input_size, data_
     """
     from benchmark.parity_and_speed import BenchmarkOptions, benchmark_engine
     from benchmark.report import to_markdown, write_report
-    from deploy.validate import check_finite_number
+    from deploy.validate import check_finite_number, check_outputs_spare_inputs
 
+    check_outputs_spare_inputs([("--report", report_dir)], [("ARTIFACTS", list(artifacts)), ("--weights", weights),
+                                                            ("--data", data_dir), ("--labels", labels_file)])
     if max_top1_drop is not None:  # NaN would never fail and a negative drop always would
         check_finite_number("--max-top1-drop", max_top1_drop, minimum=0, maximum=100)
 

@@ -1,14 +1,17 @@
 """`cli.py calibrate`: INT8 Q/DQ models, the TensorRT calibration cache, the ranges JSON and the FP16 model."""
 import click
 
-from calibration.api import (DEFAULT_METHOD, DEFAULT_NUM_HOLDOUT_IMAGES, DEFAULT_NUM_IMAGES, DEFAULT_TARGET,
-                             DEFAULT_TRT_VERSION, HOLDOUT_SEPARATE, METHOD_CHOICES)
+from calibration.api import (DEFAULT_METHOD, DEFAULT_NUM_IMAGES, DEFAULT_TARGET, DEFAULT_TRT_VERSION,
+                             HOLDOUT_SEPARATE, METHOD_CHOICES, judged_on)
 from calibration.fallback import FLOAT_LAYER_SHARE
 from precision.qdq import TARGETS
 from calibration.ranges import DEFAULT_PERCENTILE
 from calibration.selection import CANDIDATES, HOLDOUT_SHARE, MIN_HOLDOUT
+from deploy.validate import MAX_NUM_IMAGES
 
-from .common import emit_json, json_option, note, stderr_is_tty
+from .common import at_most, emit_json, json_option, note, stderr_is_tty
+from .options import (holdout_count_option, holdout_option, max_top1_drop_option, min_agreement_option,
+                      target_option, workers_option)
 
 
 @click.command("calibrate")
@@ -17,9 +20,7 @@ from .common import emit_json, json_option, note, stderr_is_tty
               help="Calibration images: an ImageFolder tree or a folder of images.")
 @click.option("--labels", "labels_file", type=click.Path(dir_okay=False),
               help="'<file> <class>' lines or ImageNet's LOC_val_solution.csv (for class-balanced sampling).")
-@click.option("--target", "targets", type=click.Choice(TARGETS), multiple=True,
-              help="Q/DQ placement: tensorrt (signed, TensorRT fusions) or cpu (uint8, ONNX Runtime). "
-                   "Repeat for both. [default: {}]".format(DEFAULT_TARGET))
+@target_option()
 @click.option("--method", type=click.Choice(METHOD_CHOICES), default=DEFAULT_METHOD, show_default=True,
               help="How each activation's clipping range is chosen. auto holds out {:.0%} of the images (at least "
                    "{}), tries {} and keeps, per target, the one that agrees best with FP32 on them (within one "
@@ -27,23 +28,18 @@ from .common import emit_json, json_option, note, stderr_is_tty
                        HOLDOUT_SHARE, MIN_HOLDOUT, ", ".join(c.name for c in CANDIDATES)))
 @click.option("--percentile", type=click.FloatRange(min=0, max=100, min_open=True), default=DEFAULT_PERCENTILE,
               show_default=True, help="For --method percentile.")
-@click.option("--min-agreement", type=click.FloatRange(min=0, max=100), metavar="PCT",
-              help="Top-1 agreement with FP32 the held-out images must show; layers go float until it holds.")
-@click.option("--max-top1-drop", type=click.FloatRange(min=0, max=100), metavar="PT",
-              help="Top-1 points the INT8 model may lose on the held-out images (needs labels).")
+@min_agreement_option
+@max_top1_drop_option
 @click.option("--max-float-layers", type=click.IntRange(min=0), metavar="N",
               help="Most layers left in float to meet a target [default: about {:.0%} of the quantized "
                    "layers].".format(FLOAT_LAYER_SHARE))
-@click.option("--num-images", type=click.IntRange(min=1), default=DEFAULT_NUM_IMAGES, show_default=True)
-@click.option("--holdout-data", "holdout_dir", type=click.Path(file_okay=False),
-              help="Images that only judge auto's candidates and the targets, e.g. a validation split the model "
-                   "never trained on (an ImageFolder tree for --max-top1-drop); every --data image then feeds the "
-                   "ranges. Held out from training images, agreement reads high.")
-@click.option("--holdout-images", "num_holdout_images", type=click.IntRange(min=1),
-              default=DEFAULT_NUM_HOLDOUT_IMAGES, show_default=True, help="Most --holdout-data images used.")
+@click.option("--num-images", type=click.IntRange(min=1), default=DEFAULT_NUM_IMAGES, show_default=True,
+              callback=at_most(MAX_NUM_IMAGES), help="At most {}.".format(MAX_NUM_IMAGES))
+@holdout_option
+@holdout_count_option
 @click.option("--seed", type=click.IntRange(min=0, max=2 ** 32 - 1), default=0, show_default=True,
               help="Seed of the class-balanced image sample and of the held-out split.")
-@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="Image decoding threads.")
+@workers_option
 @click.option("--trt-version", default=DEFAULT_TRT_VERSION, show_default=True,
               help="TensorRT version stamped into the calibration cache (8.5.2 on JetPack 5.1, 10.3 on JetPack 6); "
                    "TensorRT ignores a cache from another version.")
@@ -84,10 +80,25 @@ def calibrate_command(model, data_dir, labels_file, targets, method, percentile,
     if result.missed:
         target = result.missed[0]
         outcome = result.targets[target]
-        raise CheckFailedError("{} missed for the {} target: best held-out agreement {:.2f}% with {} float layer(s) "
+        raise CheckFailedError("{} missed for the {} target: best agreement {:.2f}% {} with {} float layer(s) "
                                "tried; the best model reached is written to {}".format(
-                                   result.goal, target, outcome.score["agreement"], outcome.float_layers_tried,
-                                   result.int8_models[target]))
+                                   result.goal, target, outcome.score["agreement"], _judged(result),
+                                   outcome.float_layers_tried, result.int8_models[target]))
+
+
+def _judged(result) -> str:
+    return judged_on(result.heldout_source, result.heldout_images)
+
+
+def _target_met_line(result, target: str) -> str:
+    """One line per met target, with the figure and the images it was measured on."""
+    score = result.targets[target].score
+    parts = []
+    if result.goal_spec.min_agreement is not None:
+        parts.append("{:.2f}% >= {:g}%".format(score["agreement"], result.goal_spec.min_agreement))
+    if result.goal_spec.max_top1_drop is not None:
+        parts.append("top-1 drop {:.2f} pt <= {:g} pt".format(score["top1_drop"], result.goal_spec.max_top1_drop))
+    return "target met ({}): {} {}".format(target, " and ".join(parts), _judged(result))
 
 
 def _print_result(result) -> None:
@@ -102,7 +113,7 @@ def _print_result(result) -> None:
             click.echo(line)
         text = "wrote {} (int8, {}, {}".format(path, target, outcome.candidate.name)
         if outcome.score is not None:
-            text += ", held-out agreement {:.2f}%".format(outcome.score["agreement"])
+            text += ", agreement {:.2f}% {}".format(outcome.score["agreement"], _judged(result))
             if "top1_drop" in outcome.score:
                 text += ", top-1 {:+.2f} pt".format(0.0 - outcome.score["top1_drop"])  # 0.0 - 0.0 is +0.0
         if outcome.float_layers:
@@ -113,6 +124,9 @@ def _print_result(result) -> None:
     click.echo("wrote {} (ranges)".format(result.ranges_json))
     if result.fp16_model:
         click.echo("wrote {} (fp16)".format(result.fp16_model))
+    for target, outcome in result.targets.items():
+        if outcome.goal_met:
+            click.echo(_target_met_line(result, target))
 
 
 def _version_text(number: int) -> str:

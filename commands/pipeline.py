@@ -2,9 +2,14 @@
 import click
 
 from calibration.api import DEFAULT_METHOD, METHOD_CHOICES
+from pipeline.run import INT8_TARGETS
 
 from .benchmark_engine import parse_batch_sizes
-from .common import emit_json, json_option, stderr_is_tty
+from deploy.validate import MAX_BATCH, MAX_INPUT_SIZE, MAX_ITERATIONS, MAX_NUM_IMAGES
+
+from .common import at_most, emit_json, json_option, stderr_is_tty
+from .options import (holdout_count_option, holdout_option, max_top1_drop_option, min_agreement_option,
+                      preprocess_options, target_option, threads_option)
 
 
 def _batch_sizes_callback(ctx, param, value):
@@ -22,35 +27,54 @@ def _batch_sizes_callback(ctx, param, value):
               help="Labeled evaluation images for accuracy and parity (with --calib-data).")
 @click.option("--labels", "labels_file", type=click.Path(dir_okay=False),
               help="Labels file for a flat --data or --eval-data.")
+@holdout_option
+@holdout_count_option
+@target_option(INT8_TARGETS)
+@min_agreement_option
+@max_top1_drop_option
 @click.option("--trt-version", help="TensorRT version stamped into the calibration cache (default: calibrate's; "
                                     "8.5.2 on JetPack 5.1, 10.3 on JetPack 6).")
 @click.option("--bundle", type=click.Path(), help="Also pack the models, the cache and deploy/ for the device into "
                                                   "this folder or .tar.gz (cli.py bundle).")
 @click.option("--out", default="out/pipeline", show_default=True, type=click.Path(file_okay=False))
-@click.option("--input-size", type=click.IntRange(min=32), help="Export input size (default: 224).")
+@click.option("--input-size", type=click.IntRange(min=32), callback=at_most(MAX_INPUT_SIZE),
+              help="Export input size (default: 224, at most {}).".format(MAX_INPUT_SIZE))
+@preprocess_options
 @click.option("--num-images", type=click.IntRange(min=1), default=512, show_default=True,
-              help="Most images for calibration, and most for evaluation.")
+              callback=at_most(MAX_NUM_IMAGES),
+              help="Most images for calibration, and most for evaluation (at most {}).".format(MAX_NUM_IMAGES))
 @click.option("--method", type=click.Choice(METHOD_CHOICES), default=DEFAULT_METHOD, show_default=True,
               help="INT8 calibration method (auto: the best candidate on held-out calibration images).")
-@click.option("--batch-sizes", default="1,8", show_default=True, callback=_batch_sizes_callback)
-@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True)
-@click.option("--iterations", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for every backend (default: all cores).")
+@click.option("--batch-sizes", default="1,8", show_default=True, callback=_batch_sizes_callback,
+              help="Each at most {}.".format(MAX_BATCH))
+@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True, callback=at_most(MAX_ITERATIONS),
+              help="At most {}.".format(MAX_ITERATIONS))
+@click.option("--iterations", type=click.IntRange(min=1), default=5, show_default=True,
+              callback=at_most(MAX_ITERATIONS), help="At most {}.".format(MAX_ITERATIONS))
+@threads_option
 @click.option("--baselines", is_flag=True, help="Also measure ResNet-18/34 with no attention, SE, CBAM and ECA, deployed (8 models; minutes).")
 @click.option("--baselines-weights", type=click.Path(file_okay=False),
               help="Folder of <model>.pth checkpoints for those 8 models (default: random weights).")
 @click.option("--force", is_flag=True, help="Rerun every step, even when its inputs are unchanged.")
 @json_option
-def pipeline_command(model, weights, data_dir, calib_data, eval_data, labels_file, trt_version, bundle, out, input_size, num_images, method, batch_sizes,
-                     warmup, iterations, threads, baselines, baselines_weights, force, as_json):
+def pipeline_command(model, weights, data_dir, calib_data, eval_data, labels_file, holdout_dir, num_holdout_images,
+                     targets, min_agreement, max_top1_drop, trt_version, bundle, out, input_size, num_images, method,
+                     batch_sizes, warmup, iterations, threads, baselines, baselines_weights, force, as_json,
+                     **preprocessing):
     """Run MODEL (default eca_resnet50) through export, FP16, INT8, engines, benchmark-engine, the report and
     (with --bundle) the bundle for the device.
 
     Steps whose inputs and options have not changed since the last run in --out are skipped.
     """
+    from deploy.preprocess import resolve_input_size
     from pipeline.run import PipelineConfig, run_pipeline
 
+    input_size = resolve_input_size(input_size, preprocessing.pop("crop", None)) if (
+        input_size or preprocessing.get("crop")) else None
+    chosen = {k: v for k, v in preprocessing.items() if v not in (None, False)}
     config = PipelineConfig(arch=model, weights=weights, data_dir=data_dir, calib_data=calib_data,
+                            holdout_data=holdout_dir, num_holdout_images=num_holdout_images, targets=tuple(targets) or INT8_TARGETS,
+                            min_agreement=min_agreement, max_top1_drop=max_top1_drop, preprocess_options=chosen,
                             eval_data=eval_data, trt_version=trt_version, bundle=bundle, labels_file=labels_file,
                             out=out,
                             input_size=input_size, num_images=num_images, method=method, batch_sizes=batch_sizes,

@@ -28,9 +28,11 @@ import deploy
 
 from deploy.errors import UserError
 from deploy.fileio import atomic_path
+from deploy.filekind import is_regular_file
+from deploy.text import read_text_lines
 from deploy.images import ignored_note, is_image_file, walk_images
 from deploy.validate import check_labels_in_range, check_memory, parse_class_index
-from deploy.preprocess import IMAGE_EXTENSIONS, PreprocessSpec, decode_image, resize_and_crop, to_normalized_chw
+from deploy.preprocess import IMAGE_EXTENSIONS, PreprocessSpec, decode_image, resize_and_crop, to_model_input
 from deploy.progress import progress_bar
 
 DEFAULT_NUM_IMAGES = 512
@@ -112,7 +114,7 @@ def _discover(data_dir, labels_file, ignored: List[str]) -> ImageSet:
         raise UserError("data folder {} is empty".format(root))
     # Images at the top level mean a flat folder; otherwise the subfolders are classes (as in ImageFolder,
     # which ignores top-level files).
-    if any(not _is_dir(entry) and is_image_file(entry.name) for entry in entries):
+    if any(is_image_file(entry.name) and is_regular_file(entry.path) for entry in entries):
         notes = []
         if any(_is_dir(entry) for entry in entries):
             notes.append("{} has images at its top level, so it is read as one unlabeled folder (subfolders "
@@ -188,14 +190,8 @@ def imagenet_synsets() -> List[str]:
 
 
 def _discover_with_labels(root: str, labels_file: str, ignored: List[str]) -> ImageSet:
-    if not os.path.isfile(labels_file):
-        raise UserError("no such labels file: {}".format(labels_file))
+    lines = read_text_lines(labels_file, "labels file")
     paths = _walk_or_fail(root, ignored)
-    try:
-        with open(labels_file, "r", encoding="utf-8-sig") as handle:
-            lines = handle.read().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError("cannot read labels file {}: {}".format(labels_file, exc)) from None
     first = next((line for line in lines if line.strip()), "")
     if first.replace(" ", "").startswith(",".join(LOC_HEADER)):
         return _match_loc_csv(root, paths, labels_file, lines)
@@ -290,14 +286,15 @@ def _match_loc_csv(root: str, paths: List[str], labels_file: str, lines: List[st
     """
     synsets = imagenet_synsets()
     synset_index = {synset: i for i, synset in enumerate(synsets)}
-    rows = csv.reader(lines)
+    start = next(number for number, line in enumerate(lines) if line.strip())  # the header, after blank lines
+    rows = csv.reader(lines[start:])
     header = [column.strip() for column in next(rows)]
     id_col, pred_col = header.index(LOC_HEADER[0]), header.index(LOC_HEADER[1])
     index = _FileIndex(root, paths)
     found: Dict[str, int] = {}
     where: Dict[str, str] = {}
     unmatched = []
-    for number, row in enumerate(rows, 2):
+    for number, row in enumerate(rows, start + 2):
         if not row or not any(cell.strip() for cell in row):
             continue
         tokens = row[pred_col].split() if len(row) > max(id_col, pred_col) else []
@@ -544,7 +541,7 @@ def normalize_crops(crops: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """(N, S, S, 3) uint8 crops to the (N, 3, S, S) float32 batch, bit-identical to preprocess_image."""
     out = np.empty((len(crops), 3, spec.input_size, spec.input_size), dtype=np.float32)
     for index, crop in enumerate(crops):
-        out[index] = to_normalized_chw(crop, spec.mean, spec.std)
+        out[index] = to_model_input(crop, spec)
     return out
 
 
@@ -597,14 +594,44 @@ def _touch(path: str) -> None:
         pass
 
 
+def image_digest(path: str) -> str:
+    """What identifies an image file wherever it is copied: its size and the start of its sha256."""
+    from deploy.fileio import sha256_file
+    return "{}-{}".format(os.path.getsize(path), sha256_file(path)[:16])
+
+
+def image_digests(paths: Sequence[str]) -> List[str]:
+    return sorted({image_digest(path) for path in paths})
+
+
+def without_digests(images: ImageSet, digests) -> Tuple[ImageSet, int]:
+    """``images`` less those whose digest is in ``digests`` (images that calibrated or judged a model, which
+    must not measure it), and how many went. Only files of a listed size are hashed, so a large folder is cheap."""
+    digests = set(digests or ())
+    if not digests:
+        return images, 0
+    sizes = {int(d.split("-", 1)[0]) for d in digests if d.split("-", 1)[0].isdigit()}
+    keep = [i for i, path in enumerate(images.paths)
+            if os.path.getsize(path) not in sizes or image_digest(path) not in digests]
+    return images.subset(keep), len(images) - len(keep)
+
+
 def load_dataset(data_dir, spec: PreprocessSpec, labels_file=None, num_images: int = DEFAULT_NUM_IMAGES,
                  seed: int = 0, workers: int = 2, cache_dir=None, progress: bool = True, use_cache: bool = True,
-                 executor: str = "thread", num_classes: Optional[int] = None) -> LoadedImages:
+                 executor: str = "thread", num_classes: Optional[int] = None, exclude=None) -> LoadedImages:
     """discover + stratified_sample + load_images; UserError when no image could be decoded, or (given
-    ``num_classes``) when a label is not a class of the model."""
+    ``num_classes``) when a label is not a class of the model. ``exclude``: image digests left out before the
+    sample (``without_digests``), said in a note."""
     found = discover(data_dir, labels_file)
     if num_classes is not None:
         found.check_fits(num_classes)  # all of them, before sampling: a bad line is a bad file
+    found, left_out = without_digests(found, exclude)
+    if left_out:
+        if not len(found):
+            raise UserError("every image in {} calibrated or judged the model, so none can measure it; give other "
+                            "images".format(os.fspath(data_dir)))
+        found.notes.append("left out {} image(s) of {} that calibrated or judged the INT8 model(s): a figure "
+                           "measured on them would read high".format(left_out, os.fspath(data_dir)))
     images = stratified_sample(found, num_images, seed)
     loaded = load_images(images, spec, workers=workers, cache_dir=cache_dir, use_cache=use_cache,
                          progress=progress, executor=executor)

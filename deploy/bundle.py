@@ -19,8 +19,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from .errors import UserError, os_error
 from .fileio import atomic_path, remove_stale_temps, sha256_file, temp_prefix, write_json, write_text
-from .reference import REFERENCE_FILE
+from .reference import PREPROCESS_TOLERANCE_LEVELS, PROBE_FOLDER, REFERENCE_FILE
 from .runners.execution import ENGINE_SUFFIXES, ONNX_SUFFIXES
+from .validate import MAX_BATCH, check_bound, check_outputs_spare_inputs
+from .schema import load_checked_json
 
 DEPLOY_DIR = os.path.dirname(os.path.abspath(__file__))
 MODEL_SUFFIXES = ONNX_SUFFIXES
@@ -33,9 +35,21 @@ JETSON_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
 # Every bundle carries this file; `--force` replaces only a folder (or tarball) that has it, so a mistyped
 # -o (".", "~", the folder the models came from) can never be emptied.
 MANIFEST = "eca-deploy-bundle.json"
+MANIFEST_SCHEMA = {"producer": str, "models": [str], "data_files?": [str]}
 IMAGENET_CLASSES = 1000   # only such models get deploy/samples, the ImageNet photos
 SAMPLES_FOLDER = "samples"
 CLASS_NAMES_FILE = "labels.txt"
+# The engines' largest batch unless --max-batch says otherwise: it covers the batch sizes benchmark-engine and the
+# README time (1, 8, 32), so an engine built from the bundle runs every batch it was measured at.
+BUNDLE_MAX_BATCH = 32
+
+
+def read_manifest(bundle_dir: str) -> Optional[Dict[str, object]]:
+    """The bundle's manifest, or None for a folder without one; UserError naming the field of a damaged one."""
+    path = os.path.join(bundle_dir, MANIFEST)
+    if not os.path.lexists(path):
+        return None
+    return load_checked_json(path, MANIFEST_SCHEMA, "bundle manifest")
 
 
 @dataclass
@@ -144,25 +158,33 @@ def _build_options(path: str, sidecar: Dict[str, object], caches: List[str], max
     dynamic = any(shape and is_dynamic(shape[0]) for shape in sidecar["inputs"].values())
     if max_batch is not None and not dynamic:
         notes.append("{} has a static batch; --max-batch is not used for it".format(os.path.basename(path)))
-    return BuildOptions(max_batch=max_batch if dynamic else None)
+    return BuildOptions(max_batch=(max_batch or BUNDLE_MAX_BATCH) if dynamic else None)
 
 
 def build_lines(path: str, sidecar: Dict[str, object], options, caches: Sequence[str] = ()) -> List[str]:
     """The deploy.build command for one model, then per target TensorRT its plan, trtexec and polygraphy lines
-    as comments: all from ``deploy.trt.plan.plan_build``, the plan ``deploy.build --dry-run`` prints."""
+    as comments: all from ``deploy.trt.plan.plan_build``, the plan ``deploy.build --dry-run`` prints. A model no
+    target TensorRT would accept (a CPU-target INT8 model) gets no command: the first line is then a comment
+    saying why, and the model stays an ONNX Runtime model."""
     from .trt.plan import plan_build, polygraphy_command, trtexec_command
 
-    model, planned, comments = os.path.basename(path), [], []
+    model, planned, comments, refusals = os.path.basename(path), [], [], []
     for target, version in TARGETS:
         try:
             plan = plan_build(path, None, version, options)
         except UserError as exc:
             comments.append("# {}: cannot build ({})".format(target, exc))
+            refusals.append(str(exc))
             continue
         planned.append(plan)
-        comments += ["# {}: {} [{}]".format(target, plan.precision, " ".join(plan.trt_flags) or "no flags"),
-                     "#   " + trtexec_command(plan, JETSON_TRTEXEC, relative=True),
+        comments += ["# {}: {} [{}]".format(target, plan.precision, " ".join(plan.trt_flags) or "no flags")]
+        comments += ["#   float layers: " + plan.float_layers] if plan.float_layers else []
+        comments += ["#   " + trtexec_command(plan, JETSON_TRTEXEC, relative=True),
                      "#   " + polygraphy_command(plan, relative=True)]
+    if not planned:
+        reason = refusals[0][len(model) + 2:] if refusals[0].startswith(model + ": ") else refusals[0]
+        return ["# {}: no TensorRT engine, it runs with ONNX Runtime (python3 -m deploy.infer {}): {}".format(
+            model, shlex.quote(model), reason)]
     command = ["python3", "-m", "deploy.build", model]
     if planned:
         command += ["-o", os.path.basename(planned[0].engine)]
@@ -186,9 +208,10 @@ def _script(blocks: List[List[str]]) -> str:
 
 
 def _readme(models: List[str], caches: List[str], labels: List[str], commands: List[str], samples: str,
-            has_reference: bool) -> str:
+            proof) -> str:
     model = os.path.basename(models[0])
-    first = shlex.split(commands[0])  # the engine name (it carries the precision) as build_engines.sh writes it
+    # the engine name (it carries the precision) as build_engines.sh writes it; none when no model builds
+    first = shlex.split(commands[0]) if commands else []
     engine = first[first.index("-o") + 1] if "-o" in first else model[:-5] + ".engine"
     labels_flag = " --labels {}".format(os.path.basename(labels[0])) if labels else ""
     lines = [
@@ -213,7 +236,7 @@ def _readme(models: List[str], caches: List[str], labels: List[str], commands: L
     ] + ["    " + command for command in commands] + [
         "", "The script's comments hold the plan and the equivalent trtexec and polygraphy lines for JetPack 6 and",
         "JetPack 5 (`python3 -m deploy.build MODEL.onnx --dry-run` prints the same plan).", "",
-    ] + _check_section(has_reference) + [
+    ] + _check_section(proof) + [
         "## 3. Run", "",
         "    python3 -m deploy.infer {} {}{}".format(engine, samples, labels_flag),
         "    python3 -m deploy.infer {} --gst \"nvarguscamerasrc ! video/x-raw(memory:NVMM) ! nvvidconv ! "
@@ -223,24 +246,41 @@ def _readme(models: List[str], caches: List[str], labels: List[str], commands: L
         "", "Add `--json` for one JSON line per image and a final summary line with latency statistics.",
         "On a folder of class folders (like `{}/`) both outputs also give top-1 and top-5 accuracy.".format(samples)
         if samples == SAMPLES_FOLDER else "", "",
+        "Timing: `python3 -m deploy.bench --batch-sizes 1,8` (trtexec's figures; deploy.check stays the gate).", "",
     ]
     return "\n".join(lines)
 
 
-def _check_section(has_reference: bool) -> List[str]:
+def _check_section(proof) -> List[str]:
     """The README step right after the build: every model and engine against PyTorch, on this device."""
-    if not has_reference:
+    if proof is None:
         return ["## 2. Check", "", "This bundle was made with --no-reference, so it carries no PyTorch logits and",
                 "`python3 -m deploy.check` has nothing to hold the engines to.", ""]
     return [
         "## 2. Check the engines against PyTorch", "",
         "    python3 -m deploy.check          # or: python3 -m deploy.check . --json", "",
-        "`{}` holds preprocessed images, the logits the PyTorch original gave for them and, per".format(
-            REFERENCE_FILE),
-        "precision, the least top-1 agreement and logit cosine the models passed with on the CPU before bundling.",
+        "`{}` holds {} reference images (uint8 crops), the logits the PyTorch original gave for them and,".format(
+            REFERENCE_FILE, proof.data.num_images),
+        "per model, the top-1 agreement and logit cosine it measured on the CPU before bundling. Each engine must",
+        "reach the measured figures of the model it was built from, less an allowance of whole images for another",
+        "backend's kernels: twice the one flip in 400 images that the order of operations alone caused in the",
+        "kernel-order study, or the images it changed for this model on the CPU, whichever is more. Its logit",
+        "error (1 - cosine) may at most double. NaN outputs, or a model the manifest lists but this",
+        "folder lacks, fail too. First, this device's Pillow and numpy preprocess the probe images in `{}/`".format(
+            PROBE_FOLDER),
+        "and must match what the project made of them within {:g} pixel level; that needs no runtime".format(
+            PREPROCESS_TOLERANCE_LEVELS),
+        "(`python3 -m deploy.check --preprocessing-only`).",
+        "",
+        "Measured on the CPU (the bar the device is held to):", "",
+    ] + ["    {name}: top-1 agreement {measured_top1_agreement:.2f}% (allowed {required_top1_agreement:.2f}%: "
+         "{allowance_images} image(s) for the kernels), cosine {measured_cosine:.5f} (allowed {required_cosine:.5f})"
+         .format(**bar.to_dict())
+         for bar in proof.data.bars] + [
+        "",
         "deploy.check runs every `.engine` (TensorRT) and `.onnx` model (ONNX Runtime, when installed) here on",
-        "those images, prints top-1/top-5 agreement, max abs error, cosine, latency p50/p99 and PASS or FAIL per",
-        "artifact, and exits 1 when any fails. An engine that fails is not the model you bundled: do not deploy it.",
+        "those images, prints measured, allowed and reached per artifact, and exits 1 when any fails. An engine",
+        "that fails is not the model you bundled: do not deploy it.",
         "",
     ]
 
@@ -259,16 +299,21 @@ def _fill(staging: str, models, caches, labels, max_batch, notes, proof=None) ->
         sidecar = model_sidecar(path)
         write_json(os.path.join(staging, name + ".json"), sidecar)
         lines = build_lines(path, sidecar, _build_options(path, sidecar, caches, max_batch, notes), caches)
-        commands.append(lines[0])
+        if lines[0].startswith("#"):  # no TensorRT would accept it: bundled for ONNX Runtime, no build line
+            notes.append(lines[0][2:])
+        else:
+            commands.append(lines[0])
         blocks.append(lines)
     for path in caches + labels:
         shutil.copy2(path, os.path.join(staging, os.path.basename(path)))
     notes.extend(_cache_version_note(path) for path in caches)
-    write_text(os.path.join(staging, "build_engines.sh"), _script(blocks))
-    os.chmod(os.path.join(staging, "build_engines.sh"), 0o755)
     samples, labels = _write_proof(staging, proof, labels, photos)
-    write_text(os.path.join(staging, "README.md"), _readme(models, caches, labels, commands, samples,
-                                                           proof is not None))
+    from .ecosystem import write_ecosystem
+    ecosystem = write_ecosystem(staging, commands, labels)  # deepstream/, triton/, jetson-inference/
+    write_text(os.path.join(staging, "build_engines.sh"), _script(blocks + ecosystem.script_blocks))
+    os.chmod(os.path.join(staging, "build_engines.sh"), 0o755)
+    write_text(os.path.join(staging, "README.md"), _readme(models, caches, labels, commands, samples, proof)
+               + ecosystem.readme_text())
     write_json(os.path.join(staging, MANIFEST), {"producer": "eca-deploy", "models": [
         os.path.basename(m) for m in models], "data_files": sorted(carried)})
     return commands
@@ -288,6 +333,9 @@ def _write_proof(staging: str, proof, labels: List[str], photos: bool) -> Tuple[
     samples = "deploy/samples" if photos else "YOUR_IMAGES/"
     if proof is None:
         return samples, labels
+    for name, source in zip(proof.data.probe_files, proof.probe_sources):
+        os.makedirs(os.path.dirname(os.path.join(staging, name)), exist_ok=True)
+        shutil.copy2(source, os.path.join(staging, name))
     save_reference(os.path.join(staging, REFERENCE_FILE), proof.data)
     for index, (path, folder) in enumerate(proof.samples):
         target = os.path.join(staging, SAMPLES_FOLDER, *([folder] if folder else []))
@@ -325,12 +373,13 @@ def _is_previous_bundle(output: str, is_tar: bool) -> bool:
                 return any(name.split("/", 1)[-1] == MANIFEST for name in tar.getnames()[:5000])
         except (OSError, tarfile.TarError, EOFError):
             return False
-    return os.path.isfile(os.path.join(output, MANIFEST))
+    return read_manifest(output) is not None  # a damaged one says which field
 
 
 def check_replaceable(output: str, is_tar: bool, inputs: Sequence[str], force: bool) -> None:
     """An existing output may be replaced only with --force and only when it is a previous bundle: never the
-    current or home folder, a folder holding the inputs, or anything that lacks the bundle manifest."""
+    current or home folder or anything that lacks the bundle manifest (check_output has refused one that holds
+    an input)."""
     if not os.path.lexists(output):
         return
     if not force:
@@ -341,21 +390,20 @@ def check_replaceable(output: str, is_tar: bool, inputs: Sequence[str], force: b
     for folder, what in protected.items():
         if folder == real or folder.startswith(real.rstrip(os.sep) + os.sep):
             raise UserError("refusing to replace {}: it is or holds {}".format(output, what))
-    for item in inputs:
-        source = os.path.realpath(item)
-        if source == real or source.startswith(real.rstrip(os.sep) + os.sep):
-            raise UserError("refusing to replace {}: it holds the input {}".format(output, item))
     if not _is_previous_bundle(output, is_tar):
         raise UserError("refusing to replace {}: --force replaces only a previous bundle (one with {}), and this "
                         "is not one".format(output, MANIFEST))
 
 
-def check_output(artifacts: Sequence[str], output, force: bool) -> Tuple[str, bool]:
+def check_output(artifacts: Sequence[str], output, force: bool, inputs=()) -> Tuple[str, bool]:
     """(absolute output, is it a tarball), once it is known that writing there replaces nothing it must not;
-    callers run this before any slow work (the PyTorch reference), so a refused -o costs nothing."""
+    callers run this before any slow work (the PyTorch reference), so a refused -o costs nothing. ``inputs``:
+    (option, path) of what else the bundle reads (--weights, --data, --labels), which it may not replace either."""
     models, caches, labels = classify_artifacts(artifacts)
     output = os.path.abspath(os.path.expanduser(os.fspath(output)))
     is_tar = output.lower().endswith(TAR_SUFFIXES)
+    check_outputs_spare_inputs(inputs=[("ARTIFACTS", list(models) + list(caches) + list(labels))] + list(inputs),
+                               replaced=[("-o", output)])
     check_replaceable(output, is_tar, list(models) + list(caches) + list(labels), force)
     return output, is_tar
 
@@ -368,8 +416,7 @@ def bundle(artifacts: Sequence[str], output, max_batch: Optional[int] = None, fo
     ``python -m deploy.check`` and the held-out sample images; without it the bundle carries no proof.
     """
     models, caches, labels = classify_artifacts(artifacts)
-    if max_batch is not None and max_batch < 1:
-        raise UserError("--max-batch must be at least 1, got {}".format(max_batch))
+    check_bound("--max-batch", max_batch, MAX_BATCH)
     output, is_tar = check_output(artifacts, output, force)
     parent = os.path.dirname(output)
     root_name = os.path.basename(output)
@@ -380,7 +427,8 @@ def bundle(artifacts: Sequence[str], output, max_batch: Optional[int] = None, fo
     try:
         os.makedirs(parent, exist_ok=True)
         remove_stale_temps(os.path.join(parent, root_name))
-        staging = tempfile.mkdtemp(prefix=temp_prefix(root_name), suffix=".part", dir=parent)
+        staging = tempfile.mkdtemp(prefix=temp_prefix(os.path.join(parent, root_name)), suffix=".part",
+                                   dir=parent)
     except OSError as exc:
         raise os_error(exc, output) from None
     try:

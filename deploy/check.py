@@ -1,13 +1,19 @@
 """Check a bundle's models and engines against PyTorch on the device: ``python -m deploy.check [BUNDLE_DIR]``.
 
-The bundle's ``reference.npz`` holds preprocessed inputs and the logits the PyTorch original gave for them
-(see deploy.reference). Every ONNX model runs in ONNX Runtime and every TensorRT engine (``*.engine``, built
-on the device by build_engines.sh) in TensorRT, on those inputs. Per artifact: top-1 and top-5 agreement with
-PyTorch, max abs error, cosine similarity, latency p50/p99, and PASS or FAIL against the tolerance stored for
-its precision. An artifact made from other weights than the reference fails too. Exit 1 when any fails, 0 when
-all that could run pass; an artifact whose runtime is missing here is SKIP, with the reason.
+The bundle's ``reference.npz`` holds the reference images, the logits the PyTorch original gave for them and,
+per bundled model, what it measured on the CPU before bundling and the bar derived from that (see
+deploy.reference). Every ONNX model runs in ONNX Runtime and every TensorRT engine (``*.engine``, built on the
+device by build_engines.sh) in TensorRT, on those images. Per artifact it prints what was measured, what is
+allowed and what was reached (top-1 agreement with PyTorch, logit cosine), and PASS or FAIL. An engine is held to
+the bar of the model it was built from. NaN or infinite outputs, a model the manifest lists but the bundle lacks,
+and an artifact made from other weights fail too. Exit 1 when any fails, 0 when all that could run pass; an
+artifact whose runtime is missing here is SKIP, with the reason.
 
-Torch-free and Python 3.8-compatible: numpy, plus onnxruntime and/or TensorRT, imported only when used.
+Before any of that, the device's own decoding and resizing (its Pillow and numpy) preprocess the probe images the
+bundle carries, and the largest difference from what the project's preprocessing made of them is a verdict of its
+own: it needs no runtime at all (``--preprocessing-only``).
+
+Torch-free and Python 3.8-compatible: numpy and Pillow, plus onnxruntime and/or TensorRT, imported only when used.
 """
 import argparse
 import json
@@ -22,7 +28,9 @@ from .cliutil import run_main
 from .compare import compare_logits, topk_indices
 from .errors import CheckFailedError, UserError
 from .metadata import read_model_info, read_sidecar
-from .reference import REFERENCE_FILE, ReferenceData, load_reference
+from .validate import MAX_BATCH, check_bound
+from .reference import (PREPROCESS_TOLERANCE_LEVELS, REFERENCE_FILE, ArtifactBar, ReferenceData, load_reference,
+                        precision_class)
 from .runners.execution import (ENGINE_SUFFIXES, ONNX_SUFFIXES, Clocks, artifact_kind, batch_plan, infer_all,
                                 latency_record, logits_of, warm_up)
 
@@ -31,7 +39,8 @@ PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 
 @dataclass
 class ArtifactCheck:
-    """One model or engine held against the reference; ``status`` is PASS, FAIL or SKIP."""
+    """One model or engine held against the reference; ``status`` is PASS, FAIL or SKIP. Agreements and
+    accuracies are percentages, like every --json of the project."""
 
     name: str
     kind: str                 # "onnx" or "engine"
@@ -40,14 +49,15 @@ class ArtifactCheck:
     reasons: List[str] = field(default_factory=list)
     runner: Dict[str, object] = field(default_factory=dict)
     batch_size: Optional[int] = None
-    top1_agreement: Optional[float] = None  # fractions in [0, 1]
+    top1_agreement: Optional[float] = None   # percent, reached here
     top5_agreement: Optional[float] = None
-    top1_accuracy: Optional[float] = None   # when the reference images are labeled
+    top1_accuracy: Optional[float] = None    # percent, when the reference images are labeled
     max_abs_error: Optional[float] = None
     cosine_similarity: Optional[float] = None
     latency_p50_ms: Optional[float] = None
     latency_p99_ms: Optional[float] = None
-    tolerance: Dict[str, float] = field(default_factory=dict)
+    bar: Dict[str, object] = field(default_factory=dict)  # ArtifactBar.to_dict(): measured and required
+    notes: List[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -55,10 +65,23 @@ class ArtifactCheck:
 
 
 @dataclass
+class PreprocessCheck:
+    """The device's preprocessing of the probe images against the project's; differences in pixel levels."""
+
+    images: int
+    status: str
+    max_abs_difference: Optional[float] = None   # in model-input units
+    max_level_difference: Optional[float] = None  # in 0-255 pixel levels
+    tolerance_levels: float = PREPROCESS_TOLERANCE_LEVELS
+    reasons: List[str] = field(default_factory=list)
+
+
+@dataclass
 class BundleCheck:
     bundle: str
     reference: Dict[str, object]
     artifacts: List[ArtifactCheck]
+    preprocessing: PreprocessCheck
     notes: List[str] = field(default_factory=list)
 
     @property
@@ -70,9 +93,10 @@ class BundleCheck:
         return [a for a in self.artifacts if a.status != SKIP]
 
     def to_dict(self) -> Dict[str, object]:
-        return {"bundle": self.bundle, "reference": self.reference,
-                "artifacts": [asdict(a) for a in self.artifacts],
-                "passed": bool(self.ran) and not self.failed, "notes": list(self.notes)}
+        return {"bundle": self.bundle, "reference": self.reference, "preprocessing": asdict(self.preprocessing),
+                "artifacts": [asdict(a) for a in self.artifacts], "units": "percent",
+                "passed": bool(self.ran) and not self.failed and self.preprocessing.status != FAIL,
+                "notes": list(self.notes)}
 
 
 # -- finding what to check -----------------------------------------------------------------------------------
@@ -85,6 +109,16 @@ def bundle_artifacts(bundle_dir: str) -> List[str]:
     return [os.path.join(bundle_dir, n) for n in models + engines]
 
 
+def missing_listed(bundle_dir: str, present: Sequence[str]) -> List[ArtifactCheck]:
+    """A FAIL for every model the manifest lists that is not in the bundle: a check that silently skips a
+    deleted model would pass a device that runs something else."""
+    from .bundle import read_manifest
+    manifest = read_manifest(bundle_dir)
+    names = {os.path.basename(p) for p in present}
+    return [ArtifactCheck(name, "onnx", "?", FAIL, ["the bundle's manifest lists it, but it is not in the bundle"])
+            for name in (manifest or {}).get("models", []) if name not in names]
+
+
 def artifact_precision(path: str, info) -> str:
     """An engine's sidecar states the precision it was built with; a model's metadata states its own."""
     if artifact_kind(path) == "engine":
@@ -92,6 +126,23 @@ def artifact_precision(path: str, info) -> str:
         if isinstance(sidecar.get("precision"), str):
             return sidecar["precision"]
     return info.precision
+
+
+def bar_for(path: str, precision: str, reference: ReferenceData) -> Optional[ArtifactBar]:
+    """The bar an artifact is held to: a model's own; an engine's is that of the bundled model it was built from
+    (by the source sha256 its sidecar records, else by file stem), or of a bundled model of its precision."""
+    name = os.path.basename(path)
+    if artifact_kind(path) != "engine":
+        return reference.bar_named(name)
+    source = ((read_sidecar(path) or {}).get("source_onnx") or {})
+    bar = reference.bar_with_sha256(str(source.get("sha256", "")))
+    stem = name.rsplit(".", 1)[0]
+    bar = bar or next((b for b in reference.bars if b.name.rsplit(".", 1)[0] == stem), None)
+    if bar is not None and precision_class(bar.precision) == precision_class(precision):
+        return bar
+    # e.g. an FP16 engine built from the FP32 model: the bundled FP16 model measured what that precision reaches
+    same = [b for b in reference.bars if precision_class(b.precision) == precision_class(precision)]
+    return same[0] if same else bar
 
 
 def provenance_problems(info, reference: ReferenceData) -> List[str]:
@@ -108,6 +159,10 @@ def provenance_problems(info, reference: ReferenceData) -> List[str]:
     if info.preprocess.input_size != size:
         problems.append("it takes {0}x{0} input, the reference inputs are {1}x{1}".format(
             info.preprocess.input_size, size))
+    if info.preprocess.normalize_in_graph != reference.spec.normalize_in_graph:
+        problems.append("it {} the normalization in its graph and the reference inputs {}".format(
+            "has" if info.preprocess.normalize_in_graph else "lacks",
+            "are raw pixels" if reference.spec.normalize_in_graph else "are normalized"))
     return problems
 
 
@@ -145,8 +200,11 @@ def run_inputs(runner, inputs: np.ndarray, requested_batch: Optional[int]):
 
 
 def check_artifact(path: str, reference: ReferenceData, providers: Sequence[str] = ("cpu",),
-                   batch: Optional[int] = None) -> ArtifactCheck:
-    """Run one model or engine on the reference inputs and judge it; a broken artifact is a FAIL, not an error."""
+                   batch: Optional[int] = None, bar: Optional[ArtifactBar] = None) -> ArtifactCheck:
+    """Run one model or engine on the reference inputs and judge it against ``bar`` (default: the one the
+    reference holds for it); a broken artifact is a FAIL, not an error."""
+    from .infer import warn_missing_providers
+
     name = os.path.basename(path)
     kind = artifact_kind(path)
     try:
@@ -154,9 +212,10 @@ def check_artifact(path: str, reference: ReferenceData, providers: Sequence[str]
     except UserError as exc:
         return ArtifactCheck(name, kind, "?", FAIL, ["cannot read its metadata: {}".format(exc)])
     precision = artifact_precision(path, info)
-    result = ArtifactCheck(name, kind, precision, FAIL, tolerance=dict(reference.tolerance(precision)))
+    bar = bar or bar_for(path, precision, reference)
+    result = ArtifactCheck(name, kind, precision, FAIL, bar=bar.to_dict() if bar else {})
     problems = provenance_problems(info, reference)
-    if any("classes" in p or "input" in p for p in problems):  # it cannot even run on the reference inputs
+    if any("classes" in p or "input" in p or "normalization" in p for p in problems):  # it cannot even run
         result.reasons = problems
         return result
     runner, missing = make_runner(path, providers)
@@ -165,6 +224,7 @@ def check_artifact(path: str, reference: ReferenceData, providers: Sequence[str]
         return result
     try:
         with runner:
+            warn_missing_providers(runner)
             logits, result.batch_size, latency = run_inputs(runner, reference.inputs, batch)
             result.runner = runner.describe()
     except UserError as exc:
@@ -174,61 +234,109 @@ def check_artifact(path: str, reference: ReferenceData, providers: Sequence[str]
         result.reasons = problems + ["it gave logits of shape {}, the reference {}".format(
             logits.shape, reference.logits.shape)]
         return result
-    judge(result, compare_logits(reference.logits, logits), reference, logits, problems)
+    judge(result, reference, logits, problems, bar)
     result.latency_p50_ms, result.latency_p99_ms = latency["p50_ms"], latency["p99_ms"]
     return result
 
 
-def judge(result: ArtifactCheck, comparison, reference: ReferenceData, logits: np.ndarray,
-          problems: List[str]) -> None:
-    """Fill in the statistics and the verdict against the tolerance stored for the artifact's precision."""
-    result.top1_agreement = comparison.top1_agreement
-    result.top5_agreement = comparison.top5_agreement
-    result.max_abs_error = comparison.max_abs_error
+def judge(result: ArtifactCheck, reference: ReferenceData, logits: np.ndarray, problems: List[str],
+          bar: Optional[ArtifactBar]) -> None:
+    """Fill in the statistics and the verdict against the artifact's bar."""
+    reasons = list(problems)
+    finite = np.isfinite(logits)
+    if not finite.all():
+        reasons.append("{} of {} images gave NaN or infinite outputs".format(
+            int(np.sum(~finite.all(axis=1))), len(logits)))
+    comparison = compare_logits(reference.logits, np.where(finite, logits, 0.0))
+    result.top1_agreement = 100.0 * comparison.top1_agreement
+    result.top5_agreement = 100.0 * comparison.top5_agreement
+    result.max_abs_error = comparison.max_abs_error if finite.all() else float("inf")
     result.cosine_similarity = comparison.cosine_similarity
     if reference.labels is not None:
-        result.top1_accuracy = float(np.mean(topk_indices(logits, 1)[:, 0] == reference.labels))
-    reasons = list(problems)
-    tolerance = result.tolerance
-    if comparison.top1_agreement < tolerance["min_top1_agreement"]:
-        reasons.append("top-1 agreement {:.1%} is below {:.1%}".format(comparison.top1_agreement,
-                                                                      tolerance["min_top1_agreement"]))
-    if not comparison.cosine_similarity >= tolerance["min_cosine"]:  # NaN logits fail too
-        reasons.append("cosine {:.5f} is below {:.5f}".format(comparison.cosine_similarity, tolerance["min_cosine"]))
+        result.top1_accuracy = 100.0 * float(np.mean(topk_indices(logits, 1)[:, 0] == reference.labels))
+    if bar is None:
+        reasons.append("the bundle holds no measured bar for it (it was not bundled, nor built from a bundled "
+                       "model)")
+    else:
+        if result.top1_agreement < bar.required_top1 - 1e-9:
+            reasons.append("top-1 agreement {:.2f}% is below the {:.2f}% allowed ({:.2f}% measured on the CPU, "
+                           "less {} image(s) of {} for another backend's kernels{})".format(
+                               result.top1_agreement, bar.required_top1, bar.measured_top1,
+                               bar.allowance_images, reference.num_images, _floor_text(reference)))
+        if not comparison.cosine_similarity >= bar.required_cosine:
+            reasons.append("cosine {:.5f} is below the {:.5f} allowed ({:.5f} measured on the CPU)".format(
+                comparison.cosine_similarity, bar.required_cosine, bar.measured_cosine))
     result.reasons = reasons
     result.status = FAIL if reasons else PASS
 
 
+def _floor_text(reference: ReferenceData) -> str:
+    return "" if reference.min_agreement is None else "; floor {:.2f}%".format(reference.min_agreement)
+
+
+# -- the device's preprocessing ------------------------------------------------------------------------------
+
+def check_preprocessing(bundle_dir: str, reference: ReferenceData) -> PreprocessCheck:
+    """Decode and preprocess the probe images here, with this device's Pillow and numpy, and compare."""
+    from .preprocess import preprocess_file
+
+    if not reference.probe_files:
+        return PreprocessCheck(0, SKIP, reasons=["the bundle carries no probe images"])
+    spec = reference.spec
+    # one model-input unit is std * 255 pixel levels, or one level when the model normalizes in its graph
+    levels = np.float64(1.0) if spec.normalize_in_graph else np.asarray(spec.std, np.float64).reshape(3, 1, 1) * 255
+    worst_input = worst_level = 0.0
+    reasons = []
+    for name, expected in zip(reference.probe_files, reference.probe_inputs):
+        path = os.path.join(bundle_dir, name)
+        try:
+            made = preprocess_file(path, spec)
+        except UserError as exc:
+            reasons.append("{}: {}".format(name, exc))
+            continue
+        if made.shape != expected.shape:
+            reasons.append("{}: preprocessed to {}, the project made {}".format(name, made.shape, expected.shape))
+            continue
+        difference = np.abs(made.astype(np.float64) - expected)
+        worst_input = max(worst_input, float(difference.max()))
+        worst_level = max(worst_level, float((difference * levels).max()))
+    if worst_level > PREPROCESS_TOLERANCE_LEVELS:
+        reasons.append("this device's decoding and resizing differ from the project's by up to {:.2f} pixel levels "
+                       "(allowed {:g}): the engines would see other inputs than the ones they were checked on; "
+                       "compare Pillow and numpy versions".format(worst_level, PREPROCESS_TOLERANCE_LEVELS))
+    return PreprocessCheck(len(reference.probe_files), FAIL if reasons else PASS, worst_input, worst_level,
+                           reasons=reasons)
+
+
 def check_bundle(bundle_dir: str = ".", providers: Sequence[str] = ("cpu",), batch: Optional[int] = None,
-                 progress=None) -> BundleCheck:
-    """Check every model and engine in ``bundle_dir`` against its ``reference.npz``."""
+                 progress=None, preprocessing_only: bool = False) -> BundleCheck:
+    """Check the preprocessing, then every model and engine in ``bundle_dir`` against its ``reference.npz``."""
     bundle_dir = os.fspath(bundle_dir)
     if not os.path.isdir(bundle_dir):
         raise UserError("no such bundle folder: {}".format(bundle_dir))
     reference = load_reference(os.path.join(bundle_dir, REFERENCE_FILE))
+    preprocessing = check_preprocessing(bundle_dir, reference)
+    if preprocessing_only:
+        return BundleCheck(os.path.abspath(bundle_dir), reference.summary(), [], preprocessing)
     paths = bundle_artifacts(bundle_dir)
-    if not paths:
+    checks = missing_listed(bundle_dir, paths)
+    if not paths and not checks:
         raise UserError("{} holds no ONNX models or TensorRT engines".format(bundle_dir))
-    checks = []
     for path in paths:
         if progress:
             progress("checking {}".format(os.path.basename(path)))
         checks.append(check_artifact(path, reference, providers, batch))
-    summary = {"images": int(len(reference.inputs)), "input_shape": list(reference.inputs.shape[1:]),
-               "classes": int(reference.logits.shape[1]), "labeled": reference.labels is not None,
-               "arch": reference.arch, "checkpoint_sha256": reference.checkpoint_sha256, "source": reference.source,
-               "tolerances": reference.tolerances}
     notes = []
     if not any(c.kind == "engine" for c in checks):
         notes.append("no TensorRT engines here yet, so only the ONNX models were checked; `sh build_engines.sh` "
                      "builds them{}".format("" if _importable("tensorrt") else " where TensorRT is installed"))
-    return BundleCheck(os.path.abspath(bundle_dir), summary, checks, notes)
+    return BundleCheck(os.path.abspath(bundle_dir), reference.summary(), checks, preprocessing, notes)
 
 
 # -- the command ---------------------------------------------------------------------------------------------
 
 def _percent(value: Optional[float]) -> str:
-    return "-" if value is None else "{:.1f}%".format(100.0 * value)
+    return "-" if value is None else "{:.2f}%".format(value)
 
 
 def _number(value: Optional[float], fmt: str) -> str:
@@ -245,44 +353,71 @@ def _runner_label(check: ArtifactCheck) -> str:
     return str(runner.get("backend", "-"))
 
 
+def _table(rows: List[Sequence[str]]) -> List[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+
+
+def format_preprocessing(check: PreprocessCheck) -> str:
+    if check.status == SKIP:
+        return "preprocessing: SKIP ({})".format("; ".join(check.reasons))
+    return ("preprocessing: {} on {} probe images decoded here: largest difference {:.3g} ({:.2f} pixel levels, "
+            "allowed {:g})".format(check.status, check.images, check.max_abs_difference or 0.0,
+                                   check.max_level_difference or 0.0, check.tolerance_levels))
+
+
 def format_report(report: BundleCheck) -> str:
     ref = report.reference
-    lines = ["reference: {} images from {} ({}), PyTorch {} logits, {} classes".format(
-        ref["images"], ref["source"] or "?", "labeled" if ref["labeled"] else "unlabeled", ref["arch"] or "?",
-        ref["classes"])]
-    rows = [("artifact", "runner", "precision", "top-1", "top-5", "max|err|", "cosine", "p50 ms", "p99 ms", "verdict")]
-    for a in report.artifacts:
-        rows.append((a.name, _runner_label(a), a.precision, _percent(a.top1_agreement), _percent(a.top5_agreement),
-                     _number(a.max_abs_error, "{:.3g}"), _number(a.cosine_similarity, "{:.5f}"),
-                     _number(a.latency_p50_ms, "{:.2f}"), _number(a.latency_p99_ms, "{:.2f}"), a.status))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
-    lines.append("(top-1/top-5: agreement with PyTorch; latency per batch, end to end)")
+    lines = ["reference: {} images from {} ({}), PyTorch {} logits, {} classes{}".format(
+                 ref["images"], ref["source"] or "?", "labeled" if ref["labeled"] else "unlabeled", ref["arch"] or "?",
+                 ref["classes"], "" if ref["min_agreement"] is None else "; floor {:.2f}%".format(ref["min_agreement"])),
+             format_preprocessing(report.preprocessing)]
+    if report.artifacts:
+        rows = [("artifact", "runner", "precision", "top-1 measured", "allowed", "reached", "cosine measured",
+                 "allowed", "reached", "kernels", "p50 ms", "verdict")]
+        for a in report.artifacts:
+            bar = a.bar or {}
+            rows.append((a.name, _runner_label(a), a.precision, _percent(bar.get("measured_top1_agreement")),
+                         _percent(bar.get("required_top1_agreement")), _percent(a.top1_agreement),
+                         _number(bar.get("measured_cosine"), "{:.5f}"), _number(bar.get("required_cosine"), "{:.5f}"),
+                         _number(a.cosine_similarity, "{:.5f}"), _number(bar.get("allowance_images"), "{} img"),
+                         _number(a.latency_p50_ms, "{:.2f}"), a.status))
+        lines += _table(rows)
+        lines.append("(top-1: agreement with PyTorch; measured: on the CPU before bundling; kernels: the images the "
+                     "device may lose to another backend's kernels; latency per batch, end to end)")
     for a in report.artifacts:
         if a.top1_accuracy is not None:
             lines.append("{}: top-1 accuracy {} on the labeled reference images".format(a.name,
                                                                                        _percent(a.top1_accuracy)))
         for reason in a.reasons:
             lines.append("{} {}: {}".format(a.status, a.name, reason))
+    for reason in report.preprocessing.reasons if report.preprocessing.status == FAIL else []:
+        lines.append("FAIL preprocessing: {}".format(reason))
     counts = {status: sum(a.status == status for a in report.artifacts) for status in (PASS, FAIL, SKIP)}
     lines += ["note: " + message for message in report.notes]
-    lines.append("{} passed, {} failed, {} skipped".format(counts[PASS], counts[FAIL], counts[SKIP]))
+    if report.artifacts:
+        lines.append("{} passed, {} failed, {} skipped".format(counts[PASS], counts[FAIL], counts[SKIP]))
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
     providers = [p.strip() for p in args.providers.split(",") if p.strip()]
-    if args.batch is not None and args.batch < 1:
-        raise UserError("--batch must be at least 1, got {}".format(args.batch))
+    check_bound("--batch", args.batch, MAX_BATCH)
     progress = None if args.json or not sys.stderr.isatty() else (lambda m: print(m, file=sys.stderr))
-    report = check_bundle(args.bundle, providers, args.batch, progress)
+    report = check_bundle(args.bundle, providers, args.batch, progress, args.preprocessing_only)
     if args.json:
         print(json.dumps(report.to_dict()))
     else:
         print(format_report(report))
-    if report.failed:
-        raise CheckFailedError("{} of {} artifacts failed the check against PyTorch: {}".format(
-            len(report.failed), len(report.artifacts), ", ".join(a.name for a in report.failed)))
+    failed = [a.name for a in report.failed] + (["preprocessing"] if report.preprocessing.status == FAIL else [])
+    if failed:
+        raise CheckFailedError("{} failed the check against PyTorch: {}".format(
+            "{} of {} artifacts".format(len(report.failed), len(report.artifacts)) if report.failed else "this device",
+            ", ".join(failed)))
+    if args.preprocessing_only:
+        if report.preprocessing.status != PASS:
+            raise UserError("nothing to check: {}".format("; ".join(report.preprocessing.reasons)))
+        return 0
     if not report.ran:
         raise UserError("nothing could run here: {}".format(report.artifacts[0].reasons[0]))
     return 0
@@ -292,10 +427,14 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m deploy.check", description=__doc__.split("\n\n")[0])
     parser.add_argument("bundle", nargs="?", default=".", metavar="BUNDLE_DIR",
                         help="the bundle folder (default: the current folder)")
-    parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    parser.add_argument("--batch", type=int, help="images per inference for dynamic-batch models (default 1)")
+    parser.add_argument("--json", action="store_true", help="one JSON object on stdout (agreements in percent)")
+    parser.add_argument("--batch", type=int, help="images per inference for dynamic-batch models (default 1, at "
+                                                  "most {})".format(MAX_BATCH))
     parser.add_argument("--providers", default="cpu", help="ONNX Runtime providers for the .onnx models, "
-                                                           "comma-separated: cpu, cuda, tensorrt (default cpu)")
+                                                           "comma-separated: cpu, cuda, tensorrt (default cpu); one "
+                                                           "that cannot run here is a warning")
+    parser.add_argument("--preprocessing-only", action="store_true",
+                        help="only check this device's decoding and resizing of the probe images (no runtime needed)")
     return parser
 
 

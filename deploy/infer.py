@@ -30,26 +30,32 @@ import numpy as np
 from .cliutil import note, run_main
 from .compare import topk_indices
 from .errors import MissingDependencyError, UserError
+from .filekind import is_regular_file
 from .images import collect_images, ignored_note, is_image_file, walk_images
 from .metadata import read_model_info
 from .preprocess import PreprocessSpec, decode_image, preprocess_image
 from .runners.execution import (Clocks, artifact_kind, fixed_batch_size, infer_batch, input_name as image_input,
                                 latency_record, output_name, warm_up)
-from .validate import check_batch_memory
+from .text import is_ascii_number, read_text_lines
+from .validate import MAX_BATCH, check_batch_memory, check_bound, check_outputs_spare_inputs
 
 IMAGENET_CLASSES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "imagenet_classes.tsv")
 
 
 # -- labels and scores ------------------------------------------------------------------------------------------
 
+def bundle_labels(model_path: str) -> Optional[str]:
+    """The class names a bundle carries beside its models (``labels.txt``), used when --labels is not given."""
+    from .bundle import CLASS_NAMES_FILE, MANIFEST
+    folder = os.path.dirname(os.path.abspath(model_path))
+    path = os.path.join(folder, CLASS_NAMES_FILE)
+    return path if os.path.isfile(os.path.join(folder, MANIFEST)) and os.path.isfile(path) else None
+
+
 def load_labels(num_classes: int, labels_path: Optional[str] = None) -> Optional[List[str]]:
     """Class names: from ``labels_path`` (one per line), ImageNet's for 1000 classes, else None (indices)."""
     if labels_path:
-        try:
-            with open(labels_path, "r", encoding="utf-8") as handle:
-                names = [line.strip() for line in handle.read().splitlines()]
-        except OSError as exc:
-            raise UserError("cannot read labels file {}: {}".format(labels_path, exc.strerror or exc)) from None
+        names = [line.strip() for line in read_text_lines(labels_path, "labels file")]
         while names and not names[-1]:
             names.pop()
         if len(names) != num_classes:
@@ -84,7 +90,7 @@ def folder_class_indices(folders: List[str], num_classes: int,
             return {folder: index[folder] for folder in folders}
     if len(folders) == num_classes:
         return {folder: i for i, folder in enumerate(sorted(folders))}
-    if all(folder.isdigit() and int(folder) < num_classes for folder in folders):
+    if all(is_ascii_number(folder) and int(folder) < num_classes for folder in folders):
         return {folder: int(folder) for folder in folders}
     return None
 
@@ -97,7 +103,7 @@ def ground_truth(inputs: Sequence[str], num_classes: int, names: Optional[List[s
         if not os.path.isdir(item):
             continue
         entries = sorted(os.listdir(item))
-        if any(is_image_file(e) and os.path.isfile(os.path.join(item, e)) for e in entries):
+        if any(is_image_file(e) and is_regular_file(os.path.join(item, e)) for e in entries):
             continue  # images at the top: a plain folder, not class folders
         folders = [e for e in entries if not e.startswith(".") and os.path.isdir(os.path.join(item, e))]
         mapping = folder_class_indices(folders, num_classes, names) if folders else None
@@ -354,11 +360,15 @@ def run(args: argparse.Namespace) -> int:
     for flag, value in (("--top-k", args.top_k), ("--batch", args.batch), ("--max-frames", args.max_frames)):
         if value is not None and value < 1:
             raise UserError("{} must be at least 1, got {}".format(flag, value))
+    check_bound("--batch", args.batch, MAX_BATCH)
+    if args.trt and args.engine_cache:  # engines written into an image folder would be read back as its files
+        check_outputs_spare_inputs([("--engine-cache", args.engine_cache)],
+                                   [("MODEL", args.model), ("INPUTS", list(args.inputs)), ("--labels", args.labels)])
     if args.dla_core is not None and not (args.trt and args.model.lower().endswith(".onnx")):
         raise UserError("--dla-core applies when --trt builds an engine from an .onnx model")
     runner, info_path = open_runner(args)
     info = read_model_info(info_path)
-    labels = load_labels(info.num_classes, args.labels)
+    labels = load_labels(info.num_classes, args.labels or bundle_labels(info_path))
     truth, truth_notes = ground_truth(args.inputs, info.num_classes, labels)
     for message in truth_notes:
         note(message)
@@ -406,9 +416,11 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("model", metavar="MODEL", help="TensorRT engine (.engine/.plan) or ONNX model (.onnx)")
     parser.add_argument("inputs", nargs="*", metavar="INPUTS", help="image files or folders (searched recursively)")
     parser.add_argument("--top-k", type=int, default=5, help="classes to print per image (default 5)")
-    parser.add_argument("--batch", type=int, help="images per inference (default 1, or the model's static batch)")
-    parser.add_argument("--labels", metavar="FILE", help="class names, one per line (default: ImageNet's for "
-                                                         "1000-class models, else indices)")
+    parser.add_argument("--batch", type=int, help="images per inference (default 1, or the model's static batch; "
+                                                  "at most {})".format(MAX_BATCH))
+    parser.add_argument("--labels", metavar="FILE", help="class names, one per line (default: the bundle's "
+                                                         "labels.txt beside the model, ImageNet's for 1000-class "
+                                                         "models, else indices)")
     parser.add_argument("--json", action="store_true", help="JSON lines on stdout (see below)")
     parser.add_argument("--video", metavar="PATH", help="classify the frames of a video file (needs OpenCV)")
     parser.add_argument("--camera", type=int, metavar="N", help="classify frames of camera N (needs OpenCV)")

@@ -6,6 +6,7 @@ benchmarks and Jetson inference. On PIL images it equals torchvision's standard 
 resize and the same float32 arithmetic, so the results agree to the last bit.
 """
 import json
+import os
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from typing import Dict, Optional, Sequence, Tuple
@@ -14,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import UserError
+from .filekind import file_kind, is_regular_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -29,11 +31,17 @@ _INTERPOLATIONS = {
 }
 
 METADATA_KEYS = ("input_size", "resize_size", "interpolation", "mean", "std")
+# Optional key: models exported before it existed normalize outside the graph.
+IN_GRAPH_KEY = "normalize_in_graph"
 
 
 @dataclass(frozen=True)
 class PreprocessSpec:
-    """What a model expects of an image. ``input_size`` is the crop fed to the network."""
+    """What a model expects of an image. ``input_size`` is the crop fed to the network.
+
+    ``normalize_in_graph``: the model applies ``(x / 255 - mean) / std`` itself (``export --normalize-in-graph``),
+    so it takes the RGB crop as float32 pixels in [0, 255]; mean and std then say what its graph computes.
+    """
 
     input_size: int = 224
     resize_size: int = 256
@@ -41,22 +49,34 @@ class PreprocessSpec:
     mean: Tuple[float, float, float] = IMAGENET_MEAN
     std: Tuple[float, float, float] = IMAGENET_STD
     color: str = field(default="RGB")
+    normalize_in_graph: bool = False
 
     def __post_init__(self):
+        if not isinstance(self.normalize_in_graph, bool):
+            raise UserError("normalize_in_graph must be true or false, got {!r}".format(self.normalize_in_graph))
         if self.interpolation not in _INTERPOLATIONS:
             raise UserError("unknown interpolation {!r}; choose one of {}".format(
                 self.interpolation, ", ".join(sorted(_INTERPOLATIONS))))
         if self.input_size <= 0 or self.resize_size < self.input_size:
             raise UserError("resize size {} must be at least the input size {} (> 0)".format(
                 self.resize_size, self.input_size))
+        from .validate import MAX_INPUT_SIZE  # the metadata reader's bound too: one bound for both
+        if self.resize_size > MAX_INPUT_SIZE:
+            raise UserError("resize size {} is above the limit of {}; give a smaller --resize or --input-size".format(
+                self.resize_size, MAX_INPUT_SIZE))
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
         if len(self.mean) != 3 or len(self.std) != 3:
             raise UserError("mean and std need one value per RGB channel, got {} and {}".format(
                 list(self.mean), list(self.std)))
-        # torchvision's Normalize refuses a zero std (in float32) for the same reason: it would divide by zero.
-        if any(np.float32(value) == 0 for value in self.std):
-            raise UserError("std {} has a zero entry".format(list(self.std)))
+        for name, values in (("mean", self.mean), ("std", self.std)):
+            if not all(np.isfinite(np.float32(value)) for value in values):
+                raise UserError("{} {} must be finite numbers".format(name, list(values)))
+        # torchvision's Normalize refuses a zero std (in float32): it would divide by zero; a negative one would
+        # turn the image into its negative.
+        if not all(np.float32(value) > 0 for value in self.std):
+            raise UserError("std {} must be above 0 in every channel (a zero entry divides by zero)".format(
+                list(self.std)))
 
     @classmethod
     def for_input_size(cls, input_size: int, crop_pct: float = 0.875, **kwargs) -> "PreprocessSpec":
@@ -69,13 +89,15 @@ class PreprocessSpec:
 
     def describe(self) -> str:
         """One line for people: what export recorded and every later stage will apply."""
-        return "resize {} ({}), center crop {}, mean {}, std {}".format(
-            self.resize_size, self.interpolation, self.crop_size, _format_channels(self.mean),
-            _format_channels(self.std))
+        normalization = "mean {}, std {}".format(_format_channels(self.mean), _format_channels(self.std))
+        if self.normalize_in_graph:
+            normalization = "RGB pixels 0-255 in; normalization in the graph ({})".format(normalization)
+        return "resize {} ({}), center crop {}, {}".format(
+            self.resize_size, self.interpolation, self.crop_size, normalization)
 
     def to_dict(self) -> Dict[str, object]:
         return {"resize_size": self.resize_size, "crop_size": self.crop_size, "interpolation": self.interpolation,
-                "mean": list(self.mean), "std": list(self.std)}
+                "mean": list(self.mean), "std": list(self.std), IN_GRAPH_KEY: self.normalize_in_graph}
 
     def to_metadata(self) -> Dict[str, str]:
         """String key/values for ONNX ``metadata_props`` and engine sidecars."""
@@ -92,7 +114,8 @@ class PreprocessSpec:
                 ", ".join(missing)))
         sizes = {key: _size_field(meta, key) for key in ("input_size", "resize_size")}
         mean, std = _triple_field(meta, "mean"), _triple_field(meta, "std")
-        return cls(interpolation=meta["interpolation"].strip('"'), mean=mean, std=std, **sizes)
+        return cls(interpolation=meta["interpolation"].strip('"'), mean=mean, std=std,
+                   normalize_in_graph=_bool_field(meta, IN_GRAPH_KEY), **sizes)
 
 
 # -- the preprocessing options of `export` (declared here, beside the config they set) ------------------
@@ -106,6 +129,7 @@ class PreprocessOption:
     metavar: str
     help: str
     choices: Optional[Tuple[str, ...]] = None
+    is_flag: bool = False
 
 
 PREPROCESS_OPTIONS = (
@@ -118,6 +142,9 @@ PREPROCESS_OPTIONS = (
                      "ImageNet's 0.229,0.224,0.225)."),
     PreprocessOption("--interpolation", "interpolation", "NAME", "Resize filter (default: the model's, bilinear).",
                      tuple(sorted(_INTERPOLATIONS))),
+    PreprocessOption("--normalize-in-graph", "normalize_in_graph", "", "Put (x/255 - mean)/std into the model as "
+                     "explicit nodes before the first convolution: it then takes RGB pixels 0-255 (float32, NCHW), "
+                     "which DeepStream feeds exactly (net-scale-factor=1, zero offsets).", is_flag=True),
 )
 
 
@@ -134,6 +161,8 @@ def parse_channels(text: str, flag: str) -> Tuple[float, float, float]:
             flag, text)) from None
     if len(values) != 3:
         raise UserError("{} takes one value per RGB channel (three), got {}".format(flag, len(values)))
+    if not all(np.isfinite(values)):  # before the scale hint below, which inf would trip
+        raise UserError("{} {} must be finite numbers".format(flag, text))
     if any(v > 1.0 for v in values):
         raise UserError("{} {} is on the 0-255 scale; this tool scales pixels to [0, 1] first, so divide by 255 "
                         "({})".format(flag, text, _format_channels(round(v / 255.0, 4) for v in values)))
@@ -149,7 +178,8 @@ def resolve_input_size(input_size: Optional[int], crop: Optional[int], default: 
 
 
 def apply_options(spec: PreprocessSpec, resize: Optional[int] = None, mean: Optional[str] = None,
-                  std: Optional[str] = None, interpolation: Optional[str] = None, **_ignored) -> PreprocessSpec:
+                  std: Optional[str] = None, interpolation: Optional[str] = None, normalize_in_graph: bool = False,
+                  **_ignored) -> PreprocessSpec:
     """``spec`` with the fields the user set on the command line replaced (the crop is the input size)."""
     changes = {}
     if resize is not None:
@@ -160,6 +190,8 @@ def apply_options(spec: PreprocessSpec, resize: Optional[int] = None, mean: Opti
         changes["std"] = parse_channels(std, "--std")
     if interpolation is not None:
         changes["interpolation"] = interpolation
+    if normalize_in_graph:
+        changes["normalize_in_graph"] = True
     return replace(spec, **changes) if changes else spec
 
 
@@ -176,6 +208,16 @@ def _size_field(meta: Dict[str, str], key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_INPUT_SIZE:
         raise UserError("metadata field {} must be an integer from 1 to {}, got {!r}".format(
             key, MAX_INPUT_SIZE, meta[key][:40]))
+    return value
+
+
+def _bool_field(meta: Dict[str, str], key: str) -> bool:
+    """An optional JSON boolean; absent reads as False."""
+    if key not in meta:
+        return False
+    value = _field_value(meta, key)
+    if not isinstance(value, bool):
+        raise UserError("metadata field {} must be true or false, got {!r}".format(key, str(meta[key])[:40]))
     return value
 
 
@@ -234,6 +276,9 @@ def decode_image(path, resize_size: Optional[int] = None) -> Image.Image:
     decoded or reduced smaller first; see the bounds above. Decoding is forced here, so a truncated or corrupt
     file fails now with UserError, not later.
     """
+    if isinstance(path, (str, bytes, os.PathLike)) and not is_regular_file(path):  # open() on a FIFO blocks
+        raise UserError("cannot decode image {}: it is {}, not a regular file".format(os.fspath(path),
+                                                                                    file_kind(path)))
     try:
         with Image.open(path) as image:
             check_image_geometry(image.width, image.height, path)
@@ -280,13 +325,41 @@ def center_crop(image: Image.Image, size: int) -> Image.Image:
     return image.crop((left, top, left + size, top + size))
 
 
-def to_normalized_chw(image, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """ToTensor + Normalize in float32, operation for operation, of an RGB PIL image or (H, W, 3) uint8 array."""
-    array = np.asarray(image, dtype=np.uint8).astype(np.float32) / np.float32(255.0)
-    chw = np.ascontiguousarray(array.transpose(2, 0, 1))
+def to_pixels_chw(image) -> np.ndarray:
+    """An RGB PIL image or (H, W, 3) uint8 array as (3, H, W) float32 pixels in [0, 255]."""
+    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8).astype(np.float32).transpose(2, 0, 1))
+
+
+def normalize_pixels(pixels: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """``(x / 255 - mean) / std`` per channel of float32 (3, H, W) or (N, 3, H, W) pixels in [0, 255].
+
+    The one normalization rule: ToTensor + Normalize in float32, operation for operation, and the same three
+    operations exporter.input_normalization writes into a graph, so both give the same bits.
+    """
+    scaled = np.asarray(pixels, dtype=np.float32) / np.float32(255.0)
     mean32 = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
     std32 = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
-    return (chw - mean32) / std32
+    return (scaled - mean32) / std32
+
+
+def to_normalized_chw(image, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """ToTensor + Normalize in float32, operation for operation, of an RGB PIL image or (H, W, 3) uint8 array."""
+    return normalize_pixels(to_pixels_chw(image), mean, std)
+
+
+def to_model_input(image, spec: PreprocessSpec) -> np.ndarray:
+    """An RGB crop (PIL image or (S, S, 3) uint8) to the (3, S, S) float32 array the model of ``spec`` takes."""
+    if spec.normalize_in_graph:
+        return to_pixels_chw(image)
+    return to_normalized_chw(image, spec.mean, spec.std)
+
+
+def network_input(inputs: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """What the network without in-graph normalization (the PyTorch original) takes for ``inputs`` prepared for
+    the model of ``spec``: they are normalized here when the exported model normalizes in its graph."""
+    if not spec.normalize_in_graph:
+        return inputs
+    return normalize_pixels(inputs, spec.mean, spec.std)
 
 
 def resize_and_crop(image: Image.Image, spec: PreprocessSpec) -> Image.Image:
@@ -299,7 +372,7 @@ def resize_and_crop(image: Image.Image, spec: PreprocessSpec) -> Image.Image:
 
 def preprocess_image(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
     """One RGB PIL image to a (3, S, S) float32 array."""
-    return to_normalized_chw(resize_and_crop(image, spec), spec.mean, spec.std)
+    return to_model_input(resize_and_crop(image, spec), spec)
 
 
 def preprocess_file(path, spec: PreprocessSpec) -> np.ndarray:
@@ -309,3 +382,22 @@ def preprocess_file(path, spec: PreprocessSpec) -> np.ndarray:
 def preprocess_batch(images: Sequence[Image.Image], spec: PreprocessSpec) -> np.ndarray:
     """A list of PIL images to an (N, 3, S, S) float32 batch."""
     return np.stack([preprocess_image(image, spec) for image in images]).astype(np.float32, copy=False)
+
+
+def input_from_pixels(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """(N, S, S, 3) uint8 crops to the (N, 3, S, S) float32 model inputs of ``spec``: to_model_input per crop."""
+    return np.stack([to_model_input(crop, spec) for crop in pixels]).astype(np.float32, copy=False)
+
+
+def pixels_from_input(inputs: np.ndarray, spec: PreprocessSpec) -> Optional[np.ndarray]:
+    """The uint8 crops ``inputs`` were made from, or None when they are no such crops. Callers check the round
+    trip with input_from_pixels; reference.npz stores crops only where it is exact (4x smaller than float32)."""
+    values = np.asarray(inputs, dtype=np.float64)
+    if not spec.normalize_in_graph:
+        mean = np.asarray(spec.mean, dtype=np.float64).reshape(1, 3, 1, 1)
+        std = np.asarray(spec.std, dtype=np.float64).reshape(1, 3, 1, 1)
+        values = (values * std + mean) * 255.0
+    levels = np.rint(values)
+    if values.ndim != 4 or values.shape[1] != 3 or np.any(levels < 0) or np.any(levels > 255):
+        return None
+    return np.ascontiguousarray(levels.astype(np.uint8).transpose(0, 2, 3, 1))

@@ -148,6 +148,27 @@ def _abbreviate(items: List[str]) -> str:
     return shown + (", ... ({} more)".format(len(items) - _LIST_LIMIT) if len(items) > _LIST_LIMIT else "")
 
 
+# MobileNetV2 widths in use (torchvision, timm, the paper's 1.0); the first conv's width narrows the search.
+MOBILENET_WIDTHS = (0.25, 0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+
+
+def infer_width_mult(arch: str, state_dict, num_classes: int) -> Optional[float]:
+    """The MobileNetV2 width whose tensor shapes the checkpoint has (None: keep the default and let the mismatch
+    report say what differs). The stem has round(32 * width) channels, rounded to 8, which alone is ambiguous."""
+    stem = state_dict.get("features.0.0.weight")
+    if stem is None:
+        return None
+    guess = float(stem.shape[0]) / 32.0
+    for width in sorted(MOBILENET_WIDTHS, key=lambda w: abs(w - guess)):
+        candidate = create_model(arch, num_classes=num_classes, width_mult=width)
+        shapes = {k: tuple(v.shape) for k, v in candidate.state_dict().items()}
+        # ECA's (1, 1, k) kernels are read from the checkpoint later (adapt_eca_kernels): only the rest must fit
+        if all(tuple(state_dict[k].shape) == shape for k, shape in shapes.items()
+               if k in state_dict and len(shape) != 3):
+            return width
+    return None
+
+
 def load_model(arch: str, weights=None, num_classes: Optional[int] = None, seed: int = 0, **options):
     """Build ``arch`` and load ``weights`` into it; without weights, seed the random init.
 
@@ -165,6 +186,10 @@ def load_model(arch: str, weights=None, num_classes: Optional[int] = None, seed:
         raise UserError("{} has {} classes, but --num-classes is {}".format(weights, inferred, num_classes))
     if get_entry(arch).family == "resnet" and "stem_width" not in options and "conv1.weight" in state_dict:
         options["stem_width"] = int(state_dict["conv1.weight"].shape[0])  # narrow variants load as they are
+    if get_entry(arch).family == "mobilenet_v2" and "width_mult" not in options:
+        width = infer_width_mult(arch, state_dict, num_classes or inferred or 1000)
+        if width is not None:
+            options["width_mult"] = width
     extra = count_extra_eca_convs(state_dict)
     if extra and "num_convs" not in options:
         options["num_convs"] = extra + 1

@@ -1,8 +1,11 @@
 """`cli.py pipeline`: export -> FP16 -> INT8 (CPU and TensorRT targets) -> engines -> benchmark -> report -> bundle.
 
 Calibration and evaluation use different images: ``calib_data`` and ``eval_data``, or one ``data_dir`` split
-deterministically (seeded, stratified by class) into a calibration part and a held-out evaluation part. Only
-without any data do both use the shipped sample photos, and the run says so.
+deterministically (seeded, stratified by class) into a calibration part and a held-out evaluation part. The
+evaluation images are split once more, into a part that judges the calibration (auto's choice, the accuracy
+targets) and a disjoint part that every reported figure (benchmark, report, the bundle's proof) is measured on,
+so no figure comes from the images that chose the model (``holdout_data`` gives the judges apart instead). Only
+without any data do all use the shipped sample photos, and the run says so.
 
 Each step records in ``<out>/pipeline_state.json`` the fingerprints of its inputs (sha256 of each input file;
 for an image folder, of its listing: relative paths, sizes and mtimes, so a 50,000-image folder is not read
@@ -23,17 +26,23 @@ from calibration.api import DEFAULT_METHOD
 from deploy.errors import CheckFailedError, UserError
 from deploy.fileio import sha256_file, write_json, write_text
 from deploy.images import SAMPLES_DIR, walk_images
+from deploy.schema import MapOf, check_schema, load_checked_json
 
 from benchmark.parity_and_speed import BenchmarkOptions, load_images, load_reference
 
 STATE_FILE = "pipeline_state.json"
 STATE_FORMAT = 1
+# What StepRunner writes per step and reads back to decide whether to skip it.
+STATE_SCHEMA = {"format": int, "steps": MapOf({
+    "inputs": MapOf((str, type(None))), "options": dict, "options_digest": str, "outputs": MapOf(str),
+    "summary?": dict, "finished?": float})}
 DEFAULT_ARCH = "eca_resnet50"
 INT8_TARGETS = ("cpu", "tensorrt")
 ENGINE_SOURCES = ("fp16", "int8_tensorrt")  # the ONNX models TensorRT builds engines from
 # What a device needs: the FP32 model (reference), FP16 and TensorRT-target INT8 models and the legacy cache.
 BUNDLED = ("fp32", "fp16", "int8_tensorrt", "calib_cache")
-REPORT_FORMAT = 2  # bumped when the report's layout changes, so an old report is rewritten
+REPORT_FORMAT = 2
+BUNDLE_FORMAT = 2  # bumped when what the bundle step writes changes (2: the proof travels), so old bundles rebuild  # bumped when the report's layout changes, so an old report is rewritten
 BASELINES_COST = "about 1 minute on 2 idle cores, 9 minutes on 2 busy ones"
 BASELINES_HOW_TO = ("Attention modules against their baselines, deployed (8 models exported, quantized and "
                     "timed; {}): produce it with `cli.py pipeline --baselines` (or `make bench`).")
@@ -48,7 +57,13 @@ class PipelineConfig:
     labels_file: Optional[str] = None  # labels of a flat data_dir or eval_data
     calib_data: Optional[str] = None
     eval_data: Optional[str] = None
+    holdout_data: Optional[str] = None  # unseen images that judge the calibration (default: part of eval_data)
+    num_holdout_images: Optional[int] = None  # None: as many as --num-images
     trt_version: Optional[str] = None  # stamped into the calibration cache; None: calibrate's default
+    targets: Sequence[str] = INT8_TARGETS
+    min_agreement: Optional[float] = None  # calibration target, bundle floor and device floor (percent)
+    max_top1_drop: Optional[float] = None
+    preprocess_options: Dict[str, object] = field(default_factory=dict)  # export's --resize, --mean, ...
     bundle: Optional[str] = None  # folder or .tar.gz for the target device
     out: str = "out/pipeline"
     input_size: Optional[int] = None
@@ -132,13 +147,17 @@ class StepRunner:
         self.outcomes: List[StepOutcome] = []
 
     def _load(self) -> Dict[str, object]:
+        fresh = {"format": STATE_FORMAT, "steps": {}}
+        if not os.path.lexists(self.path):
+            return fresh
         try:
-            with open(self.path, "r", encoding="utf-8") as handle:
-                state = json.load(handle)
-        except (OSError, ValueError):
-            return {"format": STATE_FORMAT, "steps": {}}
-        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-            return {"format": STATE_FORMAT, "steps": {}}  # another layout: rerun everything, never guess
+            state = load_checked_json(self.path, dict, "pipeline state")
+            if state.get("format") != STATE_FORMAT:
+                return fresh  # another layout: rerun everything, never guess
+            check_schema(state, STATE_SCHEMA, self.path)
+        except UserError as exc:  # damaged or hand-edited: the state is only a cache of what ran, so rebuild it
+            self.echo("note: {}; starting a new state file, so every step runs".format(exc))
+            return fresh
         return state
 
     def _why_run(self, previous: Optional[dict], inputs: Dict[str, Optional[str]], options: Dict[str, object],
@@ -199,11 +218,13 @@ class DataPlan:
     labels_file: Optional[str]
     split: bool  # one folder, split into a calibration part and a held-out evaluation part
     note: Optional[str] = None
+    holdout_dir: Optional[str] = None  # unseen images that judge the calibration; None: part of the evaluation
 
     def fingerprint_inputs(self) -> Tuple[Dict[str, Optional[str]], Dict[str, Optional[str]]]:
-        """The inputs whose change reruns calibration, and those that rerun the benchmark."""
-        calib = {"data": self.calib_dir, "labels": self.labels_file if self.split else None}
-        evaluate = {"data": self.eval_dir or SAMPLES_DIR, "labels": self.labels_file}
+        """The inputs whose change reruns calibration (its judges included), and those that rerun the benchmark."""
+        calib = {"data": self.calib_dir, "labels": self.labels_file if self.split else None,
+                 "judges": self.holdout_dir or self.eval_dir}
+        evaluate = {"data": self.eval_dir or SAMPLES_DIR, "labels": self.labels_file, "judges": self.holdout_dir}
         return calib, evaluate
 
 
@@ -214,15 +235,19 @@ def plan_data(config: PipelineConfig) -> DataPlan:
                         "--eval-data, not both")
     if bool(config.calib_data) != bool(config.eval_data):
         raise UserError("--calib-data and --eval-data go together (or give one --data to split)")
-    for path in (config.data_dir, config.calib_data, config.eval_data):
+    for path in (config.data_dir, config.calib_data, config.eval_data, config.holdout_data):
         if path is not None and not os.path.isdir(path):
             raise UserError("data folder not found: {}".format(path))
+    if config.holdout_data and not (config.data_dir or config.eval_data):
+        raise UserError("--holdout-data judges the calibration apart from the evaluation images; it needs --data or "
+                        "--calib-data/--eval-data")
     if config.labels_file is not None and not (config.data_dir or config.eval_data):
         raise UserError("--labels needs --data or --eval-data")
     if config.data_dir:
-        return DataPlan(config.data_dir, config.data_dir, config.labels_file, True)
+        return DataPlan(config.data_dir, config.data_dir, config.labels_file, True, holdout_dir=config.holdout_data)
     if config.calib_data:
-        return DataPlan(config.calib_data, config.eval_data, config.labels_file, False)
+        return DataPlan(config.calib_data, config.eval_data, config.labels_file, False,
+                        holdout_dir=config.holdout_data)
     return DataPlan(SAMPLES_DIR, None, None, False, "no --data: calibrating and measuring on the same sample photos "
                     "in {} (unlabeled, so no accuracy; give --data or --calib-data/--eval-data)".format(SAMPLES_DIR))
 
@@ -244,15 +269,30 @@ def split_images(images, num_images: int, seed: int = SPLIT_SEED):
     return calib, stratified_sample(rest, num_images, seed)
 
 
-def load_plan_images(plan: DataPlan, spec, num_images: int, progress: bool, echo: Callable[[str], None]):
-    """Decode the calibration images (data.datasets.LoadedImages) and evaluation images (EvalImages)."""
+def split_judges(images, seed: int = SPLIT_SEED):
+    """Evaluation images -> (judges, measured): disjoint halves, seeded and stratified by class. The judges choose
+    the calibration (auto's candidate, the targets); every reported figure comes from the other half."""
+    from data.datasets import stratified_sample
+
+    if len(images) < 2:
+        raise UserError("{} evaluation image(s): judging the calibration and measuring the models on separate "
+                        "images needs at least 2 (or give --holdout-data)".format(len(images)))
+    judges = stratified_sample(images, len(images) // 2, seed)
+    chosen = set(judges.paths)
+    return judges, images.subset([i for i, path in enumerate(images.paths) if path not in chosen])
+
+
+def load_plan_images(plan: DataPlan, spec, num_images: int, progress: bool, echo: Callable[[str], None],
+                     num_holdout_images: Optional[int] = None):
+    """Decode the calibration images and the judges (data.datasets.LoadedImages, None without data) and the
+    evaluation images (EvalImages)."""
     from data.datasets import discover, load_images as decode, stratified_sample
 
     from benchmark.parity_and_speed import EvalImages
 
     if plan.eval_dir is None:
         evaluation = load_images(None, None, spec, num_images, progress=progress)
-        return evaluation.loaded, evaluation
+        return evaluation.loaded, None, evaluation
     if plan.split:
         calib_set, eval_set = split_images(discover(plan.calib_dir, plan.labels_file), num_images)
         echo("note: --data {} split deterministically (seed {}, stratified by class): {} images calibrate, {} "
@@ -261,15 +301,23 @@ def load_plan_images(plan: DataPlan, spec, num_images: int, progress: bool, echo
     else:
         calib_set = stratified_sample(discover(plan.calib_dir), num_images, SPLIT_SEED)
         eval_set = stratified_sample(discover(plan.eval_dir, plan.labels_file), num_images, SPLIT_SEED)
+    if plan.holdout_dir:
+        judge_set = stratified_sample(discover(plan.holdout_dir), num_holdout_images or num_images, SPLIT_SEED)
+    else:
+        judge_set, eval_set = split_judges(eval_set)
+        echo("note: the {} evaluation images split deterministically (seed {}, stratified by class): {} judge the "
+             "calibration, {} measure every reported figure".format(
+                 len(judge_set) + len(eval_set), SPLIT_SEED, len(judge_set), len(eval_set)))
     calib = decode(calib_set, spec, progress=progress)
+    judges = decode(judge_set, spec, progress=progress)
     loaded = decode(eval_set, spec, progress=progress)
-    for name, part in (("calibration", calib), ("evaluation", loaded)):
+    for name, part in (("calibration", calib), ("judging", judges), ("evaluation", loaded)):
         if not len(part):
             raise UserError("none of the {} images could be decoded".format(name))
     source = plan.eval_dir + (" (held-out part)" if plan.split else "")
     evaluation = EvalImages(array=np.ascontiguousarray(loaded.array, dtype=np.float32), labels=loaded.labels,
                             paths=list(loaded.paths), source=source, skipped=list(loaded.skipped), loaded=loaded)
-    return calib, evaluation
+    return calib, judges, evaluation
 
 
 # -- the steps ---------------------------------------------------------------------------------------------
@@ -277,8 +325,8 @@ def load_plan_images(plan: DataPlan, spec, num_images: int, progress: bool, echo
 def _export(config: PipelineConfig, path: str):
     from exporter import export_model
 
-    result = export_model(config.arch, path, weights=config.weights,
-                          input_size=config.input_size or 224)
+    result = export_model(config.arch, path, weights=config.weights, input_size=config.input_size or 224,
+                          preprocess_options=dict(config.preprocess_options) or None)
     if not result.parity:
         raise CheckFailedError("export: ONNX Runtime output differs from PyTorch (max abs error {:.3g})".format(
             result.parity.max_abs_error))
@@ -294,17 +342,29 @@ def _fp16(fp32: str):
     return {"fp16": report["path"]}, summary
 
 
-def _int8(config: PipelineConfig, fp32: str, images):
-    from calibration.api import DEFAULT_TRT_VERSION, calibrate
+def _int8(config: PipelineConfig, fp32: str, images, judges, echo: Callable[[str], None]):
+    from calibration.api import DEFAULT_TRT_VERSION, calibrate, judged_on
+    from calibration.fallback import AccuracyGoal
 
-    result = calibrate(fp32, targets=INT8_TARGETS, method=config.method, num_images=len(images.array),
-                       fp16=False, progress=config.progress, images=images,
+    goal = AccuracyGoal(config.min_agreement, config.max_top1_drop)
+    result = calibrate(fp32, targets=tuple(config.targets), method=config.method, num_images=len(images.array),
+                       fp16=False, progress=config.progress, images=images, holdout_images=judges, goal=goal,
                        trt_version=config.trt_version or DEFAULT_TRT_VERSION)
+    for message in result.notes:
+        echo("note: " + message)
+    judged = judged_on(result.heldout_source, result.heldout_images)
+    if result.missed:
+        target = result.missed[0]
+        raise CheckFailedError("int8: {} missed for the {} target: best agreement {:.2f}% {}; the best model reached "
+                               "is {}".format(result.goal, target, result.targets[target].score["agreement"], judged,
+                                              result.int8_models[target]))
     outputs = {"int8_" + target: path for target, path in result.int8_models.items()}
     for key in ("calib_cache", "ranges_json"):
         if getattr(result, key, None):
             outputs[key] = getattr(result, key)
-    return outputs, {"num_images": result.num_images, "method": result.method, "skipped": len(result.skipped)}
+    return outputs, {"num_images": result.num_images, "method": result.method, "skipped": len(result.skipped),
+                     "judged_on": judged, "goal": result.goal,
+                     "agreement": {t: o.score["agreement"] for t, o in result.targets.items() if o.score}}
 
 
 def _engines(config: PipelineConfig, sources: Dict[str, str], out: str):
@@ -406,7 +466,34 @@ def _report(config: PipelineConfig, out: str, benchmark_files: Dict[str, str], b
 
 # -- the whole run -----------------------------------------------------------------------------------------
 
+def check_sizes_and_outputs(config: PipelineConfig) -> None:
+    """What fails without torch, first: sizes within deploy.validate's bounds, the memory of the largest batch,
+    --mean/--std/--resize, and no output (--out, --bundle) that would change an input or the run's own models."""
+    from deploy.preprocess import PreprocessSpec, apply_options
+    from deploy.validate import (MAX_BATCH, MAX_INPUT_SIZE, MAX_ITERATIONS, MAX_NUM_IMAGES, check_batch_memory,
+                                 check_bound, check_outputs_spare_inputs, check_threads)
+
+    input_size = check_bound("--input-size", config.input_size, MAX_INPUT_SIZE, minimum=32) or 224
+    for flag, value in (("--num-images", config.num_images), ("--holdout-images", config.num_holdout_images)):
+        check_bound(flag, value, MAX_NUM_IMAGES)
+    check_bound("--batch-sizes", tuple(config.batch_sizes), MAX_BATCH)
+    check_bound("--warmup", config.warmup, MAX_ITERATIONS, minimum=0)
+    check_bound("--iterations", config.iterations, MAX_ITERATIONS)
+    check_threads("--threads", config.threads)
+    check_batch_memory(max(config.batch_sizes), input_size, "--batch-sizes")
+    apply_options(PreprocessSpec.for_input_size(input_size), **(config.preprocess_options or {}))
+    out = os.path.abspath(config.out)
+    check_outputs_spare_inputs(
+        [("--out", out)],
+        [("--weights", config.weights), ("--data", config.data_dir), ("--calib-data", config.calib_data),
+         ("--eval-data", config.eval_data), ("--holdout-data", config.holdout_data), ("--labels", config.labels_file),
+         ("--baselines-weights", config.baselines_weights), ("--out", os.path.join(out, config.arch + ".onnx"))],
+        replaced=[("--bundle", config.bundle)])
+
+
 def check_config(config: PipelineConfig) -> DataPlan:
+    plan = plan_data(config)  # which options go together, first: it says what is wrong with the call itself
+    check_sizes_and_outputs(config)  # before `import models` loads torch, so a refusal costs nothing
     import models
 
     models.get_entry(config.arch)  # an unknown name fails here with a suggestion
@@ -415,7 +502,12 @@ def check_config(config: PipelineConfig) -> DataPlan:
     if config.trt_version is not None:
         from deploy.calib_cache import parse_trt_version
         parse_trt_version(config.trt_version)  # a typo fails now, not after export
-    return plan_data(config)
+    return plan
+
+
+def _wrote_bundle(steps: StepRunner, target: str) -> bool:
+    """Replace an existing bundle only when an earlier run of this pipeline wrote it, never a user's folder."""
+    return steps.state["steps"].get("bundle", {}).get("outputs", {}).get("bundle") == os.path.abspath(target)
 
 
 def run_pipeline(config: PipelineConfig, echo: Optional[Callable[[str], None]] = None) -> PipelineResult:
@@ -427,6 +519,9 @@ def run_pipeline(config: PipelineConfig, echo: Optional[Callable[[str], None]] =
     echo = echo or (lambda line: None)
     out = os.path.abspath(config.out)
     steps = StepRunner(out, config.force, echo, total=6 + bool(config.baselines) + bool(config.bundle))
+    if config.bundle and os.path.lexists(config.bundle) and not _wrote_bundle(steps, config.bundle):
+        raise UserError("--bundle {} exists, and no earlier run in --out {} wrote it; choose another --bundle".format(
+            config.bundle, config.out))  # found now, not after every step has run
     cache: Dict[str, object] = {}
 
     def reference():
@@ -435,10 +530,12 @@ def run_pipeline(config: PipelineConfig, echo: Optional[Callable[[str], None]] =
         return cache["reference"]
 
     def images(kind: str):
-        """The calibration ("calib") or evaluation ("eval") images, in the preprocessing the export recorded."""
+        """The calibration ("calib"), judging ("judges") or evaluation ("eval") images, in the preprocessing the
+        export recorded."""
         if kind not in cache:
             spec = read_model_info(fp32).preprocess
-            cache["calib"], cache["eval"] = load_plan_images(plan, spec, config.num_images, config.progress, echo)
+            cache["calib"], cache["judges"], cache["eval"] = load_plan_images(
+                plan, spec, config.num_images, config.progress, echo, config.num_holdout_images)
         return cache[kind]
 
     if config.weights is None:
@@ -447,17 +544,21 @@ def run_pipeline(config: PipelineConfig, echo: Optional[Callable[[str], None]] =
         echo("note: " + plan.note)
 
     model_options = {"arch": config.arch, "input_size": config.input_size or 224}
+    if config.preprocess_options:  # absent when unset, so older state files still match
+        model_options["preprocess"] = dict(config.preprocess_options)
     export = steps.step("export", {"weights": config.weights}, model_options,
                         lambda: _export(config, os.path.join(out, config.arch + ".onnx")))
     fp32 = export.outputs["fp32"]
     fp16 = steps.step("fp16", {"fp32": fp32}, {}, lambda: _fp16(fp32)).outputs["fp16"]
     calib_inputs, eval_inputs = plan.fingerprint_inputs()
-    int8_options = {"targets": list(INT8_TARGETS), "method": config.method, "num_images": config.num_images,
-                    "split": plan.split}
+    int8_options = {"targets": list(config.targets), "method": config.method, "num_images": config.num_images,
+                    "split": plan.split, "judges": ("holdout", config.num_holdout_images) if plan.holdout_dir
+                    else "eval-half",
+                    "min_agreement": config.min_agreement, "max_top1_drop": config.max_top1_drop}
     if config.trt_version is not None:  # absent from the options when unset, so older state files still match
         int8_options["trt_version"] = config.trt_version
     int8 = steps.step("int8", dict(calib_inputs, fp32=fp32), int8_options,
-                      lambda: _int8(config, fp32, images("calib"))).outputs
+                      lambda: _int8(config, fp32, images("calib"), images("judges"), echo)).outputs
     artifacts = {"fp32": fp32, "fp16": fp16}
     artifacts.update({k: v for k, v in int8.items() if k.startswith("int8_")})
 
@@ -474,7 +575,8 @@ def run_pipeline(config: PipelineConfig, echo: Optional[Callable[[str], None]] =
     bench_inputs = dict(artifacts, weights=config.weights, **eval_inputs)
     bench_options = {"batch_sizes": list(config.batch_sizes), "warmup": config.warmup,
                      "iterations": config.iterations, "threads": threads, "num_images": config.num_images,
-                     "arch": config.arch, "input_size": config.input_size, "split": plan.split}
+                     "arch": config.arch, "input_size": config.input_size, "split": plan.split,
+                     "judges": "holdout" if plan.holdout_dir else "eval-half"}
     ordered = [artifacts[k] for k in sorted(artifacts, key=_artifact_order)]
     bench = steps.step("benchmark", bench_inputs, bench_options,
                        lambda: _benchmark(config, ordered, images("eval"), reference(), out, plan.eval_dir)).outputs
@@ -497,21 +599,32 @@ def run_pipeline(config: PipelineConfig, echo: Optional[Callable[[str], None]] =
         shipped = {k: v for k, v in dict(artifacts, calib_cache=int8.get("calib_cache")).items()
                    if v and k in BUNDLED}
         target = os.path.abspath(config.bundle)
-        # Replace an existing bundle only when an earlier run of this pipeline wrote it, never a user's folder.
-        ours = steps.state["steps"].get("bundle", {}).get("outputs", {}).get("bundle") == target
-        bundled = steps.step("bundle", shipped, {"output": target},
-                             lambda: _bundle(shipped, target, replace=ours)).outputs
+        ours = _wrote_bundle(steps, target)
+        bundled = steps.step("bundle", dict(shipped, weights=config.weights, **eval_inputs),
+                             {"output": target, "min_agreement": config.min_agreement,
+                              "max_batch": max(config.batch_sizes), "format": BUNDLE_FORMAT},
+                             lambda: _bundle(config, shipped, target, ours, images("eval"), plan)).outputs
         report = dict(report, bundle=bundled["bundle"])
     return PipelineResult(config.arch, out, random_weights, steps.outcomes, report,
                           time.perf_counter() - started)
 
 
-def _bundle(artifacts: Dict[str, str], output: str, replace: bool):
+def _bundle(config: PipelineConfig, artifacts: Dict[str, str], output: str, replace: bool, images, plan: DataPlan):
+    """The bundle with its proof: PyTorch's logits on the images every reported figure was measured on (never the
+    ones that chose the calibration), each model's measured bar, the class names and sample images."""
+    from benchmark.bundle_reference import make_bundle_reference
     from deploy.bundle import bundle
 
-    result = bundle([artifacts[k] for k in sorted(artifacts, key=_artifact_order)], output, force=replace)
+    paths = [artifacts[k] for k in sorted(artifacts, key=_artifact_order)]
+    models = [p for p in paths if p.lower().endswith(".onnx")]
+    proof = make_bundle_reference(models, weights=config.weights, data_dir=plan.eval_dir,
+                                  labels_file=config.labels_file, num_images=len(images.array),
+                                  min_agreement=config.min_agreement, images=images)
+    result = bundle(paths, output, max_batch=max(config.batch_sizes), force=replace, proof=proof)
+    bars = {bar.name: bar.to_dict() for bar in proof.data.bars}
     return {"bundle": result.output}, {"files": len(result.files), "models": result.models, "caches": result.caches,
-                                       "build_commands": result.build_commands, "notes": result.notes}
+                                       "build_commands": result.build_commands, "notes": result.notes,
+                                       "reference_images": proof.data.num_images, "bars": bars}
 
 
 def _artifact_order(key: str) -> Tuple[int, str]:

@@ -52,18 +52,23 @@ def test_pipeline_runs_reports_and_skips_what_is_unchanged(digits_eca_checkpoint
     assert "[4/6] engines: unavailable" in stderr and not payload["random_weights"]
     assert ("note: --data {} split deterministically (seed 0, stratified by class): 30 images calibrate, 30 held-out "
             "images evaluate".format(small_data)) in stderr
-    # calibrate's default (auto) holds out half of these 30 images to choose the method, and the ranges see the rest
-    assert steps["int8"]["summary"]["num_images"] == 15
+    # the evaluation half splits again: 15 images judge the calibration (auto's choice), 15 measure every figure, so
+    # all 30 calibration images feed the ranges and nothing reported comes from the images that chose the model
+    assert ("note: the 30 evaluation images split deterministically (seed 0, stratified by class): 15 judge the "
+            "calibration, 15 measure every reported figure") in stderr
+    assert steps["int8"]["summary"]["num_images"] == 30
+    assert steps["int8"]["summary"]["judged_on"] == "on 15 unseen images"
     markdown = open(payload["report"]["markdown"], encoding="utf-8").read()
     # What was measured comes first (parity, then speed, each with its plot); what was not, at the end.
     headings = [line for line in markdown.splitlines() if line.startswith("## ")]
     assert headings[:2] == ["## Parity with the PyTorch reference", "## Throughput and latency (end to end)"]
     assert headings[-1] == "## Not measured in this run" and "cli.py pipeline --baselines" in markdown
     assert "![Accuracy against throughput](benchmark/benchmark_accuracy_throughput.png)" in markdown
-    assert "![Latency against batch size](benchmark/benchmark_latency.png)" in markdown
+    assert "![Latency against batch size](benchmark/benchmark_latency.png)" in markdown.split(
+        "## Throughput and latency", 1)[1].split("\n## ", 1)[0]  # speed under its own heading
     report = json.load(open(payload["report"]["json"], encoding="utf-8"))
     assert sorted(report["artifacts"]) == ["fp16", "fp32", "int8_cpu", "int8_tensorrt"]
-    assert report["benchmark"]["data"]["num_images"] == 30 and report["benchmark"]["data"]["labeled"]
+    assert report["benchmark"]["data"]["num_images"] == 15 and report["benchmark"]["data"]["labeled"]
     parity = {a["precision"]: a for a in report["benchmark"]["artifacts"]}
     assert parity["fp32"]["top1_agreement"] == 100.0 and parity["fp16"]["top1_agreement"] == 100.0
     assert report["benchmark"]["reference"]["top1_accuracy"] >= 80.0  # trained weights, held-out images
@@ -71,13 +76,17 @@ def test_pipeline_runs_reports_and_skips_what_is_unchanged(digits_eca_checkpoint
     for key in ("latency_plot", "accuracy_plot"):
         assert os.path.getsize(payload["report"][key]) > 1000
     # `make demo` puts the parity of one such run and the speed of another into one report, in that order.
-    from demo.digits import DigitsModel
+    from data.digits import DigitsModel
     from demo.run import demo_markdown
     demo = demo_markdown(DigitsModel(digits_eca_checkpoint, small_data, small_data, 9.5), markdown, markdown)
     demo_headings = [line for line in demo.splitlines() if line.startswith("## ")]
     assert [h.split(":")[0] for h in demo_headings] == ["## Accuracy", "## Speed", "## Not measured in this run",
                                                         "## Full reports"]
     assert "(digits/benchmark/benchmark_accuracy_throughput.png)" in demo and "**random weights**" in demo
+    # What the README says of the demo's report: both plots embedded, speed and its ratios under the speed heading.
+    speed = demo.split("\n## Speed", 1)[1].split("\n## ", 1)[0]
+    assert "![Latency against batch size](eca_resnet50/benchmark/benchmark_latency.png)" in speed
+    assert " vs PyTorch (p50): batch 2: " in speed and "## INT8 calibration" not in demo
     assert "| eca_resnet18.int8.tensorrt.onnx | onnxruntime | int8 (tensorrt) |" in demo
     goals = goal_lines(report, 2)  # what `make bench` prints, from the same report
     assert [re.sub(r"[\d.]+", "N", g.split(" (")[0]) for g in goals] == [
@@ -94,7 +103,7 @@ def test_pipeline_runs_reports_and_skips_what_is_unchanged(digits_eca_checkpoint
     os.remove(os.path.join(small_data, "0", sorted(os.listdir(os.path.join(small_data, "0")))[0]))
     _, steps, _ = run(args)
     assert [s for s in STEPS if steps[s]["status"] == "ran"] == ["int8", "benchmark", "report"]
-    assert steps["int8"]["reason"] == "input changed: data"
+    assert steps["int8"]["reason"] == "input changed: data, judges"
 
     os.remove(steps["fp16"]["outputs"]["fp16"])
     _, steps, _ = run(args)
@@ -110,13 +119,13 @@ def test_separate_calibration_and_evaluation_data_trt_version_and_bundle(digits_
     import tarfile
 
     calib = _copy_digits(digits_split[0], tmp_path / "calib", 2)
-    evaluate = _copy_digits(digits_split[1], tmp_path / "eval", 2)
+    evaluate = _copy_digits(digits_split[1], tmp_path / "eval", 3)
     out, bundle = tmp_path / "out", tmp_path / "eca_digits.tar.gz"
     payload, steps, stderr = run(["eca_resnet18", "--weights", digits_eca_checkpoint, "--input-size",
                                   str(INPUT_SIZE), "--calib-data", calib, "--eval-data", evaluate, "--out", str(out),
                                   "--batch-sizes", "2", "--iterations", "1", "--warmup", "0", "--threads", "2",
                                   "--trt-version", "10.3", "--bundle", str(bundle)])
-    assert "split deterministically" not in stderr and steps["int8"]["summary"]["num_images"] == 10  # auto: half
+    assert "--data" not in stderr and steps["int8"]["summary"]["num_images"] == 20  # judged on 15 eval images
     assert open(out / "eca_resnet18.calib.cache").readline().startswith("TRT-100300-")
     assert steps["bundle"]["status"] == "ran" and payload["report"]["bundle"] == str(bundle)
     with tarfile.open(bundle) as tar:
@@ -124,6 +133,21 @@ def test_separate_calibration_and_evaluation_data_trt_version_and_bundle(digits_
     assert {"eca_resnet18.onnx", "eca_resnet18.fp16.onnx", "eca_resnet18.int8.tensorrt.onnx",
             "eca_resnet18.calib.cache", "build_engines.sh", "deploy/infer.py"} <= names
     assert "eca_resnet18.int8.cpu.onnx" not in names  # the CPU-target model is for ONNX Runtime on x86
+    # the proof travels: PyTorch's logits on the 15 images every figure was measured on, and the class names
+    assert {"reference.npz", "labels.txt", "eca-deploy-bundle.json"} <= names
+    assert steps["bundle"]["summary"]["reference_images"] == 15
+    with tarfile.open(bundle) as tar:
+        tar.extractall(tmp_path / "device")
+    from tests.blocking import run_blocked
+    proc = run_blocked(["-m", "deploy.check", "--json"], str(tmp_path), ["torch", "models", "calibration"],
+                       cwd=str(tmp_path / "device" / "eca_digits"))
+    assert proc.returncode == 0, proc.stderr
+    checked = json.loads(proc.stdout)
+    assert checked["passed"] and checked["reference"]["images"] == 15
+    parity = {a["name"]: a["top1_agreement"] for a in json.load(open(
+        payload["report"]["json"], encoding="utf-8"))["benchmark"]["artifacts"]}
+    for artifact in checked["artifacts"]:  # one model, one image set: one figure in every command
+        assert artifact["top1_agreement"] == pytest.approx(parity[artifact["name"]])
 
 
 @pytest.mark.parametrize("args, message", [

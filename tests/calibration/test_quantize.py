@@ -333,12 +333,13 @@ def test_attention_and_residual_analysis(tmp_path, arch, attention_weighted):
 
 
 def test_non_classifiers_are_user_errors(digits_eca_onnx, tmp_path):
+    # the images live apart from the models: outputs written inside the --data folder are refused first
     model = onnx.load(digits_eca_onnx)
     del model.metadata_props[:]
     bare = str(tmp_path / "bare.onnx")
     onnx.save(model, bare)
     with pytest.raises(UserError, match="metadata"):
-        calibrate(bare, data_dir=str(tmp_path))
+        calibrate(bare, data_dir=str(tmp_path / "images"))
     # a feature extractor: the same metadata, but a 4-D output
     features = onnx.load(digits_eca_onnx)
     relu = next(n for n in reversed(features.graph.node) if n.op_type == "Relu")
@@ -348,9 +349,9 @@ def test_non_classifiers_are_user_errors(digits_eca_onnx, tmp_path):
     extractor = str(tmp_path / "features.onnx")
     onnx.save(features, extractor)
     with pytest.raises(UserError, match="not a classifier"):
-        calibrate(extractor, data_dir=str(tmp_path))
+        calibrate(extractor, data_dir=str(tmp_path / "images"))
     with pytest.raises(UserError, match="target"):
-        calibrate(digits_eca_onnx, targets=("gpu",), data_dir=str(tmp_path))
+        calibrate(digits_eca_onnx, targets=("gpu",), data_dir=str(tmp_path / "images"))
 
 
 def test_an_nchwc_export_calibrates_as_the_lean_one(digits_eca_onnx, digits_images, tmp_path):

@@ -123,3 +123,15 @@ def test_non_dict_and_tensorless_checkpoints(tmp_path):
         models.load_model("resnet18", _save([1, 2, 3], tmp_path / "list.pth"))
     with pytest.raises(UserError, match="no tensors"):
         models.load_model("resnet18", _save({"epoch": 3}, tmp_path / "empty.pth"))
+
+
+@pytest.mark.parametrize("width", [0.25, 0.5, 0.75, 1.4])
+def test_mobilenet_width_comes_from_tensor_shapes(tmp_path, width):
+    """A narrow or wide ECA-MobileNetV2 checkpoint loads by name alone, as benchmark-engine and bundle load it."""
+    torch.manual_seed(1)
+    source = models.create_model("eca_mobilenet_v2", num_classes=10, width_mult=width).eval()
+    path = _save({"state_dict": {"module." + k: v for k, v in source.state_dict().items()}},
+                 tmp_path / "mbv2.pth")
+    model, _ = models.load_model("eca_mobilenet_v2", path)
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(model(x), source(x))
