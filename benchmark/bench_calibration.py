@@ -20,7 +20,7 @@ BASELINE_METHOD = "entropy"
 
 def _digits_folder(directory: str, size: int = 64) -> str:
     """scikit-learn's digits as an ImageFolder tree of RGB PNGs (the same images the tests use)."""
-    from demo.digits import write_imagefolder
+    from data.digits import write_imagefolder
     root = os.path.join(directory, "digits")
     write_imagefolder(root, size=size)
     return root

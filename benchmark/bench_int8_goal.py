@@ -37,7 +37,7 @@ def noisy_digit(pixels, rng):
     overlaid with Gaussian noise (sigma 20 of 255)."""
     import numpy as np
     from PIL import Image
-    from demo.digits import digit_to_gray
+    from data.digits import digit_to_gray
     gray = digit_to_gray(pixels)
     side = int(round(IMAGE_SIZE * rng.uniform(0.7, 1.05)))
     canvas = Image.new("L", (IMAGE_SIZE, IMAGE_SIZE), 0)
@@ -52,7 +52,7 @@ def noisy_digit(pixels, rng):
 def write_noisy_digits(root: str):
     """(train_dir, val_dir): 1400 and 397 noisy digits as ImageFolder trees, the same for every run."""
     import numpy as np
-    from demo.digits import load_digits_arrays, split_indices, write_imagefolder
+    from data.digits import load_digits_arrays, split_indices, write_imagefolder
     train_idx, val_idx = split_indices(len(load_digits_arrays()[0]), holdout=VAL_SHARE, seed=0)
     folders = []
     for name, indices, seed in (("train", train_idx, 1), ("val", val_idx, 2)):
@@ -64,7 +64,7 @@ def write_noisy_digits(root: str):
 
 
 def train_and_export(width: float, train_dir: str, directory: str, epochs: int) -> str:
-    from demo.digits import save_state_dict, train_digits_model
+    from data.digits import save_state_dict, train_digits_model
     from exporter import export_model
     model = train_digits_model("eca_mobilenet_v2", train_dir, epochs=epochs, stem_width=None, lr=1e-2,
                                input_size=INPUT_SIZE, width_mult=width)

@@ -2,7 +2,7 @@
 import csv
 import io
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from deploy.fileio import atomic_path, write_json, write_text
 
@@ -146,14 +146,14 @@ def to_markdown(result: BenchmarkResult, title: Optional[str] = None, plots: Opt
         speed_table(result),
         "",
     ]
-    calibration = calibration_lines(result)
-    if calibration:
-        parts += ["## INT8 calibration", ""] + calibration + [""]
     ratio_lines = speedups(result)
     if ratio_lines:
         parts += ratio_lines + [""]
     if plots.get("latency_plot"):
         parts += ["![Latency against batch size]({})".format(plots["latency_plot"]), ""]
+    calibration = calibration_lines(result)  # after speed, so speed stays under its own heading
+    if calibration:
+        parts += ["## INT8 calibration", ""] + calibration + [""]
     if result.notes:
         parts += ["## Notes", ""] + ["- " + n for n in result.notes] + [""]
     parts += ["## Environment", ""] + environment_lines(result.environment) + [""]
@@ -194,6 +194,16 @@ def _save_figure(figure, path: str) -> None:
 
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def model_styles(result: BenchmarkResult) -> Dict[str, Tuple[Tuple[float, ...], str]]:
+    """{row label: (colour, marker)}, by each model's place among the run's backends, so one model looks the same
+    in every plot of a run, whichever of them it is missing from. Every plot takes its styles from here."""
+    from matplotlib import colormaps
+
+    colours = colormaps["tab10"].colors
+    return {backend.name: (colours[index % len(colours)], MARKERS[index % len(MARKERS)])
+            for index, backend in enumerate(result.backends)}
 
 
 def _pyplot():
@@ -255,15 +265,17 @@ def _save_and_close(figure, path: str) -> None:
 def latency_figure(result: BenchmarkResult):
     """p50 latency of every backend against batch size, log-log, names in a legend beside the axes."""
     plt = _pyplot()
+    styles = model_styles(result)
     figure, axes = plt.subplots(figsize=(7.5, 4.2))
     try:
-        for index, backend in enumerate(b for b in result.backends if b.timings):
-            lines = axes.plot([t.batch_size for t in backend.timings], [t.latency["p50_ms"] for t in backend.timings],
-                              marker=MARKERS[index % len(MARKERS)], label=backend.name)
+        for backend in (b for b in result.backends if b.timings):
+            colour, marker = styles[backend.name]
+            axes.plot([t.batch_size for t in backend.timings], [t.latency["p50_ms"] for t in backend.timings],
+                      color=colour, marker=marker, label=backend.name)
             unstable = [t for t in backend.timings if t.unstable]
             if unstable:  # p90/p50 > 1.5: an open ring around the point says "do not trust this one"
                 axes.scatter([t.batch_size for t in unstable], [t.latency["p50_ms"] for t in unstable], s=160,
-                             facecolors="none", edgecolors=lines[0].get_color(), linewidths=1.2)
+                             facecolors="none", edgecolors=[colour], linewidths=1.2)
         axes.set_xscale("log", base=2)
         batch_sizes = sorted({t.batch_size for b in result.backends for t in b.timings})
         axes.set_xticks(batch_sizes, [str(b) for b in batch_sizes])  # the measured sizes, not powers of 2
@@ -297,10 +309,12 @@ def accuracy_throughput_figure(result: BenchmarkResult):
         if y is not None:
             points.append((backend, best, y))
     reference = result.reference.top1_accuracy if labeled else 100.0
+    styles = model_styles(result)
     figure, axes = plt.subplots(figsize=(7.5, 4.2))
     try:
-        for index, (backend, best, y) in enumerate(points):
-            axes.scatter([best.images_per_s], [y], s=45, marker=MARKERS[index % len(MARKERS)], zorder=3,
+        for backend, best, y in points:
+            colour, marker = styles[backend.name]
+            axes.scatter([best.images_per_s], [y], s=45, color=[colour], marker=marker, zorder=3,
                          label="{} (batch {}{}): {:.2f}%".format(backend.name, best.batch_size,
                                                                 ", unstable" if best.unstable else "", y))
         if reference is not None:

@@ -10,10 +10,9 @@ import os
 import re
 from typing import Callable, Dict, List, Optional, Tuple
 
-from pipeline.run import PipelineConfig, PipelineResult, run_pipeline
+from data.digits import DIGITS_ARCH, INPUT_SIZE, DigitsModel, prepare_digits
 from deploy.fileio import write_text
-
-from .digits import DIGITS_ARCH, INPUT_SIZE, DigitsModel, prepare_digits
+from pipeline.run import PipelineConfig, PipelineResult, run_pipeline
 
 SPEED_ARCH = "eca_resnet50"
 # Calibration draws 600 of the 1,204 training digits; evaluation takes all 593 held-out ones.

@@ -11,7 +11,7 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from demo.digits import make_digits_split, save_state_dict, train_digits_model  # noqa: E402
+from data.digits import make_digits_split, save_state_dict, train_digits_model  # noqa: E402
 
 
 def main() -> None:

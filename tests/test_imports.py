@@ -37,8 +37,9 @@ for args in [["--help"]] + [[name, "--help"] for name in sorted(cli.COMMANDS)]:
     result = runner.invoke(cli.cli, args, prog_name="cli.py")
     helps[" ".join(args)] = [result.exit_code, "Usage:" in result.output, (result.output or repr(result.exception))[-300:]]
 
-from deploy import build, check, infer
-for name, main in (("deploy.infer", infer.main), ("deploy.build", build.main), ("deploy.check", check.main)):
+from deploy import bench, build, check, infer
+for name, main in (("deploy.infer", infer.main), ("deploy.build", build.main), ("deploy.check", check.main),
+                   ("deploy.bench", bench.main)):
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         try:
@@ -67,6 +68,60 @@ def test_all_modules_import_and_all_help_works_without_tensorrt(tmp_path):
         assert module in report["modules"]
     import cli
     assert {"cli.py --help".split(" ", 1)[1]} | {"{} --help".format(c) for c in cli.COMMANDS} | {
-        "deploy.infer", "deploy.build", "deploy.check"} == set(report["helps"])
+        "deploy.infer", "deploy.build", "deploy.check", "deploy.bench"} == set(report["helps"])
     for args, (code, has_usage, tail) in report["helps"].items():
         assert code == 0 and has_usage, (args, tail)
+
+
+# The rooms from the floor up. A module may import its own room and the rooms below it, never one above: with
+# every arrow pointing down, no circle can form. docs/ARCHITECTURE.md lists the rooms in this order.
+LAYERS = ("deploy", "models", "data", "exporter", "precision", "calibration", "benchmark", "analysis", "pipeline",
+          "demo", "commands", "tools")
+
+
+def imported_rooms(path):
+    """The project rooms a file imports, at module load or inside a function alike."""
+    import ast
+
+    with open(path, encoding="utf-8") as handle:
+        tree = ast.parse(handle.read(), path)
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.append(node.module)
+    return {name.split(".")[0] for name in names} & set(LAYERS)
+
+
+def import_arrows():
+    """{(room, imported room): [files]} over every Python file of every room."""
+    import os
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    arrows = {}
+    for room in LAYERS:
+        for folder, _, files in os.walk(os.path.join(root, room)):
+            for name in sorted(f for f in files if f.endswith(".py")):
+                path = os.path.join(folder, name)
+                for target in imported_rooms(path) - {room}:
+                    arrows.setdefault((room, target), []).append(os.path.relpath(path, root))
+    return arrows
+
+
+def test_imports_point_down_the_rooms_and_never_up():
+    arrows = import_arrows()
+    up = {"{} -> {}".format(a, b): files for (a, b), files in arrows.items() if LAYERS.index(b) > LAYERS.index(a)}
+    assert up == {}
+    assert ("benchmark", "data") in arrows and ("demo", "data") in arrows  # the digits live in data/, not demo/
+    assert not any(target == "demo" for _, target in arrows)  # nothing builds on the demo
+
+
+def test_the_architecture_map_lists_the_rooms_in_import_order():
+    import os
+    import re
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    text = open(os.path.join(root, "docs", "ARCHITECTURE.md"), encoding="utf-8").read()
+    table = re.findall(r"^\| `(\w+)/` \|", text, flags=re.MULTILINE)
+    assert [room for room in table if room in LAYERS] == list(LAYERS)

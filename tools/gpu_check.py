@@ -6,7 +6,7 @@ Checks, each coping with what is missing on the machine (no onnxsim, no TensorRT
    a stream, events, a CUDA graph captured and replayed, and the out-of-memory message;
 2. benchmark-engine with the PyTorch reference on CUDA: FP32, FP16 channels-last (``--reference-precision fp16``)
    and with CUDA graphs;
-3. tensorrt: FP16 and INT8 (Q/DQ) engines of the digits ECA model trained here (``python -m demo.digits``; needs
+3. tensorrt: FP16 and INT8 (Q/DQ) engines of the digits ECA model trained here (``python -m data.digits``; needs
    scikit-learn), built by the bundle's own build_engines.sh and checked with ``deploy.check`` against PyTorch.
 
 Without a GPU it says so in one line and exits 0. It exits 1 when a check that could run failed.
@@ -123,7 +123,7 @@ def export_model(folder: str):
     args = ["cli.py", "export", ARCH, "--precision", "fp16", "-o", os.path.join(folder, "model.onnx")]
     digits = os.path.join(folder, "digits") if has("sklearn") else None
     if digits:
-        ok, _, error = run(["-m", "demo.digits", digits], "demo.digits")
+        ok, _, error = run(["-m", "data.digits", digits], "data.digits")
         if not ok:
             return None, "training the digits model failed: " + error, None
         args += ["--weights", os.path.join(digits, "eca_resnet18_digits.pth"), "--crop", "32", "--resize", "37"]

@@ -5,7 +5,7 @@ import os
 import numpy as np
 
 from benchmark import bench_int8_goal
-from demo.digits import digit_to_image, load_digits_arrays
+from data.digits import digit_to_image, load_digits_arrays
 
 
 def test_noisy_digits_are_reproducible_and_harder_than_the_clean_ones():

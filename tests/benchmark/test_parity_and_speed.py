@@ -243,3 +243,37 @@ def test_backends_take_turns_at_each_batch_size():
     timed = [name for name, _ in calls[2:]]  # after one warm-up call each
     assert calls[:2] == [("a", 2), ("b", 2)] and timed == ["a", "b", "b", "a", "a", "b", "b", "a"]
     assert [r.timings[0].latency["runs"] for r in results] == [4, 4]
+
+
+def test_short_labels_name_files_and_as_many_folders_as_tell_them_apart():
+    assert parity_and_speed.short_labels(["/r/a/eca.onnx", "/r/a/eca.fp16.onnx"]) == ["eca.onnx", "eca.fp16.onnx"]
+    assert parity_and_speed.short_labels(["/r/a/m.onnx", "/r/b/m.onnx", "/r/c/m.fp16.onnx"]) == [
+        "a/m.onnx", "b/m.onnx", "m.fp16.onnx"]
+    assert parity_and_speed.short_labels(["/x/run/m.onnx", "/y/run/m.onnx"]) == ["x/run/m.onnx", "y/run/m.onnx"]
+    assert parity_and_speed.short_labels(["/r/m.onnx", "/r/m.onnx"]) == ["m.onnx", "m.onnx (2)"]
+
+
+def test_same_named_artifacts_from_different_folders_keep_their_own_rows_legends_and_speedups(
+        digits_eca_onnx, digits_eca_checkpoint, digits_split, tmp_path):
+    import shutil
+
+    from benchmark.report import latency_figure, _pyplot, write_report
+
+    copies = []
+    for folder in ("first", "second", "third"):
+        (tmp_path / folder).mkdir()
+        copies.append(shutil.copy(digits_eca_onnx, str(tmp_path / folder / "eca.int8.tensorrt.onnx")))
+    options = BenchmarkOptions(**dict(FAST, batch_sizes=(2,), num_images=8))
+    result = benchmark_engine(copies, weights=digits_eca_checkpoint, data_dir=digits_split[1], options=options)
+    names = ["first/eca.int8.tensorrt.onnx", "second/eca.int8.tensorrt.onnx", "third/eca.int8.tensorrt.onnx"]
+    assert [a.name for a in result.artifacts] == names
+    assert sorted(result.to_dict()["speedups_p50"]) == names
+    markdown = open(write_report(result, tmp_path / "report")["markdown"], encoding="utf-8").read()
+    assert all("| {} | onnxruntime |".format(name) in markdown for name in names)
+    assert all("- {} vs PyTorch (p50)".format(name) in markdown for name in names)
+    figure = latency_figure(result)
+    try:
+        legend = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    finally:
+        _pyplot().close(figure)
+    assert [label for label in legend if "eca.int8" in label] == names

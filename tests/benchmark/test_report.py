@@ -89,3 +89,45 @@ def test_markdown_embeds_the_plots_after_the_tables_they_illustrate(tmp_path):
                                          "## Throughput", "![Latency against batch size](benchmark_latency.png)")]
     assert order == sorted(order)
     assert "random weights (seed 0; agreement is meaningful, accuracy is not)" in markdown
+
+
+def _colours_by_label(figure):
+    """{legend label: RGBA} of every line and point a figure draws."""
+    from matplotlib.colors import to_rgba
+
+    axes = figure.axes[0]
+    colours = {line.get_label(): to_rgba(line.get_color()) for line in axes.get_lines()}
+    colours.update({points.get_label(): tuple(points.get_facecolor()[0]) for points in axes.collections
+                    if len(points.get_facecolor())})
+    return colours
+
+
+def test_one_colour_per_model_across_every_plot_of_a_run():
+    rows = list(ROWS)
+    rows[2] = (rows[2][0], rows[2][1], None, rows[2][3])  # no accuracy: drawn in the latency plot only
+    result = make_result(rows)
+    latency, accuracy = report.latency_figure(result), report.accuracy_throughput_figure(result)
+    try:
+        in_latency, in_accuracy = _colours_by_label(latency), _colours_by_label(accuracy)
+    finally:
+        report._pyplot().close(latency)
+        report._pyplot().close(accuracy)
+    # the accuracy plot's legend adds the batch size and the accuracy to each name
+    in_accuracy = {label.split(" (batch")[0]: colour for label, colour in in_accuracy.items() if " (batch" in label}
+    assert rows[2][0] not in in_accuracy and len(in_accuracy) == 4
+    assert all(in_accuracy[name] == in_latency[name] for name in in_accuracy)
+    assert len(set(in_latency.values())) == len(ROWS)  # and no two models share one
+    styles = report.model_styles(result)
+    assert [styles[name] for name in in_latency] == [styles[row[0]] for row in ROWS]
+
+
+def test_speed_sits_under_its_own_heading_not_under_int8_calibration(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "calibration_lines", lambda result: ["- eca_resnet18.int8.cpu.onnx: entropy"])
+    files = report.write_report(make_result(), tmp_path)
+    sections = {}
+    for block in open(files["markdown"], encoding="utf-8").read().split("\n## ")[1:]:
+        heading, _, body = block.partition("\n")
+        sections[heading] = body
+    speed = next(body for heading, body in sections.items() if heading.startswith("Throughput and latency"))
+    assert "vs PyTorch (p50): batch 1: " in speed and "![Latency against batch size](benchmark_latency.png)" in speed
+    assert sections["INT8 calibration"].strip() == "- eca_resnet18.int8.cpu.onnx: entropy"

@@ -132,12 +132,12 @@ def prepare_digits(root: str, echo: Callable[[str], None] = print) -> DigitsMode
             stamp = json.load(handle)
         if stamp.get("format") == DIGITS_FORMAT and sha256_file(checkpoint) == stamp.get("checkpoint_sha256") \
                 and os.path.isdir(train_dir) and os.path.isdir(val_dir):
-            echo("demo: reusing the digits model trained earlier ({})".format(checkpoint))
+            echo("digits: reusing the digits model trained earlier ({})".format(checkpoint))
             return DigitsModel(checkpoint, train_dir, val_dir, stamp.get("seconds"))
     except (OSError, ValueError):
         pass
     started = time.perf_counter()
-    echo("demo: training {} (narrow) on scikit-learn's digits, about 10 s ...".format(DIGITS_ARCH))
+    echo("digits: training {} (narrow) on scikit-learn's digits, about 10 s ...".format(DIGITS_ARCH))
     train_dir, val_dir = make_digits_split(root)
     save_state_dict(train_digits_model(DIGITS_ARCH, train_dir), checkpoint)
     seconds = time.perf_counter() - started
@@ -147,12 +147,12 @@ def prepare_digits(root: str, echo: Callable[[str], None] = print) -> DigitsMode
 
 
 def main(argv=None) -> int:
-    """`python -m demo.digits DIR`: a trained checkpoint and labeled images to follow the README's walkthrough."""
+    """`python -m data.digits DIR`: a trained checkpoint and labeled images to follow the README's walkthrough."""
     import argparse
 
     from deploy.cliutil import run_main
 
-    parser = argparse.ArgumentParser(prog="python -m demo.digits", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m data.digits", description=main.__doc__)
     parser.add_argument("root", help="Folder for train/, val/ and {}_digits.pth".format(DIGITS_ARCH))
     args = parser.parse_args(argv)
 
