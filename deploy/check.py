@@ -257,6 +257,8 @@ def judge(result: ArtifactCheck, reference: ReferenceData, logits: np.ndarray, p
     if bar is None:
         reasons.append("the bundle holds no measured bar for it (it was not bundled, nor built from a bundled "
                        "model)")
+    elif bar.floor_only:
+        reasons += _below_floor(result, bar)
     else:
         if result.top1_agreement < bar.required_top1 - 1e-9:
             reasons.append("top-1 agreement {:.2f}% is below the {:.2f}% allowed ({:.2f}% measured on the CPU, "
@@ -268,6 +270,18 @@ def judge(result: ArtifactCheck, reference: ReferenceData, logits: np.ndarray, p
                 comparison.cosine_similarity, bar.required_cosine, bar.measured_cosine))
     result.reasons = reasons
     result.status = FAIL if reasons else PASS
+
+
+def _below_floor(result: ArtifactCheck, bar: ArtifactBar) -> List[str]:
+    """Reasons a model misses the floor every working model of its precision reaches (deploy.reference.FLOORS)."""
+    reasons = []
+    if result.top1_agreement < bar.required_top1:
+        reasons.append("top-1 agreement {:.2f}% is below the {:.2f}% floor of a working {} model".format(
+            result.top1_agreement, bar.required_top1, bar.precision))
+    if not result.cosine_similarity >= bar.required_cosine:
+        reasons.append("cosine {:.5f} is below the {:.5f} floor of a working {} model".format(
+            result.cosine_similarity, bar.required_cosine, bar.precision))
+    return reasons
 
 
 def _floor_text(reference: ReferenceData) -> str:

@@ -84,6 +84,7 @@ class ArtifactBar:
     required_cosine: float
     allowance_images: int = 1  # images the device may lose for its kernels (allowance_images())
     kernel_flips: int = 0      # images whose class the order of operations alone changed on the CPU
+    floor_only: bool = False   # FLOORS alone (floor_bar), before anything was measured; never stored
 
     def to_dict(self) -> Dict[str, object]:
         return {"name": self.name, "precision": self.precision, "measured_top1_agreement": self.measured_top1,
@@ -112,7 +113,8 @@ def bar_from_measured(name: str, sha256: str, precision: str, top1_percent: floa
 def floor_bar(name: str, precision: str) -> ArtifactBar:
     """The bar of FLOORS alone: what the bundle holds a model to before it measures its real bar."""
     floor = FLOORS[precision_class(precision)]
-    return ArtifactBar(name, "", precision, floor["top1"], floor["cosine"], floor["top1"], floor["cosine"])
+    return ArtifactBar(name, "", precision, floor["top1"], floor["cosine"], floor["top1"], floor["cosine"],
+                       floor_only=True)
 
 
 @dataclass

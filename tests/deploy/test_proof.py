@@ -55,11 +55,11 @@ def mobilenet_bundle(digits_mobilenet_onnx, digits_split, tmp_path_factory):
     invoked = CliRunner().invoke(cli.cli, ["bundle", model, default.int8_models["tensorrt"], "--weights", weights,
                                            "--data", digits_split[1], "-o", output, "--json"], prog_name="cli.py")
     assert invoked.exit_code == 0, invoked.output
-    return output, entropy.int8_models["tensorrt"], json.loads(invoked.stdout)
+    return output, entropy.int8_models["tensorrt"], json.loads(invoked.stdout), default.int8_models["tensorrt"]
 
 
 def test_bundled_depthwise_model_passes_and_an_entropy_copy_fails(mobilenet_bundle, tmp_path):
-    root, entropy_model, payload = mobilenet_bundle
+    root, entropy_model, payload, _ = mobilenet_bundle
     reference = load_reference(os.path.join(root, REFERENCE_FILE))
     assert reference.num_images == 256
     bars = {bar.name: bar for bar in reference.bars}
@@ -211,15 +211,21 @@ def test_min_agreement_above_what_the_cpu_measured_stops_the_bundle(mobilenet_bu
     from click.testing import CliRunner
 
     import cli
-    _, entropy_model, _ = mobilenet_bundle
+    _, entropy_model, payload, default_model = mobilenet_bundle
     weights = os.path.join(os.path.dirname(digits_mobilenet_onnx), "eca_mobilenet_v2.pth")
-    args = ["bundle", entropy_model, "--weights", weights, "--data", digits_split[1], "-o", str(tmp_path / "b")]
+    measured = next(c["top1_agreement"] for c in payload["cpu_checks"] if c["precision"] == "int8")
+    assert measured < 99.9
+    args = ["bundle", default_model, "--weights", weights, "--data", digits_split[1], "-o", str(tmp_path / "b")]
     result = CliRunner().invoke(cli.cli, args + ["--min-agreement", "99.9"], prog_name="cli.py")
     assert result.exit_code == 1, result.output
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "mbv2.int8.tensorrt.onnx agree(s)" in lines[0]
+    assert len(lines) == 1 and "mbv2.int8.tensorrt.onnx agree(s) {:.2f}%".format(measured) in lines[0]
     assert "below --min-agreement 99.9%; a device cannot do better than the CPU measured" in lines[0]
     assert not os.path.exists(tmp_path / "b")
+    # a model that is broken, not merely imprecise, misses the precision's floor and stops the bundle too
+    result = CliRunner().invoke(cli.cli, ["bundle", entropy_model, "--weights", weights, "--data", digits_split[1],
+                                          "-o", str(tmp_path / "e")], prog_name="cli.py")
+    assert result.exit_code == 1 and "is below the 90.00% floor of a working int8 model" in result.stderr
     # a floor the model meets travels in the proof and is part of its bar
     result = CliRunner().invoke(cli.cli, args + ["--min-agreement", "50", "--json"], prog_name="cli.py")
     assert result.exit_code == 0, result.output
