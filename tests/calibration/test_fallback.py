@@ -12,6 +12,7 @@ from calibration.api import calibrate
 from calibration.fallback import AccuracyGoal, default_max_float_layers, float_layers
 from calibration.layer_report import quantized_layers
 from deploy.metadata import read_model_info
+from tests.cpu_int8 import U8S8_SATURATES
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,10 @@ def test_float_layers_keep_the_relu6_the_cpu_quantizer_folded(cpu_minmax, digits
     floated = float_layers(quantized, fp32, quantized_layers(quantized))
     assert quantized_layers(floated) == []
     every = heldout.score(floated)
-    assert every.agreement >= int8.agreement and every.agreement >= 99.0 and every.kl < 0.75 * int8.kl, (every, int8)
+    # without VNNI, ORT's u8s8 kernels saturate a little (tests/cpu_int8.py): the floated model stays closer to FP32
+    # than the plain one, by less
+    floor = 97.0 if U8S8_SATURATES else 99.0
+    assert every.agreement >= int8.agreement and every.agreement >= floor and every.kl < 0.75 * int8.kl, (every, int8)
     onnx.checker.check_model(floated, full_check=True)
 
 
