@@ -73,6 +73,10 @@ def main():
             code = result if isinstance(result, int) and not isinstance(result, bool) else 0
         finally:
             finishing()  # from here to the end of the interpreter's shutdown a signal exits 130 at once
+    except click.UsageError as exc:  # one line, like every other user error; --help says the rest
+        command = exc.ctx.command_path if exc.ctx is not None else "cli.py"
+        click.echo("error: {} (see {} --help)".format(exc.format_message(), command), err=True)
+        code = exc.exit_code
     except click.ClickException as exc:
         exc.show()
         code = exc.exit_code

@@ -147,3 +147,16 @@ def test_stale_temps_of_a_long_name_are_found(tmp_path):
     with atomic_path(path) as tmp:
         write_text(tmp, "whole")
     assert os.listdir(str(tmp_path)) == [os.path.basename(path)]
+
+
+@pytest.mark.parametrize("args", [["benchmark-engine", "x.onnx", "--threads", "0"], ["export", "--bogus"],
+                                  ["no-such-command"]])
+def test_usage_errors_are_one_line_too(args, tmp_path):
+    """click's own usage errors (a value below an option's minimum, an unknown option or command) read like every
+    other user error: one line, exit 2."""
+    from tests.blocking import ROOT
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "cli.py")] + args, cwd=str(tmp_path),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "--help" in lines[0], proc.stderr
