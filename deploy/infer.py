@@ -9,7 +9,7 @@ Every image goes through the model's own preprocessing, read from its metadata (
 Output: the top-k classes per image, with ImageNet names for 1000-class models (``--labels`` overrides).
 With ``--json``: one JSON object per line and image ({"path", "topk", "names", "probs"}, softmax
 probabilities), then one last line {"summary": {...}} with the latency record of deploy.runners.execution
-(runs, batch_size, mean_ms, min_ms, p50_ms, p90_ms, p99_ms, images_per_s, spread, unstable), all on stdout
+(runs, batch_size, mean_ms, min_ms, max_ms, p50_ms, p90_ms, p95_ms, p99_ms, images_per_s, spread, unstable), on stdout
 (notes go to stderr). On a folder of class folders (an ImageFolder tree) each image also gets its "label" and the
 summary top-1/top-5 "accuracy". A provider asked for with --providers that does not run is a one-line warning, or
 with --strict-providers an error. Options may come before or after the inputs. Latency is the runner's time per
