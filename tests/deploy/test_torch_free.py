@@ -92,3 +92,11 @@ def test_deploy_imports_only_stdlib_numpy_pillow_and_itself():
             problems += ["{}:{} imports {}".format(os.path.relpath(path, ROOT), node.lineno, top) for top in tops
                          if top not in stdlib and top not in ALLOWED_THIRD_PARTY]
     assert problems == []
+
+
+def test_a_device_without_pillow_is_told_what_to_install(tmp_path):
+    """JetPack does not always carry Pillow: the entry points say so in one line instead of an import traceback."""
+    proc = run_blocked(["-m", "deploy.check"], str(tmp_path), ["PIL"])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.strip().splitlines() if not line.startswith("blocked import: ")]
+    assert lines == ["error: deploy/ needs Pillow (sudo apt install python3-pil, or pip install pillow)"]
