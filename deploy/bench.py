@@ -21,7 +21,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .cliutil import run_main
+from .cliutil import add_providers_argument, run_main, runner_label
 from .errors import UserError
 from .runners.execution import (Clocks, artifact_kind, fixed_batch_size, infer_batch, input_name,
                                 latency_record)
@@ -97,7 +97,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         iterations=None if args.iterations is None else check_bound(
             "--iterations", _integer("--iterations", args.iterations), MAX_ITERATIONS),
         threads=None if args.threads is None else check_threads("--threads", _integer("--threads", args.threads)),
-        providers=tuple(p.strip() for p in args.providers.split(",") if p.strip()) or ("cpu",),
+        providers=tuple(args.providers),
         cuda_graph=bool(args.cuda_graph))
 
 
@@ -307,15 +307,6 @@ def _ms(record: Optional[Dict[str, object]], key: str) -> str:
     return "-" if not record else "{:.3f}".format(record[key])
 
 
-def _runner_label(runner: Dict[str, object]) -> str:
-    providers = runner.get("providers")
-    if providers:
-        return "onnxruntime " + "+".join(str(p).replace("ExecutionProvider", "") for p in providers)
-    if runner.get("backend") == "tensorrt":
-        return "tensorrt" + (" (CUDA graph)" if runner.get("cuda_graph") else "")
-    return str(runner.get("backend") or "-")
-
-
 def describe_device(env: Dict[str, object]) -> str:
     jetson = env["jetson"]
     if not isinstance(jetson, dict):
@@ -347,7 +338,7 @@ def format_markdown(report: Dict[str, object]) -> str:
             continue
         latency, compute = row["latency"], row["gpu_compute"]
         lines.append("| {} | {} | {} | {} | {:.1f} | {} |".format(
-            row["model"], _runner_label(row["runner"]), row["precision"], row["batch_size"],
+            row["model"], runner_label(row["runner"]), row["precision"], row["batch_size"],
             row["throughput_images_per_s"],
             " | ".join(_ms(latency, k) for k in ("mean_ms", "min_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms",
                                                 "max_ms"))
@@ -414,8 +405,7 @@ def make_parser() -> argparse.ArgumentParser:
                                                         "ends there)".format(MAX_ITERATIONS))
     parser.add_argument("--threads", metavar="N", help="ONNX Runtime intra-op threads, at most {} per core "
                                                        "(default: ONNX Runtime's choice)".format(THREADS_PER_CORE))
-    parser.add_argument("--providers", default="cpu", help="ONNX Runtime providers for the .onnx models, "
-                                                           "comma-separated: cpu, cuda, tensorrt (default cpu)")
+    add_providers_argument(parser)
     parser.add_argument("--cuda-graph", action="store_true", help="TensorRT: replay the execution as a CUDA graph")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout instead of the table")
     parser.add_argument("--markdown", metavar="FILE", help="also write the Markdown table to FILE")

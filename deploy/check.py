@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .cliutil import run_main
+from .cliutil import add_providers_argument, run_main, runner_label
 from .compare import compare_logits, topk_indices
 from .errors import CheckFailedError, UserError
 from .metadata import read_model_info, read_sidecar
@@ -357,16 +357,6 @@ def _number(value: Optional[float], fmt: str) -> str:
     return "-" if value is None else fmt.format(value)
 
 
-def _runner_label(check: ArtifactCheck) -> str:
-    runner = check.runner
-    if not runner:
-        return "-"
-    providers = runner.get("providers")
-    if providers:
-        return "onnxruntime " + "+".join(str(p).replace("ExecutionProvider", "") for p in providers)
-    return str(runner.get("backend", "-"))
-
-
 def _table(rows: List[Sequence[str]]) -> List[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
@@ -391,7 +381,7 @@ def format_report(report: BundleCheck) -> str:
                  "allowed", "reached", "kernels", "p50 ms", "verdict")]
         for a in report.artifacts:
             bar = a.bar or {}
-            rows.append((a.name, _runner_label(a), a.precision, _percent(bar.get("measured_top1_agreement")),
+            rows.append((a.name, runner_label(a.runner) if a.runner else "-", a.precision, _percent(bar.get("measured_top1_agreement")),
                          _percent(bar.get("required_top1_agreement")), _percent(a.top1_agreement),
                          _number(bar.get("measured_cosine"), "{:.5f}"), _number(bar.get("required_cosine"), "{:.5f}"),
                          _number(a.cosine_similarity, "{:.5f}"), _number(bar.get("allowance_images"), "{} img"),
@@ -415,7 +405,7 @@ def format_report(report: BundleCheck) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    providers = [p.strip() for p in args.providers.split(",") if p.strip()]
+    providers = args.providers
     check_bound("--batch", args.batch, MAX_BATCH)
     progress = None if args.json or not sys.stderr.isatty() else (lambda m: print(m, file=sys.stderr))
     report = check_bundle(args.bundle, providers, args.batch, progress, args.preprocessing_only)
@@ -444,9 +434,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout (agreements in percent)")
     parser.add_argument("--batch", type=int, help="images per inference for dynamic-batch models (default 1, at "
                                                   "most {})".format(MAX_BATCH))
-    parser.add_argument("--providers", default="cpu", help="ONNX Runtime providers for the .onnx models, "
-                                                           "comma-separated: cpu, cuda, tensorrt (default cpu); one "
-                                                           "that cannot run here is a warning")
+    add_providers_argument(parser)
     parser.add_argument("--preprocessing-only", action="store_true",
                         help="only check this device's decoding and resizing of the probe images (no runtime needed)")
     return parser

@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Callable, Optional
+from typing import Callable, Dict, List, Optional
 
 from .errors import CheckFailedError, UserError, is_disk_error, os_error
 
@@ -179,3 +179,26 @@ def add_build_options(parser) -> None:
         else:
             parser.add_argument(option.flag, dest=option.dest, type=int if option.kind == "int" else str,
                                 metavar=option.metavar, help=option.help)
+
+
+# -- options and labels the torch-free entry points (deploy.infer, deploy.check, deploy.bench) share -------------
+
+def parse_providers(text: str) -> List[str]:
+    """``"cuda,cpu"`` -> ["cuda", "cpu"]: ONNX Runtime's providers in the order they are tried."""
+    return [part.strip() for part in str(text).split(",") if part.strip()] or ["cpu"]
+
+
+def add_providers_argument(parser, what: str = "the .onnx models") -> None:
+    parser.add_argument("--providers", default=["cpu"], type=parse_providers,
+                        help="ONNX Runtime providers for {}, comma-separated: cpu, cuda, tensorrt (default cpu); one "
+                             "that cannot run here is a warning, and what really runs is reported".format(what))
+
+
+def runner_label(runner: Dict[str, object]) -> str:
+    """A runner's describe() as one short table cell: "onnxruntime CPU", "tensorrt (CUDA graph)"."""
+    providers = runner.get("providers")
+    if providers:
+        return "onnxruntime " + "+".join(str(p).replace("ExecutionProvider", "") for p in providers)
+    if runner.get("backend") == "tensorrt":
+        return "tensorrt" + (" (CUDA graph)" if runner.get("cuda_graph") else "")
+    return str(runner.get("backend") or "-")

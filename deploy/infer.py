@@ -27,7 +27,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .cliutil import note, run_main
+from .cliutil import add_providers_argument, note, run_main
 from .compare import topk_indices
 from .errors import MissingDependencyError, UserError
 from .filekind import is_regular_file
@@ -240,7 +240,7 @@ def open_runner(args):
             from .runners.onnxruntime import OnnxRuntimeRunner
             if args.cuda_graph:
                 note("--cuda-graph applies to TensorRT engines only; ignored for ONNX Runtime")
-            providers = [p.strip() for p in args.providers.split(",") if p.strip()]
+            providers = args.providers
             return OnnxRuntimeRunner(path, providers=providers, require_requested=args.strict_providers), path
         path = _trt_engine_for(args)
     from .runners.tensorrt import TensorRTRunner
@@ -434,8 +434,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dla-core", type=int, metavar="N", help="with --trt: build for this DLA core, with GPU "
                                                                   "fallback")
     parser.add_argument("--cuda-graph", action="store_true", help="TensorRT: replay the execution as a CUDA graph")
-    parser.add_argument("--providers", default="cpu", help="ONNX Runtime providers, comma-separated: cpu, cuda, "
-                                                           "tensorrt (default cpu); what really runs is reported")
+    add_providers_argument(parser, "an .onnx model")
     parser.add_argument("--strict-providers", action="store_true", help="exit 2 when a provider in --providers "
                                                                         "cannot run, instead of a warning")
     return parser
