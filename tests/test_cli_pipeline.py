@@ -78,7 +78,9 @@ def test_pipeline_runs_reports_and_skips_what_is_unchanged(digits_eca_checkpoint
     # `make demo` puts the parity of one such run and the speed of another into one report, in that order.
     from data.digits import DigitsModel
     from demo.run import demo_markdown
-    demo = demo_markdown(DigitsModel(digits_eca_checkpoint, small_data, small_data, 9.5), markdown, markdown)
+    demo = demo_markdown(DigitsModel(digits_eca_checkpoint, small_data, small_data, 9.5), markdown, markdown,
+                         report["benchmark"]["data"]["num_images"])
+    assert "its calibration judged on 45 held-out images, and scored against the real labels of 15 other" in demo
     demo_headings = [line for line in demo.splitlines() if line.startswith("## ")]
     assert [h.split(":")[0] for h in demo_headings] == ["## Accuracy", "## Speed", "## Not measured in this run",
                                                         "## Full reports"]
