@@ -15,6 +15,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from deploy.compare import compare_logits, topk_indices
+from deploy.reference import DEFAULT_REFERENCE_IMAGES
 from deploy.errors import UserError
 from deploy.images import SAMPLES_DIR
 from deploy.metadata import ModelInfo, read_model_info
@@ -41,7 +42,7 @@ class BenchmarkOptions:
     threads: Optional[int] = None  # default: every core this process may use
     device: str = "cpu"
     cuda_graph: bool = False
-    num_images: int = 256
+    num_images: int = DEFAULT_REFERENCE_IMAGES  # the bundle's default too: one model, one image set, one figure
     seed: int = 0
     progress: bool = True
     reference_precision: str = "fp32"

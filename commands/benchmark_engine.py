@@ -1,7 +1,7 @@
 """`cli.py benchmark-engine`: parity and speed of ONNX models and TensorRT engines against PyTorch."""
 import click
 
-from benchmark.parity_and_speed import DEFAULT_BATCH_SIZES, DEVICES, REFERENCE_PRECISIONS
+from benchmark.parity_and_speed import DEFAULT_BATCH_SIZES, DEVICES, REFERENCE_PRECISIONS, BenchmarkOptions
 
 from deploy.validate import MAX_BATCH, MAX_INPUT_SIZE, MAX_ITERATIONS, MAX_NUM_IMAGES
 
@@ -37,7 +37,7 @@ def _batch_sizes_callback(ctx, param, value):
 @click.option("--data", "data_dir", type=click.Path(file_okay=False),
               help="Image folder (ImageFolder tree or flat). Default: the shipped sample photos, unlabeled.")
 @click.option("--labels", "labels_file", type=click.Path(dir_okay=False), help="Labels file for a flat --data.")
-@click.option("--num-images", type=click.IntRange(min=1), default=256, show_default=True,
+@click.option("--num-images", type=click.IntRange(min=1), default=BenchmarkOptions.num_images, show_default=True,
               callback=at_most(MAX_NUM_IMAGES), help="At most {}.".format(MAX_NUM_IMAGES))
 @click.option("--batch-sizes", default=",".join(str(b) for b in DEFAULT_BATCH_SIZES), show_default=True,
               callback=_batch_sizes_callback, help="Each at most {}.".format(MAX_BATCH))
@@ -67,7 +67,7 @@ def benchmark_engine_command(artifacts, arch, weights, strict, input_size, data_
     accuracy (with labels), agreement with PyTorch, logit errors, then, with the backends taking turns, latency
     mean/p50/p90/p99, images/s at p50 and the spread p90/p50 per batch size (above 1.5: unstable).
     """
-    from benchmark.parity_and_speed import BenchmarkOptions, benchmark_engine
+    from benchmark.parity_and_speed import benchmark_engine
     from benchmark.report import to_markdown, write_report
     from deploy.validate import check_finite_number, check_outputs_spare_inputs
 
