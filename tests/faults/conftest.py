@@ -1,5 +1,6 @@
 """Shared pieces of the fault suite: bad inputs are built on the fly from one tiny model and checkpoint."""
 import os
+import time
 
 import pytest
 import torch
@@ -74,3 +75,17 @@ def images(tmp_path):
             image.convert("RGB").resize((48, 40)).save(str(folder / (os.path.splitext(os.path.basename(path))[0]
                                                                      + ".png")))
     return str(folder)
+
+
+def wait_for_stderr(proc, text: str, seconds: float = 60) -> str:
+    """What a running subprocess wrote to stderr until a line containing ``text``; AssertionError if it never
+    does (it exited, or ``seconds`` passed). The signal tests send their signal right after."""
+    deadline, seen = time.time() + seconds, ""
+    while time.time() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        seen += line
+        if text in line:
+            return seen
+    raise AssertionError("never said {!r}: {}".format(text, seen))

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from deploy.fileio import atomic_path, remove_stale_temps, staged_files, write_text
-from tests.faults.conftest import assert_user_error, listing, run_cli
+from tests.faults.conftest import assert_user_error, listing, run_cli, wait_for_stderr
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -143,19 +143,6 @@ def test_stale_temp_files_of_killed_runs_are_removed_and_nothing_else(tmp_path):
     assert remove_stale_temps(str(tmp_path / "model.onnx")) == 0
 
 
-def _wait_for(proc, text, seconds):
-    deadline = time.time() + seconds
-    seen = ""
-    while time.time() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        seen += line
-        if text in line:
-            return seen
-    return seen
-
-
 @pytest.mark.parametrize("signals", [1, 2])
 def test_interrupt_exits_130_with_one_word(tmp_path, signals):
     """Ctrl-C (once, or twice while cleaning up) in the middle of a command: exit 130, "interrupted", no
@@ -169,7 +156,7 @@ def test_interrupt_exits_130_with_one_word(tmp_path, signals):
               "sys.exit(cli.main())\n").format(signals)
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.PIPE,
                             universal_newlines=True, env=dict(os.environ, PYTHONPATH=ROOT))
-    assert "working" in _wait_for(proc, "working", 60)
+    assert "working" in wait_for_stderr(proc, "working", 60)
     for _ in range(signals):
         proc.send_signal(signal.SIGINT)
         time.sleep(0.2)

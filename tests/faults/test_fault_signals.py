@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.blocking import ROOT
+from tests.faults.conftest import wait_for_stderr
 
 # A cli.py run whose `models` command is replaced by BODY (indented code; `out` is the folder it may write in).
 CLI_SCRIPT = """
@@ -32,18 +33,6 @@ def _start(body: str, out, before_exit: str = "") -> subprocess.Popen:
                             universal_newlines=True, env=dict(os.environ, PYTHONPATH=ROOT))
 
 
-def _wait_for(proc: subprocess.Popen, text: str, seconds: float = 60) -> str:
-    deadline, seen = time.time() + seconds, ""
-    while time.time() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        seen += line
-        if text in line:
-            return seen
-    raise AssertionError("never said {!r}: {}".format(text, seen))
-
-
 def _finish(proc: subprocess.Popen, before: str = "") -> str:
     _, err = proc.communicate(timeout=60)
     err = before + err
@@ -64,7 +53,7 @@ def test_staged_temp_files_are_removed(tmp_path, signum):
             "    sys.stderr.write('staged\\n'); sys.stderr.flush()\n"
             "    time.sleep(30)\n")
     proc = _start(body, tmp_path)
-    seen = _wait_for(proc, "staged")
+    seen = wait_for_stderr(proc, "staged")
     assert len(os.listdir(str(tmp_path))) == 3  # the hidden temps exist while it works
     proc.send_signal(signum)
     _finish(proc, seen)
@@ -78,7 +67,7 @@ def test_sigterm_during_atomic_write_leaves_nothing(tmp_path):
             "    sys.stderr.write('writing\\n'); sys.stderr.flush()\n"
             "    time.sleep(30)\n")
     proc = _start(body, tmp_path)
-    seen = _wait_for(proc, "writing")
+    seen = wait_for_stderr(proc, "writing")
     proc.send_signal(signal.SIGTERM)
     _finish(proc, seen)
     assert os.listdir(str(tmp_path)) == []
@@ -94,7 +83,7 @@ def test_an_interrupt_during_the_interpreter_shutdown(tmp_path, signum):
                    "    time.sleep(30)\n"
                    "atexit.register(slow_exit)\n")
     proc = _start("print('done', flush=True)\nreturn 0", tmp_path, before_exit)
-    seen = _wait_for(proc, "shutting down")
+    seen = wait_for_stderr(proc, "shutting down")
     proc.send_signal(signum)
     _finish(proc, seen)
 
@@ -107,7 +96,7 @@ def test_a_thread_pool_joined_at_shutdown(tmp_path):
             "sys.stderr.write('returning\\n'); sys.stderr.flush()\n"
             "return 0")
     proc = _start(body, tmp_path)
-    seen = _wait_for(proc, "returning")
+    seen = wait_for_stderr(proc, "returning")
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     _finish(proc, seen)
@@ -142,6 +131,6 @@ def test_deploy_entry_points_handle_sigterm(model_copy, images):
               "sys.exit(infer.main(sys.argv[1:]))\n")
     proc = subprocess.Popen([sys.executable, "-c", script, model_copy, images], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, universal_newlines=True, env=dict(os.environ, PYTHONPATH=ROOT))
-    seen = _wait_for(proc, "classifying")
+    seen = wait_for_stderr(proc, "classifying")
     proc.send_signal(signal.SIGTERM)
     _finish(proc, seen)
