@@ -63,7 +63,7 @@ def cli():
 
 
 def main():
-    from deploy.cliutil import INTERRUPTED_EXIT, finishing, install_interrupt_handler, say_interrupted, was_interrupted
+    from deploy.interrupts import INTERRUPTED_EXIT, finishing, install_interrupt_handler, say_interrupted, was_interrupted
     install_interrupt_handler()
     try:
         try:

@@ -40,7 +40,7 @@ def bundle_command(artifacts, output, max_batch, weights, data_dir, labels_file,
     bundled.
     """
     from benchmark.bundle_reference import make_bundle_reference
-    from deploy.bundle import bundle, check_output, classify_artifacts
+    from bundling.bundle import bundle, check_output, classify_artifacts
 
     check_output(artifacts, output, force,
                  inputs=[("--weights", weights), ("--data", data_dir), ("--labels", labels_file)])

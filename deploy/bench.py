@@ -106,7 +106,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
 def find_artifacts(paths: Sequence[str], cwd: str = ".") -> List[str]:
     """The models and engines to time: the paths given (a folder stands for the models and engines in it, as
     deploy.check finds them), or, with none, those of the unpacked bundle in ``cwd``."""
-    from .bundle import MANIFEST, read_manifest
+    from .manifest import MANIFEST, read_manifest
     from .check import bundle_artifacts
 
     if not paths:

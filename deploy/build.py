@@ -9,7 +9,7 @@ import json
 import sys
 from typing import Dict, List, Optional
 
-from .cliutil import add_build_options, note, run_main
+from .cliutil import note, run_main
 
 
 def run_build(model: str, output: Optional[str], values: Dict[str, object], log=None):
@@ -70,11 +70,12 @@ def format_plan(plans) -> List[str]:
 
 
 def make_parser() -> argparse.ArgumentParser:
+    from .trt.plan import add_build_options
     parser = argparse.ArgumentParser(
         prog="python -m deploy.build", description=__doc__.split("\n\n")[0],
         epilog="Precision comes from the model (FP32, FP16 or Q/DQ INT8 ONNX); the engine's file name, sidecar and "
                "--json name it. The engine is written plain (trtexec loads it) with a JSON sidecar beside it.")
-    parser.add_argument("model", metavar="MODEL.onnx", help="ONNX model exported by cli.py export/calibrate")
+    parser.add_argument("model", metavar="MODEL.onnx", help="ONNX model exported by eca-deploy export/calibrate")
     parser.add_argument("-o", "--output", metavar="OUT.engine", help="default: MODEL.<precision>.engine")
     add_build_options(parser)
     parser.add_argument("--json", action="store_true", help="print the build report (or plan) as JSON on stdout")

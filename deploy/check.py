@@ -112,7 +112,7 @@ def bundle_artifacts(bundle_dir: str) -> List[str]:
 def missing_listed(bundle_dir: str, present: Sequence[str]) -> List[ArtifactCheck]:
     """A FAIL for every model the manifest lists that is not in the bundle: a check that silently skips a
     deleted model would pass a device that runs something else."""
-    from .bundle import read_manifest
+    from .manifest import read_manifest
     manifest = read_manifest(bundle_dir)
     names = {os.path.basename(p) for p in present}
     return [ArtifactCheck(name, "onnx", "?", FAIL, ["the bundle's manifest lists it, but it is not in the bundle"])

@@ -15,8 +15,8 @@ import tempfile
 import time
 from typing import Dict, Iterator, Sequence
 
-from .cliutil import interrupts_held
 from .errors import UserError, is_disk_error, os_error
+from .interrupts import interrupts_held
 from .validate import check_output_file, check_output_files
 
 TEMP_SUFFIX = ".part"

@@ -46,7 +46,7 @@ IMAGENET_CLASSES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dat
 
 def bundle_labels(model_path: str) -> Optional[str]:
     """The class names a bundle carries beside its models (``labels.txt``), used when --labels is not given."""
-    from .bundle import CLASS_NAMES_FILE, MANIFEST
+    from .manifest import CLASS_NAMES_FILE, MANIFEST
     folder = os.path.dirname(os.path.abspath(model_path))
     path = os.path.join(folder, CLASS_NAMES_FILE)
     return path if os.path.isfile(os.path.join(folder, MANIFEST)) and os.path.isfile(path) else None

@@ -23,8 +23,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from .errors import UserError
-from .fileio import atomic_path
-from .preprocess import PreprocessSpec, input_from_pixels, pixels_from_input
+from .preprocess import PreprocessSpec, input_from_pixels
 
 REFERENCE_FILE = "reference.npz"
 REFERENCE_FORMAT = 2
@@ -149,49 +148,6 @@ class ReferenceData:
                 "checkpoint_sha256": self.checkpoint_sha256, "source": self.source,
                 "min_agreement": self.min_agreement,
                 "bars": [bar.to_dict() for bar in self.bars]}
-
-
-# -- writing ---------------------------------------------------------------------------------------------------
-
-def _image_arrays(reference: ReferenceData) -> Dict[str, np.ndarray]:
-    """The uint8 crops when they give back the inputs bit for bit, else the float32 inputs themselves."""
-    inputs = np.ascontiguousarray(reference.inputs, dtype=np.float32)
-    pixels = pixels_from_input(inputs, reference.spec)
-    if pixels is not None and np.array_equal(input_from_pixels(pixels, reference.spec), inputs):
-        return {"pixels": pixels}
-    return {"inputs": inputs}
-
-
-def save_reference(path: str, reference: ReferenceData) -> str:
-    bars = reference.bars
-    arrays = dict(_image_arrays(reference), **{
-        "format": np.array(REFERENCE_FORMAT),
-        "logits": np.ascontiguousarray(reference.logits, dtype=np.float32),
-        "preprocess": np.array(json.dumps(reference.spec.to_metadata(), sort_keys=True)),
-        "arch": np.array(reference.arch),
-        "checkpoint_sha256": np.array(reference.checkpoint_sha256),
-        "source": np.array(reference.source),
-        "min_agreement": np.array(np.nan if reference.min_agreement is None else reference.min_agreement,
-                                  dtype=np.float64),
-        "bar_names": np.array([b.name for b in bars], dtype=str),
-        "bar_sha256": np.array([b.sha256 for b in bars], dtype=str),
-        "bar_precisions": np.array([b.precision for b in bars], dtype=str),
-        "bar_measured_top1": np.array([b.measured_top1 for b in bars], dtype=np.float64),
-        "bar_measured_cosine": np.array([b.measured_cosine for b in bars], dtype=np.float64),
-        "bar_required_top1": np.array([b.required_top1 for b in bars], dtype=np.float64),
-        "bar_required_cosine": np.array([b.required_cosine for b in bars], dtype=np.float64),
-        "bar_allowance_images": np.array([b.allowance_images for b in bars], dtype=np.int64),
-        "bar_kernel_flips": np.array([b.kernel_flips for b in bars], dtype=np.int64),
-        "probe_files": np.array(list(reference.probe_files), dtype=str),
-    })
-    if reference.probe_inputs is not None:
-        arrays["probe_inputs"] = np.ascontiguousarray(reference.probe_inputs, dtype=np.float32)
-    if reference.labels is not None:
-        arrays["labels"] = np.asarray(reference.labels, dtype=np.int64)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:  # a file object, so numpy does not append .npz to the temporary name
-            np.savez_compressed(handle, **arrays)
-    return path
 
 
 # -- reading, every field checked --------------------------------------------------------------------------------

@@ -613,7 +613,7 @@ def _bundle(config: PipelineConfig, artifacts: Dict[str, str], output: str, repl
     """The bundle with its proof: PyTorch's logits on the images every reported figure was measured on (never the
     ones that chose the calibration), each model's measured bar, the class names and sample images."""
     from benchmark.bundle_reference import make_bundle_reference
-    from deploy.bundle import bundle
+    from bundling.bundle import bundle
 
     paths = [artifacts[k] for k in sorted(artifacts, key=_artifact_order)]
     models = [p for p in paths if p.lower().endswith(".onnx")]

@@ -1,5 +1,6 @@
 """Shared fixtures, and the rule that TensorRT/GPU tests skip with a stated reason when the hardware is absent."""
 import importlib.util
+import json
 import os
 import shutil
 import sys
@@ -125,3 +126,25 @@ def _private_cache_dir(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("ECA_DEPLOY_CACHE", str(tmp_path_factory.mktemp("eca-deploy-cache")))
         yield
+
+
+@pytest.fixture(scope="session")
+def digits_bundle(digits_split, digits_eca_onnx, digits_eca_checkpoint, tmp_path_factory):
+    """(bundle folder, the models that went in, the command's --json payload): the FP32, FP16 and INT8 (TensorRT
+    Q/DQ) models of the digits ECA-ResNet-18, with PyTorch's logits for 32 held-out digits."""
+    from click.testing import CliRunner
+
+    import cli
+    from calibration.api import calibrate
+
+    folder = tmp_path_factory.mktemp("models")
+    model = str(folder / "eca_digits.onnx")
+    shutil.copy(digits_eca_onnx, model)
+    result = calibrate(model, data_dir=digits_split[0], num_images=128, progress=False)
+    models = [model, result.fp16_model, result.int8_models["tensorrt"]]
+    output = str(tmp_path_factory.mktemp("bundle") / "digits")
+    invoked = CliRunner().invoke(cli.cli, ["bundle"] + models + [
+        "--weights", digits_eca_checkpoint, "--data", digits_split[1], "--reference-images", "32", "-o", output,
+        "--json"], prog_name="cli.py")
+    assert invoked.exit_code == 0, invoked.output
+    return output, models, json.loads(invoked.stdout)

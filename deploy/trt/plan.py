@@ -383,3 +383,15 @@ def polygraphy_run_command(plan: BuildPlan, relative: bool = False) -> str:
 
 def _quote(args: Sequence[str]) -> str:
     return " ".join(shlex.quote(str(arg)) for arg in args)
+
+
+def add_build_options(parser) -> None:
+    """The build options of BUILD_CLI_OPTIONS on an argparse parser."""
+    for option in BUILD_CLI_OPTIONS:
+        if option.kind == "flag":
+            parser.add_argument(option.flag, dest=option.dest, action="store_true", help=option.help)
+        elif option.kind == "choice":
+            parser.add_argument(option.flag, dest=option.dest, choices=option.choices, help=option.help)
+        else:
+            parser.add_argument(option.flag, dest=option.dest, type=int if option.kind == "int" else str,
+                                metavar=option.metavar, help=option.help)

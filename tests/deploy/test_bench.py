@@ -1,6 +1,6 @@
 """deploy.bench: trtexec's figures, torch-free, on a tiny real model (ONNX Runtime here; TensorRT where a GPU is).
 
-The bundle is a real one (`deploy.bundle` of the tiny 1000-class model), timed with `python -m deploy.bench` run
+The bundle is a real one (`bundling.bundle` of the tiny 1000-class model), timed with `python -m deploy.bench` run
 inside it with torch blocked, as on a Jetson. The TensorRT rows (GPU compute time between CUDA events) need a GPU
 and skip with the reason elsewhere.
 """
@@ -24,7 +24,7 @@ PY38 = os.environ.get("ECA_PY38_PYTHON", os.path.join(os.path.dirname(os.path.di
 
 @pytest.fixture(scope="module")
 def tiny_bundle(tiny_imagenet_onnx, tmp_path_factory):
-    from deploy.bundle import bundle
+    from bundling.bundle import bundle
     return bundle([tiny_imagenet_onnx], tmp_path_factory.mktemp("bench") / "bundle").output
 
 

@@ -145,7 +145,7 @@ def test_nothing_runnable_is_an_error(digits_bundle, tmp_path):
 
 
 def test_bundle_without_reference(tiny_imagenet_onnx, tmp_path, capsys):
-    from deploy.bundle import bundle
+    from bundling.bundle import bundle
     root = bundle([tiny_imagenet_onnx], tmp_path / "plain").output
     assert check.main([root]) == 2
     assert "no reference data" in capsys.readouterr().err

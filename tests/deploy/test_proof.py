@@ -16,7 +16,8 @@ import pytest
 
 from deploy import check
 from deploy.reference import (REFERENCE_FILE, ArtifactBar, ReferenceData, allowance_images, bar_from_measured,
-                              load_reference, save_reference)
+                              load_reference)
+from bundling.proof import save_reference
 from tests.blocking import ROOT, blocked_env, run_blocked
 
 BLOCKED = ["torch", "models", "exporter", "calibration", "benchmark"]

@@ -13,7 +13,7 @@ DEPLOY = os.path.join(ROOT, "deploy")
 ALLOWED_THIRD_PARTY = {"numpy", "PIL", "onnxruntime", "onnx", "tensorrt", "polygraphy", "cv2", "jtop",
                        "tqdm"}  # tqdm: deploy.progress only, lazily, with a silent fallback
 # Blocked in the subprocesses: what the desktop pipeline has and a Jetson does not.
-NOT_ON_JETSON = ["torch", "torchvision", "click", "tqdm", "onnxsim", "models", "exporter", "precision", "calibration",
+NOT_ON_JETSON = ["torch", "torchvision", "click", "tqdm", "onnxsim", "bundling", "models", "exporter", "precision", "calibration",
                  "data", "benchmark", "analysis", "pipeline", "demo", "tools", "commands", "cli"]
 
 

@@ -137,7 +137,7 @@ def test_version_codec():
 def test_float_layers_statement_is_one_per_version_and_the_same_in_dry_run_and_build_engines_sh(
         digits_int8_models, tmp_path, capsys):
     from deploy.build import main
-    from deploy.bundle import TARGETS, bundle
+    from bundling.bundle import TARGETS, bundle
 
     statements = {version: qdq_float_layers(version) for version in (JP5, JP60, JP6, TRT11)}
     assert statements[JP5] == statements[JP60] and len({statements[v] for v in (JP5, JP6, TRT11)}) == 3
@@ -154,7 +154,7 @@ def test_float_layers_statement_is_one_per_version_and_the_same_in_dry_run_and_b
 
 
 def test_the_cpu_target_model_is_bundled_but_gets_no_build_line(digits_int8_models, tmp_path):
-    from deploy.bundle import bundle
+    from bundling.bundle import bundle
 
     result = bundle([digits_int8_models["tensorrt"], digits_int8_models["cpu"]], tmp_path / "b")
     assert "eca_digits.int8.cpu.onnx" in result.models and "eca_digits.int8.cpu.onnx" in result.files

@@ -105,7 +105,7 @@ def test_a_thread_pool_joined_at_shutdown(tmp_path):
 def test_a_signal_inside_a_held_step_is_raised_after_it(tmp_path):
     """interrupts_held(): a temp file created and recorded, or a set of renames, is never split by a signal."""
     script = ("import os, signal, sys\n"
-              "from deploy.cliutil import install_interrupt_handler, interrupts_held\n"
+              "from deploy.interrupts import install_interrupt_handler, interrupts_held\n"
               "install_interrupt_handler()\n"
               "try:\n"
               "    with interrupts_held():\n"

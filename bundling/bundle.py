@@ -17,14 +17,16 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .errors import UserError, os_error
-from .fileio import atomic_path, remove_stale_temps, sha256_file, temp_prefix, write_json, write_text
-from .reference import PREPROCESS_TOLERANCE_LEVELS, PROBE_FOLDER, REFERENCE_FILE
-from .runners.execution import ENGINE_SUFFIXES, ONNX_SUFFIXES
-from .validate import MAX_BATCH, check_bound, check_outputs_spare_inputs
-from .schema import load_checked_json
+import deploy
+from deploy.errors import UserError, os_error
+from deploy.fileio import atomic_path, remove_stale_temps, sha256_file, temp_prefix, write_json, write_text
+from deploy.manifest import CLASS_NAMES_FILE, MANIFEST, read_manifest
+from deploy.reference import PREPROCESS_TOLERANCE_LEVELS, PROBE_FOLDER, REFERENCE_FILE
+from deploy.runners.execution import ENGINE_SUFFIXES, ONNX_SUFFIXES
+from deploy.validate import MAX_BATCH, check_bound, check_outputs_spare_inputs
 
-DEPLOY_DIR = os.path.dirname(os.path.abspath(__file__))
+# The runtime the device gets: the deploy/ package as it is, without this host-side room.
+DEPLOY_DIR = os.path.dirname(os.path.abspath(deploy.__file__))
 MODEL_SUFFIXES = ONNX_SUFFIXES
 CACHE_SUFFIXES = (".cache", ".calib")
 LABEL_SUFFIXES = (".txt", ".labels", ".names")
@@ -32,24 +34,11 @@ TAR_SUFFIXES = (".tar.gz", ".tgz")
 # What Jetsons run: the trtexec lines are written for these TensorRT versions.
 TARGETS = (("JetPack 6, TensorRT 10.3", "10.3.0"), ("JetPack 5, TensorRT 8.5", "8.5.2"))
 JETSON_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
-# Every bundle carries this file; `--force` replaces only a folder (or tarball) that has it, so a mistyped
-# -o (".", "~", the folder the models came from) can never be emptied.
-MANIFEST = "eca-deploy-bundle.json"
-MANIFEST_SCHEMA = {"producer": str, "models": [str], "data_files?": [str]}
 IMAGENET_CLASSES = 1000   # only such models get deploy/samples, the ImageNet photos
 SAMPLES_FOLDER = "samples"
-CLASS_NAMES_FILE = "labels.txt"
 # The engines' largest batch unless --max-batch says otherwise: it covers the batch sizes benchmark-engine and the
 # README time (1, 8, 32), so an engine built from the bundle runs every batch it was measured at.
 BUNDLE_MAX_BATCH = 32
-
-
-def read_manifest(bundle_dir: str) -> Optional[Dict[str, object]]:
-    """The bundle's manifest, or None for a folder without one; UserError naming the field of a damaged one."""
-    path = os.path.join(bundle_dir, MANIFEST)
-    if not os.path.lexists(path):
-        return None
-    return load_checked_json(path, MANIFEST_SCHEMA, "bundle manifest")
 
 
 @dataclass
@@ -102,8 +91,8 @@ def classify_artifacts(artifacts: Sequence[str]) -> Tuple[List[str], List[str], 
 def model_data_files(path: str) -> List[str]:
     """The external-data files of a model, relative to its folder; UserError for a model the target could not
     load: unreadable, opset out of range, data outside its folder or missing, or no eca-deploy metadata."""
-    from .metadata import load_onnx_proto, read_model_info
-    from .validate import external_data_files
+    from deploy.metadata import load_onnx_proto, read_model_info
+    from deploy.validate import external_data_files
     read_model_info(path)  # metadata present, valid and matching the graph
     _, model = load_onnx_proto(path)
     if model is None:
@@ -141,8 +130,8 @@ def check_models_load(staging: str, models: Sequence[str]) -> None:
 
 def model_sidecar(path: str) -> Dict[str, object]:
     """What the target needs to know without the onnx package: metadata, input shapes, precision, sha256."""
-    from .metadata import read_onnx_metadata
-    from .onnx_info import inspect_onnx
+    from deploy.metadata import read_onnx_metadata
+    from deploy.onnx_info import inspect_onnx
 
     info = inspect_onnx(path)
     return {"metadata": read_onnx_metadata(path),
@@ -152,8 +141,8 @@ def model_sidecar(path: str) -> Dict[str, object]:
 
 def _build_options(path: str, sidecar: Dict[str, object], caches: List[str], max_batch: Optional[int], notes):
     """Each model builds in its own precision; implicit INT8 from a bundled cache is offered, never implied."""
-    from .trt.build import BuildOptions
-    from .trt.profiles import is_dynamic
+    from deploy.trt.build import BuildOptions
+    from deploy.trt.profiles import is_dynamic
 
     dynamic = any(shape and is_dynamic(shape[0]) for shape in sidecar["inputs"].values())
     if max_batch is not None and not dynamic:
@@ -166,7 +155,7 @@ def build_lines(path: str, sidecar: Dict[str, object], options, caches: Sequence
     as comments: all from ``deploy.trt.plan.plan_build``, the plan ``deploy.build --dry-run`` prints. A model no
     target TensorRT would accept (a CPU-target INT8 model) gets no command: the first line is then a comment
     saying why, and the model stays an ONNX Runtime model."""
-    from .trt.plan import plan_build, polygraphy_command, trtexec_command
+    from deploy.trt.plan import plan_build, polygraphy_command, trtexec_command
 
     model, planned, comments, refusals = os.path.basename(path), [], [], []
     for target, version in TARGETS:
@@ -321,14 +310,14 @@ def _fill(staging: str, models, caches, labels, max_batch, notes, proof=None) ->
 
 def _ships_photos(models: Sequence[str]) -> bool:
     """The ImageNet sample photos fit only 1000-class ImageNet models; a digits model would call a cat a 3."""
-    from .metadata import read_model_info
+    from deploy.metadata import read_model_info
     return all(read_model_info(path).num_classes == IMAGENET_CLASSES for path in models)
 
 
 def _write_proof(staging: str, proof, labels: List[str], photos: bool) -> Tuple[str, List[str]]:
     """reference.npz, the held-out sample images (class folders) and their class names; returns the samples
     folder the README runs on and the label files the bundle now has."""
-    from .reference import save_reference
+    from .proof import save_reference
 
     samples = "deploy/samples" if photos else "YOUR_IMAGES/"
     if proof is None:
@@ -352,7 +341,7 @@ def _write_proof(staging: str, proof, labels: List[str], photos: bool) -> Tuple[
 
 def _cache_version_note(path: str) -> str:
     """TensorRT ignores, and deploy.build refuses, a cache stamped for another version: say which it is for."""
-    from .calib_cache import format_trt_version, read_calibration_cache
+    from deploy.calib_cache import format_trt_version, read_calibration_cache
     stamped = format_trt_version(read_calibration_cache(path).trt_version)
     return ("{} is stamped for TensorRT {}; the target's TensorRT must match ({}), else recalibrate with "
             "`cli.py calibrate --trt-version <version>`".format(

@@ -13,8 +13,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..fileio import atomic_path, write_text
-from ..preprocess import IMAGENET_MEAN, IMAGENET_STD
+from deploy.fileio import atomic_path, write_text
+from deploy.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 FOLDER = "jetson-inference"
 LABELS_FILE = "labels.txt"

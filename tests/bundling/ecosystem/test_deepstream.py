@@ -7,8 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from deploy.ecosystem.deepstream import normalization_error
-from tests.deploy.ecosystem.bundle_files import build_lines, engine_of, max_batch_of, read_key_file
+from bundling.ecosystem.deepstream import normalization_error
+from tests.bundling.ecosystem.bundle_files import build_lines, engine_of, max_batch_of, read_key_file
 
 NETWORK_MODE = {"fp32": "0", "int8": "1", "fp16": "2"}
 

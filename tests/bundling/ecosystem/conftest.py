@@ -1,6 +1,6 @@
 """Bundles of the tiny 1000-class model, as it is and with its normalization in the graph, for the consumer tests.
 
-The digits bundle (tests/deploy/conftest.py: FP32, FP16 and Q/DQ INT8 of a trained model, with its class names)
+The digits bundle (tests/conftest.py: FP32, FP16 and Q/DQ INT8 of a trained model, with its class names)
 is the real-data end-to-end case; these tiny ones are quick and cover what the digits models do not.
 """
 import pytest
@@ -20,6 +20,6 @@ def in_graph_onnx(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_imagenet_onnx, in_graph_onnx, tmp_path_factory):
     """(bundle folder, BundleResult) of both tiny models, engines profiled up to batch 4."""
-    from deploy.bundle import bundle
+    from bundling.bundle import bundle
     result = bundle([tiny_imagenet_onnx, in_graph_onnx], tmp_path_factory.mktemp("tiny_bundle") / "b", max_batch=4)
     return result.output, result

@@ -10,7 +10,7 @@ import shlex
 from dataclasses import dataclass
 from typing import List, Sequence, Tuple
 
-from ..errors import UserError
+from deploy.errors import UserError
 
 BUILD_PREFIX = ("python3", "-m", "deploy.build")
 
@@ -52,10 +52,10 @@ class BundledModel:
 
 def describe_model(staging: str, command: str, label_files: Sequence[str] = ()) -> BundledModel:
     """The model that ``command`` (a ``python3 -m deploy.build MODEL ...`` line of build_engines.sh) builds."""
-    from ..build import make_parser
-    from ..metadata import read_model_info
-    from ..onnx_info import inspect_onnx
-    from ..trt.plan import default_engine_path
+    from deploy.build import make_parser
+    from deploy.metadata import read_model_info
+    from deploy.onnx_info import inspect_onnx
+    from deploy.trt.plan import default_engine_path
 
     words = shlex.split(command)
     if tuple(words[:3]) != BUILD_PREFIX:
@@ -75,8 +75,8 @@ def describe_model(staging: str, command: str, label_files: Sequence[str] = ()) 
 
 
 def _graph_io(path: str) -> Tuple[List[Tensor], List[Tensor], List[str]]:
-    from ..metadata import load_onnx_proto
-    from ..validate import external_data_files
+    from deploy.metadata import load_onnx_proto
+    from deploy.validate import external_data_files
 
     onnx, model = load_onnx_proto(path)
     if model is None:
@@ -94,7 +94,7 @@ def _graph_io(path: str) -> Tuple[List[Tensor], List[Tensor], List[str]]:
 
 def _batch_range(image: Tensor, args) -> Tuple[int, bool]:
     """(largest batch, dynamic?) as deploy.build will profile the engine with these options."""
-    from ..trt.profiles import resolve_profiles
+    from deploy.trt.profiles import resolve_profiles
 
     if len(image.shape) != 4:
         raise UserError("input {!r} is not an NCHW image batch: shape {}".format(image.name, list(image.shape)))
@@ -107,7 +107,7 @@ def _batch_range(image: Tensor, args) -> Tuple[int, bool]:
 def class_names(staging: str, num_classes: int, label_files: Sequence[str] = ()) -> List[str]:
     """The model's class names: the first bundled labels file with one name per class, else ImageNet's for a
     1000-class model (as deploy.infer names them), else the class indices."""
-    from ..infer import load_labels
+    from deploy.infer import load_labels
 
     for label_file in label_files:
         try:

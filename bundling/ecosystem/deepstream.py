@@ -15,7 +15,7 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 
-from ..fileio import write_text
+from deploy.fileio import write_text
 
 FOLDER = "deepstream"
 # nvinfer's network-mode values, by the engine precision build_engines.sh builds

@@ -2,7 +2,7 @@
 them."""
 import os
 
-from tests.deploy.ecosystem.bundle_files import build_lines
+from tests.bundling.ecosystem.bundle_files import build_lines
 
 
 def test_digits_bundle_carries_every_consumer(digits_bundle):

@@ -7,7 +7,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from deploy.bundle import bundle
+from bundling.bundle import bundle
 from deploy.errors import UserError
 from deploy.metadata import read_onnx_metadata
 from tests.blocking import attempts_from_project, run_blocked

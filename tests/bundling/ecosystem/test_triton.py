@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.deploy.ecosystem.bundle_files import build_lines, max_batch_of
+from tests.bundling.ecosystem.bundle_files import build_lines, max_batch_of
 
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2",
                                        reason="tritonclient[grpc] (requirements-dev.txt) carries Triton's schema")
@@ -104,7 +104,7 @@ def test_onnx_model_runs_from_the_unpacked_repository(tiny_imagenet_onnx, tmp_pa
     """The tarball stores each model once (the repository's copy is a hard link) and unpacks into a repository
     whose model.onnx runs and gives the bundle's logits."""
     import onnxruntime as ort
-    from deploy.bundle import bundle
+    from bundling.bundle import bundle
     output = tmp_path / "jetson.tar.gz"
     bundle([tiny_imagenet_onnx], output)
     with tarfile.open(str(output)) as tar:

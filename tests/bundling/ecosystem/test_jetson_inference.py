@@ -6,10 +6,10 @@ import shlex
 
 import numpy as np
 
-from deploy.ecosystem.jetson_inference import why_not
-from deploy.ecosystem.model import describe_model
+from bundling.ecosystem.jetson_inference import why_not
+from bundling.ecosystem.model import describe_model
 from deploy.preprocess import PreprocessSpec
-from tests.deploy.ecosystem.bundle_files import build_lines
+from tests.bundling.ecosystem.bundle_files import build_lines
 
 
 def _imagenet_lines(root):

@@ -20,8 +20,8 @@ import shutil
 from dataclasses import dataclass
 from typing import Dict, List
 
-from ..errors import UserError
-from ..fileio import write_text
+from deploy.errors import UserError
+from deploy.fileio import write_text
 
 FOLDER = "triton"
 LABELS_FILE = "labels.txt"
