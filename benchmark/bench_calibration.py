@@ -57,7 +57,7 @@ def measure(model: str, data: str, num_images: int, directory: str, repeats: int
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark.bench_calibration", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="An FP32 .onnx from `cli.py export` (default: a random ECA-MobileNetV2).")
+    parser.add_argument("--model", help="An FP32 .onnx from `eca-deploy export` (default: a random ECA-MobileNetV2).")
     parser.add_argument("--data", help="Calibration images (default: scikit-learn's digits).")
     parser.add_argument("--num-images", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=2, help="Interleaved runs of each; the fastest counts.")

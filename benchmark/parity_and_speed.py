@@ -16,6 +16,7 @@ import numpy as np
 
 from deploy.compare import compare_logits, topk_indices
 from deploy.reference import DEFAULT_REFERENCE_IMAGES
+from deploy.runners.execution import DEFAULT_BATCH_SIZES, DEFAULT_ITERATIONS, DEFAULT_WARMUP
 from deploy.errors import UserError
 from deploy.images import SAMPLES_DIR
 from deploy.metadata import ModelInfo, read_model_info
@@ -28,7 +29,6 @@ from deploy.validate import (MAX_BATCH, MAX_ITERATIONS, MAX_NUM_IMAGES, check_ba
 
 from .environment import collect_environment, cpu_count
 
-DEFAULT_BATCH_SIZES = (1, 8, 32)
 DEVICES = ("cpu", "cuda")
 # fp16: half precision and channels-last, the fair reference for a TensorRT FP16 engine on a GPU
 REFERENCE_PRECISIONS = ("fp32", "fp16")
@@ -37,8 +37,8 @@ REFERENCE_PRECISIONS = ("fp32", "fp16")
 @dataclass
 class BenchmarkOptions:
     batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES
-    warmup: int = 2
-    iterations: int = 20
+    warmup: int = DEFAULT_WARMUP
+    iterations: int = DEFAULT_ITERATIONS
     threads: Optional[int] = None  # default: every core this process may use
     device: str = "cpu"
     cuda_graph: bool = False

@@ -1,4 +1,4 @@
-"""Pack what a target device needs into one folder or tarball: ``cli.py bundle ARTIFACTS... -o DIR_OR_TAR``.
+"""Pack what a target device needs into one folder or tarball: ``eca-deploy bundle ARTIFACTS... -o DIR_OR_TAR``.
 
 A bundle holds the ONNX models, each with a metadata sidecar ``<model>.onnx.json`` (so a Jetson without the
 onnx package still reads its preprocessing), calibration caches and label files given among the artifacts, the
@@ -22,7 +22,9 @@ from deploy.errors import UserError, os_error
 from deploy.fileio import atomic_path, remove_stale_temps, sha256_file, temp_prefix, write_json, write_text
 from deploy.manifest import CLASS_NAMES_FILE, MANIFEST, read_manifest
 from deploy.reference import PREPROCESS_TOLERANCE_LEVELS, PROBE_FOLDER, REFERENCE_FILE
-from deploy.runners.execution import ENGINE_SUFFIXES, ONNX_SUFFIXES
+# DEFAULT_MAX_BATCH: the largest batch benchmark-engine, pipeline and deploy.bench time by default, so an engine
+# built from the bundle runs every batch it was measured at
+from deploy.runners.execution import DEFAULT_MAX_BATCH, ENGINE_SUFFIXES, ONNX_SUFFIXES
 from deploy.validate import MAX_BATCH, check_bound, check_outputs_spare_inputs
 
 # The runtime the device gets: the deploy/ package as it is, without this host-side room.
@@ -36,9 +38,6 @@ TARGETS = (("JetPack 6, TensorRT 10.3", "10.3.0"), ("JetPack 5, TensorRT 8.5", "
 JETSON_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
 IMAGENET_CLASSES = 1000   # only such models get deploy/samples, the ImageNet photos
 SAMPLES_FOLDER = "samples"
-# The engines' largest batch unless --max-batch says otherwise: it covers the batch sizes benchmark-engine and the
-# README time (1, 8, 32), so an engine built from the bundle runs every batch it was measured at.
-BUNDLE_MAX_BATCH = 32
 
 
 @dataclass
@@ -147,7 +146,7 @@ def _build_options(path: str, sidecar: Dict[str, object], caches: List[str], max
     dynamic = any(shape and is_dynamic(shape[0]) for shape in sidecar["inputs"].values())
     if max_batch is not None and not dynamic:
         notes.append("{} has a static batch; --max-batch is not used for it".format(os.path.basename(path)))
-    return BuildOptions(max_batch=(max_batch or BUNDLE_MAX_BATCH) if dynamic else None)
+    return BuildOptions(max_batch=(max_batch or DEFAULT_MAX_BATCH) if dynamic else None)
 
 
 def build_lines(path: str, sidecar: Dict[str, object], options, caches: Sequence[str] = ()) -> List[str]:
@@ -344,7 +343,7 @@ def _cache_version_note(path: str) -> str:
     from deploy.calib_cache import format_trt_version, read_calibration_cache
     stamped = format_trt_version(read_calibration_cache(path).trt_version)
     return ("{} is stamped for TensorRT {}; the target's TensorRT must match ({}), else recalibrate with "
-            "`cli.py calibrate --trt-version <version>`".format(
+            "`eca-deploy calibrate --trt-version <version>`".format(
                 os.path.basename(path), stamped, "; ".join("{}: {}".format(t, v) for t, v in TARGETS)))
 
 

@@ -1,4 +1,4 @@
-"""`cli.py attention`: per-class channel weights of ECA/SE blocks per block and deployed-model parity."""
+"""`eca-deploy attention`: per-class channel weights of ECA/SE blocks per block and deployed-model parity."""
 import click
 
 from deploy.validate import MAX_BATCH, MAX_INPUT_SIZE, MAX_NUM_IMAGES

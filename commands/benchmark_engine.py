@@ -1,7 +1,7 @@
-"""`cli.py benchmark-engine`: parity and speed of ONNX models and TensorRT engines against PyTorch."""
+"""`eca-deploy benchmark-engine`: parity and speed of ONNX models and TensorRT engines against PyTorch."""
 import click
 
-from benchmark.parity_and_speed import DEFAULT_BATCH_SIZES, DEVICES, REFERENCE_PRECISIONS, BenchmarkOptions
+from benchmark.parity_and_speed import DEVICES, REFERENCE_PRECISIONS, BenchmarkOptions
 
 from deploy.validate import MAX_BATCH, MAX_INPUT_SIZE, MAX_ITERATIONS, MAX_NUM_IMAGES
 
@@ -39,11 +39,11 @@ def _batch_sizes_callback(ctx, param, value):
 @click.option("--labels", "labels_file", type=click.Path(dir_okay=False), help="Labels file for a flat --data.")
 @click.option("--num-images", type=click.IntRange(min=1), default=BenchmarkOptions.num_images, show_default=True,
               callback=at_most(MAX_NUM_IMAGES), help="At most {}.".format(MAX_NUM_IMAGES))
-@click.option("--batch-sizes", default=",".join(str(b) for b in DEFAULT_BATCH_SIZES), show_default=True,
+@click.option("--batch-sizes", default=",".join(str(b) for b in BenchmarkOptions.batch_sizes), show_default=True,
               callback=_batch_sizes_callback, help="Each at most {}.".format(MAX_BATCH))
-@click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True, callback=at_most(MAX_ITERATIONS),
+@click.option("--warmup", type=click.IntRange(min=0), default=BenchmarkOptions.warmup, show_default=True, callback=at_most(MAX_ITERATIONS),
               help="Uncounted runs per batch size after the first one (at most {}).".format(MAX_ITERATIONS))
-@click.option("--iterations", type=click.IntRange(min=1), default=20, show_default=True,
+@click.option("--iterations", type=click.IntRange(min=1), default=BenchmarkOptions.iterations, show_default=True,
               callback=at_most(MAX_ITERATIONS), help="At most {}.".format(MAX_ITERATIONS))
 @threads_option
 @click.option("--device", type=click.Choice(DEVICES), default=DEVICES[0], show_default=True)

@@ -1,4 +1,4 @@
-"""`cli.py build`: an ONNX model -> a TensorRT engine and its sidecar, on this machine's GPU (or --dry-run: the plan).
+"""`eca-deploy build`: an ONNX model -> a TensorRT engine and its sidecar, on this machine's GPU (or --dry-run: the plan).
 
 A thin click front over ``deploy.build.run_build``, the function ``python -m deploy.build`` calls on the
 target; the options are declared once, in ``deploy.trt.plan.BUILD_CLI_OPTIONS``.

@@ -1,7 +1,8 @@
-"""`cli.py bundle`: ONNX models, calibration caches, labels, PyTorch reference data and the deploy/ runtime."""
+"""`eca-deploy bundle`: ONNX models, calibration caches, labels, PyTorch reference data and the deploy/ runtime."""
 import click
 
 from deploy.reference import DEFAULT_REFERENCE_IMAGES
+from deploy.runners.execution import DEFAULT_MAX_BATCH
 
 from deploy.validate import MAX_BATCH, MAX_NUM_IMAGES
 
@@ -14,8 +15,8 @@ from .options import min_agreement_option
 @click.option("-o", "--output", required=True, type=click.Path(),
               help="Folder, or tarball when it ends in .tar.gz/.tgz.")
 @click.option("--max-batch", type=click.IntRange(min=1), callback=at_most(MAX_BATCH),
-              help="Largest batch for the engines built on the target (default 32: every batch benchmark-engine "
-                   "times; at most {}).".format(MAX_BATCH))
+              help="Largest batch for the engines built on the target (default {}: every batch benchmark-engine, "
+                   "pipeline and deploy.bench time by default; at most {}).".format(DEFAULT_MAX_BATCH, MAX_BATCH))
 @click.option("--weights", type=click.Path(dir_okay=False),
               help="The checkpoint the models were exported from (PyTorch's logits travel in reference.npz).")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False),

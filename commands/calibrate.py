@@ -1,4 +1,4 @@
-"""`cli.py calibrate`: INT8 Q/DQ models, the TensorRT calibration cache, the ranges JSON and the FP16 model."""
+"""`eca-deploy calibrate`: INT8 Q/DQ models, the TensorRT calibration cache, the ranges JSON and the FP16 model."""
 import click
 
 from calibration.api import (DEFAULT_METHOD, DEFAULT_NUM_IMAGES, DEFAULT_TARGET, DEFAULT_TRT_VERSION,
@@ -53,7 +53,7 @@ from .options import (holdout_count_option, holdout_option, max_top1_drop_option
 def calibrate_command(model, data_dir, labels_file, targets, method, percentile, min_agreement, max_top1_drop,
                       max_float_layers, num_images, holdout_dir, num_holdout_images, seed, workers, trt_version,
                       cache_dir, no_fp16, output, as_json):
-    """Calibrate the FP32 classifier MODEL (.onnx from `cli.py export`) on the images in --data.
+    """Calibrate the FP32 classifier MODEL (.onnx from `eca-deploy export`) on the images in --data.
 
     Activation ranges come from running MODEL in ONNX Runtime once; the INT8 model(s), the TensorRT calibration
     cache (implicit INT8 on TensorRT 8.5-10.x), the ranges JSON and the FP16 model all use them. A missed

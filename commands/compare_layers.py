@@ -1,4 +1,4 @@
-"""`cli.py compare-layers`: per-layer error of a Q/DQ or FP16 model against its FP32 model, worst first."""
+"""`eca-deploy compare-layers`: per-layer error of a Q/DQ or FP16 model against its FP32 model, worst first."""
 import click
 
 from calibration.layer_report import DEFAULT_NUM_IMAGES

@@ -1,4 +1,4 @@
-"""`cli.py export`: a zoo model to a checked, simplified ONNX model with its parity report."""
+"""`eca-deploy export`: a zoo model to a checked, simplified ONNX model with its parity report."""
 import click
 
 from exporter.attention_form_options import DEFAULT_FORM, FORMS

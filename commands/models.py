@@ -1,4 +1,4 @@
-"""`cli.py models`: the zoo with parameters and multiply-accumulates in the seed's units."""
+"""`eca-deploy models`: the zoo with parameters and multiply-accumulates in the seed's units."""
 import click
 
 from deploy.validate import MAX_INPUT_SIZE

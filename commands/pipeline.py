@@ -1,8 +1,8 @@
-"""`cli.py pipeline`: the main job. Export, FP16, INT8, engines, benchmark and report; unchanged steps skip."""
+"""`eca-deploy pipeline`: the main job. Export, FP16, INT8, engines, benchmark and report; unchanged steps skip."""
 import click
 
 from calibration.api import DEFAULT_METHOD, METHOD_CHOICES
-from pipeline.run import INT8_TARGETS
+from pipeline.run import INT8_TARGETS, PipelineConfig
 
 from .benchmark_engine import parse_batch_sizes
 from deploy.validate import MAX_BATCH, MAX_INPUT_SIZE, MAX_ITERATIONS, MAX_NUM_IMAGES
@@ -35,7 +35,7 @@ def _batch_sizes_callback(ctx, param, value):
 @click.option("--trt-version", help="TensorRT version stamped into the calibration cache (default: calibrate's; "
                                     "8.5.2 on JetPack 5.1, 10.3 on JetPack 6).")
 @click.option("--bundle", type=click.Path(), help="Also pack the models, the cache and deploy/ for the device into "
-                                                  "this folder or .tar.gz (cli.py bundle).")
+                                                  "this folder or .tar.gz (eca-deploy bundle).")
 @click.option("--out", default="out/pipeline", show_default=True, type=click.Path(file_okay=False))
 @click.option("--input-size", type=click.IntRange(min=32), callback=at_most(MAX_INPUT_SIZE),
               help="Export input size (default: 224, at most {}).".format(MAX_INPUT_SIZE))
@@ -45,11 +45,13 @@ def _batch_sizes_callback(ctx, param, value):
               help="Most images for calibration, and most for evaluation (at most {}).".format(MAX_NUM_IMAGES))
 @click.option("--method", type=click.Choice(METHOD_CHOICES), default=DEFAULT_METHOD, show_default=True,
               help="INT8 calibration method (auto: the best candidate on held-out calibration images).")
-@click.option("--batch-sizes", default="1,8", show_default=True, callback=_batch_sizes_callback,
+@click.option("--batch-sizes", default=",".join(str(b) for b in PipelineConfig.batch_sizes), show_default=True,
+              callback=_batch_sizes_callback,
               help="Each at most {}.".format(MAX_BATCH))
-@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True, callback=at_most(MAX_ITERATIONS),
+@click.option("--warmup", type=click.IntRange(min=0), default=PipelineConfig.warmup, show_default=True,
+              callback=at_most(MAX_ITERATIONS),
               help="At most {}.".format(MAX_ITERATIONS))
-@click.option("--iterations", type=click.IntRange(min=1), default=5, show_default=True,
+@click.option("--iterations", type=click.IntRange(min=1), default=PipelineConfig.iterations, show_default=True,
               callback=at_most(MAX_ITERATIONS), help="At most {}.".format(MAX_ITERATIONS))
 @threads_option
 @click.option("--baselines", is_flag=True, help="Also measure ResNet-18/34 with no attention, SE, CBAM and ECA, deployed (8 models; minutes).")

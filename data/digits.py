@@ -79,8 +79,10 @@ def make_digits_split(root: str) -> Tuple[str, str]:
 
 def train_digits_model(arch: str = "eca_resnet18", train_dir: str = None, epochs: int = 6, seed: int = 0,
                        stem_width: int = 16, lr: float = 3e-3, input_size: int = INPUT_SIZE,
+                       epoch_done: Optional[Callable[[int, int, float], None]] = None,
                        **options) -> torch.nn.Module:
-    """Train a narrow zoo model on the digits through the project's own preprocessing."""
+    """Train a narrow zoo model on the digits through the project's own preprocessing. ``epoch_done(epoch,
+    epochs, seconds)`` is called after each epoch with the seconds it took."""
     from deploy.images import walk_images
     from deploy.preprocess import PreprocessSpec, preprocess_file
 
@@ -96,13 +98,16 @@ def train_digits_model(arch: str = "eca_resnet18", train_dir: str = None, epochs
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * ((len(x) + 63) // 64))
     generator = torch.Generator().manual_seed(seed)
     model.train()
-    for _ in range(epochs):
+    for epoch in range(1, epochs + 1):
+        started = time.perf_counter()
         for batch in torch.randperm(len(x), generator=generator).split(64):
             optimizer.zero_grad()
             loss = torch.nn.functional.cross_entropy(model(x[batch]), y[batch])
             loss.backward()
             optimizer.step()
             scheduler.step()
+        if epoch_done is not None:
+            epoch_done(epoch, epochs, time.perf_counter() - started)
     return model.eval()
 
 
@@ -122,6 +127,15 @@ class DigitsModel:
     trained_seconds: Optional[float]  # how long its training took (None: unknown)
 
 
+def _say_remaining(echo: Callable[[str], None]) -> Callable[[int, int, float], None]:
+    """After the first epoch, the time left as that epoch measured it: the only estimate worth printing."""
+    def epoch_done(epoch: int, epochs: int, seconds: float) -> None:
+        if epoch == 1 and epochs > 1:
+            echo("digits: epoch 1 of {} took {:.1f} s; about {:.0f} s to go".format(epochs, seconds,
+                                                                                 seconds * (epochs - 1)))
+    return epoch_done
+
+
 def prepare_digits(root: str, echo: Callable[[str], None] = print) -> DigitsModel:
     """The digits ImageFolder trees and a trained checkpoint under ``root``, reused when already there."""
     stamp_path = os.path.join(root, "digits_model.json")
@@ -137,10 +151,11 @@ def prepare_digits(root: str, echo: Callable[[str], None] = print) -> DigitsMode
     except (OSError, ValueError):
         pass
     started = time.perf_counter()
-    echo("digits: training {} (narrow) on scikit-learn's digits, about 10 s ...".format(DIGITS_ARCH))
+    echo("digits: training {} (narrow) on scikit-learn's digits ...".format(DIGITS_ARCH))
     train_dir, val_dir = make_digits_split(root)
-    save_state_dict(train_digits_model(DIGITS_ARCH, train_dir), checkpoint)
+    save_state_dict(train_digits_model(DIGITS_ARCH, train_dir, epoch_done=_say_remaining(echo)), checkpoint)
     seconds = time.perf_counter() - started
+    echo("digits: trained in {:.0f} s".format(seconds))
     write_json(stamp_path, {"format": DIGITS_FORMAT, "checkpoint_sha256": sha256_file(checkpoint),
                             "seconds": seconds})
     return DigitsModel(checkpoint, train_dir, val_dir, seconds)

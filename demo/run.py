@@ -95,7 +95,7 @@ def run_demo(out: str, echo: Callable[[str], None], progress: bool = False, thre
     echo("demo: 1/2 pipeline on the trained digits model (accuracy)")
     accuracy = run_pipeline(PipelineConfig(
         arch=DIGITS_ARCH, weights=digits.checkpoint, calib_data=digits.train_dir, eval_data=digits.val_dir,
-        input_size=INPUT_SIZE, out=os.path.join(out, "digits"), num_images=DIGITS_NUM_IMAGES, batch_sizes=(1, 32),
+        input_size=INPUT_SIZE, out=os.path.join(out, "digits"), num_images=DIGITS_NUM_IMAGES,
         threads=threads, force=force, progress=progress), echo=echo)
     echo("demo: 2/2 pipeline on {} at 224x224, random weights (speed)".format(SPEED_ARCH))
     speed = run_pipeline(PipelineConfig(arch=SPEED_ARCH, out=os.path.join(out, SPEED_ARCH), threads=threads,

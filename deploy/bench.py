@@ -23,15 +23,14 @@ import numpy as np
 
 from .cliutil import add_providers_argument, run_main, runner_label
 from .errors import UserError
-from .runners.execution import (Clocks, artifact_kind, fixed_batch_size, infer_batch, input_name,
-                                latency_record)
+from .runners.execution import (DEFAULT_BATCH_SIZES, DEFAULT_ITERATIONS, Clocks, artifact_kind, fixed_batch_size,
+                                infer_batch, input_name, latency_record)
 from .validate import (MAX_BATCH, MAX_ITERATIONS, THREADS_PER_CORE, check_bound, check_finite_number,
                        check_threads, parse_int_field)
 
-DEFAULT_BATCH_SIZES = "1"
 DEFAULT_WARM_UP_MS = 200.0   # trtexec's --warmUp
 DEFAULT_DURATION_S = 3.0     # trtexec's --duration
-MIN_DURATION_RUNS = 10       # trtexec's default --iterations: a duration never times fewer calls
+MIN_DURATION_RUNS = DEFAULT_ITERATIONS  # trtexec's default --iterations: a duration never times fewer calls
 MAX_BATCH_SIZES = 16
 MAX_WARM_UP_MS = 60000.0
 MIN_DURATION_S, MAX_DURATION_S = 0.01, 600.0  # 600 s: MLPerf's minimum run, the longest anyone needs
@@ -43,7 +42,7 @@ NOT_A_JETSON = "not a Jetson"
 class BenchOptions:
     """How every model is timed; ``iterations`` replaces ``duration_s`` when given."""
 
-    batch_sizes: Tuple[int, ...] = (1,)
+    batch_sizes: Tuple[int, ...] = DEFAULT_BATCH_SIZES
     warm_up_ms: float = DEFAULT_WARM_UP_MS
     duration_s: float = DEFAULT_DURATION_S
     iterations: Optional[int] = None
@@ -390,9 +389,10 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("models", nargs="*", metavar="MODELS_OR_ENGINES",
                         help="ONNX models (.onnx), TensorRT engines (.engine/.plan) or folders of them (default: "
                              "the unpacked bundle in the current folder)")
-    parser.add_argument("--batch-sizes", default=DEFAULT_BATCH_SIZES, metavar="1,8",
+    batch_sizes = ",".join(str(size) for size in DEFAULT_BATCH_SIZES)
+    parser.add_argument("--batch-sizes", default=batch_sizes, metavar="1,8",
                         help="comma-separated, at most {} sizes, each 1 to {} (default {})".format(
-                            MAX_BATCH_SIZES, MAX_BATCH, DEFAULT_BATCH_SIZES))
+                            MAX_BATCH_SIZES, MAX_BATCH, batch_sizes))
     parser.add_argument("--warm-up", default=DEFAULT_WARM_UP_MS, metavar="MS",
                         help="untimed calls for this long first, at least one; 0 to {:g} ms (default {:g})".format(
                             MAX_WARM_UP_MS, DEFAULT_WARM_UP_MS))

@@ -1,6 +1,6 @@
 """Build a TensorRT engine on the device that will run it: ``python3 -m deploy.build MODEL.onnx [-o OUT.engine]``.
 
-The target-side twin of ``cli.py build`` (which needs click and the rest of the project); both call
+The target-side twin of ``eca-deploy build`` (which needs click and the rest of the project); both call
 ``run_build`` below with the same options. Engines are tied to a TensorRT version and a GPU, so a
 Jetson builds its own from the bundled ONNX model. ``--dry-run`` prints the plan without TensorRT.
 """
@@ -13,7 +13,7 @@ from .cliutil import note, run_main
 
 
 def run_build(model: str, output: Optional[str], values: Dict[str, object], log=None):
-    """What both fronts (cli.py build, python -m deploy.build) do: (JSON payload, text lines)."""
+    """What both fronts (eca-deploy build, python -m deploy.build) do: (JSON payload, text lines)."""
     from .errors import UserError
     from .metadata import read_model_info
     from .trt.build import build_engine, dry_run

@@ -185,7 +185,7 @@ def make_runner(path: str, providers: Sequence[str]):
         from .runners.tensorrt import TensorRTRunner
         return TensorRTRunner(path), None
     if not _importable("onnxruntime"):
-        return None, "onnxruntime is not installed here (pip install onnxruntime); its engine is checked instead"
+        return None, "onnxruntime is not installed here (pip install onnxruntime)"
     from .runners.onnxruntime import OnnxRuntimeRunner
     return OnnxRuntimeRunner(path, providers=providers), None
 
@@ -409,6 +409,8 @@ def run(args: argparse.Namespace) -> int:
     check_bound("--batch", args.batch, MAX_BATCH)
     progress = None if args.json or not sys.stderr.isatty() else (lambda m: print(m, file=sys.stderr))
     report = check_bundle(args.bundle, providers, args.batch, progress, args.preprocessing_only)
+    if not args.json and not args.preprocessing_only and not report.ran and not report.failed:
+        raise UserError(nothing_ran(report))  # one line, not a table of SKIPs, notes and then the error
     if args.json:
         print(json.dumps(report.to_dict()))
     else:
@@ -423,8 +425,19 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("nothing to check: {}".format("; ".join(report.preprocessing.reasons)))
         return 0
     if not report.ran:
-        raise UserError("nothing could run here: {}".format(report.artifacts[0].reasons[0]))
+        raise UserError(nothing_ran(report))
     return 0
+
+
+def nothing_ran(report: BundleCheck) -> str:
+    """The one line for a device where no artifact could run: what was checked, what was not, and why."""
+    reasons = []
+    for artifact in report.artifacts:
+        reasons += [reason for reason in artifact.reasons if reason not in reasons]
+    checked = ("the preprocessing was checked ({}); ".format(report.preprocessing.status)
+               if report.preprocessing.status != SKIP else "")
+    return "nothing could run here, so none of the {} artifacts was checked against PyTorch: {}; {}install a runtime " \
+           "and run deploy.check again".format(len(report.artifacts), "; ".join(reasons), checked)
 
 
 def make_parser() -> argparse.ArgumentParser:

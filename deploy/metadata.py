@@ -32,7 +32,7 @@ class ModelInfo:
         """Validated on load: a field that is missing or malformed is a UserError naming ``source`` and it."""
         meta = check_metadata_dict(meta, source)
         if "num_classes" not in meta or "arch" not in meta:
-            raise UserError("{} carries no eca-deploy metadata (arch, num_classes); export it with `cli.py export`".format(
+            raise UserError("{} carries no eca-deploy metadata (arch, num_classes); export it with `eca-deploy export`".format(
                 source))
         if not meta["arch"].strip():
             raise UserError("{}: metadata field arch is empty".format(source))
@@ -160,7 +160,7 @@ def read_model_info(path) -> ModelInfo:
         return info
     sidecar = read_sidecar(path)
     if sidecar is None:
-        raise UserError("{} has no sidecar {}; engines built by `cli.py build` carry one".format(
+        raise UserError("{} has no sidecar {}; engines built by `eca-deploy build` carry one".format(
             path, sidecar_path(path)))
     return ModelInfo.from_metadata(sidecar.get("metadata", {}), source=sidecar_path(path))
 

@@ -3,7 +3,7 @@
 The TensorRT build plan (deploy.trt.plan) and the bundle decide from it what an engine will be.
 
 Readers, in order: the ``onnx`` package (exact), ONNX Runtime (input types and the metadata's "precision"), and
-the JSON sidecar ``model.onnx.json`` that ``cli.py bundle`` writes, so a Jetson with neither still knows.
+the JSON sidecar ``model.onnx.json`` that ``eca-deploy bundle`` writes, so a Jetson with neither still knows.
 """
 import os
 from dataclasses import asdict, dataclass, field

@@ -1,7 +1,7 @@
 """The proof a bundle carries: the reference images, PyTorch's logits for them, and per model the bar the device
 must reach, derived from what that model measured on the CPU before bundling.
 
-``cli.py bundle`` makes it where PyTorch and the checkpoint are: it runs every ONNX model of the bundle in ONNX
+``eca-deploy bundle`` makes it where PyTorch and the checkpoint are: it runs every ONNX model of the bundle in ONNX
 Runtime on the reference images, stores the top-1 agreement and logit cosine each one measured, and from them the
 bar (``bar_from_measured``). ``python -m deploy.check`` reads it on the device and holds every model and engine
 to its bar. The file also carries a few source images with the tensors the project's preprocessing made from them,
@@ -159,7 +159,7 @@ class _Fields:
         self.path, self.arrays = path, arrays
 
     def fail(self, name: str, problem: str) -> UserError:
-        return UserError("{} is damaged: field {} {}; rebuild the bundle with `cli.py bundle`".format(
+        return UserError("{} is damaged: field {} {}; rebuild the bundle with `eca-deploy bundle`".format(
             self.path, name, problem))
 
     def array(self, name: str, kinds: str, ndim: int, optional: bool = False) -> Optional[np.ndarray]:
@@ -259,7 +259,7 @@ def load_reference(path: str) -> ReferenceData:
     damaged, from another format, or inconsistent (labels shorter than the images, 1-channel inputs, ...)."""
     if not os.path.isfile(path):
         raise UserError("no reference data at {}: the bundle was made without it; make it again with `cli.py "
-                        "bundle ... --weights CHECKPOINT --data IMAGES` (or `cli.py pipeline --bundle`)".format(path))
+                        "bundle ... --weights CHECKPOINT --data IMAGES` (or `eca-deploy pipeline --bundle`)".format(path))
     fields = _Fields(path, _read_arrays(path))
     version = fields.array("format", "iu", 0, optional=True)
     if version is None or int(version) != REFERENCE_FORMAT:

@@ -1,5 +1,5 @@
 """Rebuild docs/attention_digits.png: SE- and ECA-ResNet-18 (narrow) trained on scikit-learn's digits, drawn by
-`cli.py attention` one cell per block, compared models stacked.
+`eca-deploy attention` one cell per block, compared models stacked.
 
     .venv/bin/python docs/make_attention_digits.py      # a few minutes on 2 CPU cores
 """

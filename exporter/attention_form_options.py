@@ -1,5 +1,5 @@
 """The choices and default of the attention export form, declared once for exporter.attention_forms (the graph
-passes) and `cli.py export` (its option). Kept free of onnx so that `--help` imports nothing heavy."""
+passes) and `eca-deploy export` (its option). Kept free of onnx so that `--help` imports nothing heavy."""
 
 FORMS = ("nchwc", "lean")
 # The export default stays lean until `calibrate` starts from to_lean(model): a Q/DQ model made from the nchwc

@@ -1,4 +1,4 @@
-"""`cli.py pipeline`: export -> FP16 -> INT8 (CPU and TensorRT targets) -> engines -> benchmark -> report -> bundle.
+"""`eca-deploy pipeline`: export -> FP16 -> INT8 (CPU and TensorRT targets) -> engines -> benchmark -> report -> bundle.
 
 Calibration and evaluation use different images: ``calib_data`` and ``eval_data``, or one ``data_dir`` split
 deterministically (seeded, stratified by class) into a calibration part and a held-out evaluation part. The
@@ -26,6 +26,7 @@ from calibration.api import DEFAULT_METHOD
 from deploy.errors import CheckFailedError, UserError
 from deploy.fileio import sha256_file, write_json, write_text
 from deploy.images import SAMPLES_DIR, walk_images
+from deploy.runners.execution import DEFAULT_BATCH_SIZES, DEFAULT_ITERATIONS, DEFAULT_WARMUP
 from deploy.schema import MapOf, check_schema, load_checked_json
 
 from benchmark.parity_and_speed import BenchmarkOptions, load_images, load_reference
@@ -45,7 +46,7 @@ REPORT_FORMAT = 2
 BUNDLE_FORMAT = 2  # bumped when what the bundle step writes changes (2: the proof travels), so old bundles rebuild  # bumped when the report's layout changes, so an old report is rewritten
 BASELINES_COST = "about 1 minute on 2 idle cores, 9 minutes on 2 busy ones"
 BASELINES_HOW_TO = ("Attention modules against their baselines, deployed (8 models exported, quantized and "
-                    "timed; {}): produce it with `cli.py pipeline --baselines` (or `make bench`).")
+                    "timed; {}): produce it with `eca-deploy pipeline --baselines` (or `make bench`).")
 SPLIT_SEED = 0
 
 
@@ -69,9 +70,9 @@ class PipelineConfig:
     input_size: Optional[int] = None
     num_images: int = 512
     method: str = DEFAULT_METHOD
-    batch_sizes: Sequence[int] = (1, 8)  # small defaults: `make demo` must finish in minutes on 2 cores
-    warmup: int = 1
-    iterations: int = 5
+    batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES  # benchmark-engine's and deploy.bench's defaults too
+    warmup: int = DEFAULT_WARMUP
+    iterations: int = DEFAULT_ITERATIONS
     threads: Optional[int] = None
     baselines: bool = False
     baselines_weights: Optional[str] = None
@@ -446,7 +447,7 @@ def _report(config: PipelineConfig, out: str, benchmark_files: Dict[str, str], b
         lines += ["## Not measured in this run", "", "- " + BASELINES_HOW_TO.format(BASELINES_COST)]
         if not any(k.startswith("engine_") for k in artifacts):
             lines += ["- TensorRT engines: TensorRT is not installed here; build them on the target "
-                      "(`cli.py build`, or `build_engines.sh` in a bundle)."]
+                      "(`eca-deploy build`, or `build_engines.sh` in a bundle)."]
         lines += [""]
     markdown = "\n".join(lines)
     report = {"markdown": os.path.join(out, "report.md"), "json": os.path.join(out, "report.json")}
@@ -569,7 +570,7 @@ def run_pipeline(config: PipelineConfig, echo: Optional[Callable[[str], None]] =
         artifacts.update(engines)
     else:
         steps.unavailable("engines", "skipped: TensorRT is not installed here (the tensorrt Python package cannot "
-                                     "be imported); build engines on the target with `cli.py build`")
+                                     "be imported); build engines on the target with `eca-deploy build`")
 
     threads = BenchmarkOptions(threads=config.threads).resolved_threads()
     bench_inputs = dict(artifacts, weights=config.weights, **eval_inputs)

@@ -62,7 +62,7 @@ def test_pipeline_runs_reports_and_skips_what_is_unchanged(digits_eca_checkpoint
     # What was measured comes first (parity, then speed, each with its plot); what was not, at the end.
     headings = [line for line in markdown.splitlines() if line.startswith("## ")]
     assert headings[:2] == ["## Parity with the PyTorch reference", "## Throughput and latency (end to end)"]
-    assert headings[-1] == "## Not measured in this run" and "cli.py pipeline --baselines" in markdown
+    assert headings[-1] == "## Not measured in this run" and "eca-deploy pipeline --baselines" in markdown
     assert "![Accuracy against throughput](benchmark/benchmark_accuracy_throughput.png)" in markdown
     assert "![Latency against batch size](benchmark/benchmark_latency.png)" in markdown.split(
         "## Throughput and latency", 1)[1].split("\n## ", 1)[0]  # speed under its own heading

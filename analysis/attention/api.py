@@ -1,4 +1,4 @@
-"""`cli.py attention`: per-class channel weights of ECA/SE blocks per block and deployed-model parity.
+"""`eca-deploy attention`: per-class channel weights of ECA/SE blocks per block and deployed-model parity.
 
 The images stream through in chunks, so a whole validation set is averaged in constant memory. Every model
 (the PyTorch model, the one it is compared with, and the deployed ONNX model) sees the same preprocessed

@@ -42,7 +42,7 @@ def map_sigmoids(graph: onnx.GraphProto, blocks: Sequence[AttentionBlock]) -> Di
     if len(sigmoids) == len(blocks):
         return {block.name: node.output[0] for block, node in zip(blocks, sigmoids)}
     raise UserError("cannot find the attention blocks in the ONNX model: it has {} Sigmoid nodes for {} blocks "
-                    "and its node names do not carry the PyTorch module scopes (export it with `cli.py export`)"
+                    "and its node names do not carry the PyTorch module scopes (export it with `eca-deploy export`)"
                     .format(len(sigmoids), len(blocks)))
 
 

@@ -67,7 +67,7 @@ def _deepstream_section(ecosystem: Ecosystem) -> List[str]:
     ]
     lines += ["  - {}: {}".format(config.model, config.describe()) for config in ecosystem.deepstream]
     if any(not config.error.exact for config in ecosystem.deepstream):
-        lines.append("  For exact inputs, export with `cli.py export --normalize-in-graph` and bundle that model.")
+        lines.append("  For exact inputs, export with `eca-deploy export --normalize-in-graph` and bundle that model.")
     return lines + [
         "- The models output logits (no softmax), so `classifier-threshold` is a threshold on the top logit.", ""]
 

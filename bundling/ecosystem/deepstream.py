@@ -152,7 +152,7 @@ def _normalization_comment(model, error: NormalizationError) -> str:
     return ("Normalization: nvinfer computes net-scale-factor * (x - offsets[c]) with one scale for all channels. "
             "The model's std {} differs per channel, so the scale is 1/(255 x mean std) and the offsets are "
             "255 x mean. Against the exact (x/255 - mean_c)/std_c over pixels 0-255: {}. For exact inputs, export "
-            "with `cli.py export --normalize-in-graph` and bundle that model.".format(_triple(spec.std),
+            "with `eca-deploy export --normalize-in-graph` and bundle that model.".format(_triple(spec.std),
                                                                                      describe_error(error)))
 
 

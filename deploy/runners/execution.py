@@ -19,6 +19,14 @@ ONNX_SUFFIXES = (".onnx",)
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 ARTIFACT_KINDS = ("onnx", "engine")
 
+# One set of timing defaults for every command that times models (benchmark-engine, pipeline, deploy.bench) and
+# for the engines they build or bundle: small, because a Jetson and a 2-core CI machine run them too, and the
+# largest engine batch is the largest batch that was timed, so every engine runs every batch it was measured at.
+DEFAULT_BATCH_SIZES = (1, 8)
+DEFAULT_WARMUP = 2        # uncounted runs per batch size
+DEFAULT_ITERATIONS = 10   # timed runs per batch size; trtexec's default --iterations
+DEFAULT_MAX_BATCH = max(DEFAULT_BATCH_SIZES)
+
 UNSTABLE_SPREAD = 1.5  # p90 / p50 above this: the machine disturbed the timing; the row is marked unstable
 LATENCY_PERCENTILES = (50, 90, 95, 99)  # trtexec's percentiles (90, 95, 99) and the median
 

@@ -47,7 +47,7 @@ def check_calibration_cache(path, running: TrtVersion) -> CacheCheck:
         raise UserError(
             "calibration cache {} was written for TensorRT {} (header TRT-{}-...) but the build is for TensorRT {}, "
             "which expects TRT-{}-...; TensorRT would skip it without an error and build INT8 layers with default "
-            "quantization params. Recalibrate with `cli.py calibrate --trt-version {}`, or build the Q/DQ ONNX "
+            "quantization params. Recalibrate with `eca-deploy calibrate --trt-version {}`, or build the Q/DQ ONNX "
             "model instead".format(path, stamped, cache.trt_version, running, running.cache_number, running))
     if cache.algorithm not in CALIBRATOR_CLASSES:
         raise UserError("calibration cache {} uses algorithm {!r}; supported: {}".format(

@@ -23,10 +23,10 @@ PARSERS_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fi
                             "trt_onnx_parsers.json")
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 DEFAULT_DOMAINS = ("", "ai.onnx")
-EXPORT_OPSET = 17  # cli.py export's default, inside every documented range
+EXPORT_OPSET = 17  # eca-deploy export's default, inside every documented range
 # The parser's own words, quoted in the refusal so a user can match them with a device log.
 SYMMETRIC_ONLY = "TRT only supports symmetric quantization - zeroPt must be all zeros"
-CPU_TARGET_FIX = ("use the tensorrt target: `cli.py calibrate --target tensorrt`, i.e. the *.int8.tensorrt.onnx "
+CPU_TARGET_FIX = ("use the tensorrt target: `eca-deploy calibrate --target tensorrt`, i.e. the *.int8.tensorrt.onnx "
                   "model (a *.int8.cpu.onnx model is for ONNX Runtime)")
 
 
@@ -177,7 +177,7 @@ def conformance_problems(model, version, base_dir: str = "") -> List[str]:
     if opset is None or opset > release.opset_max or (release.opset_min is not None and opset < release.opset_min):
         suggested = min(EXPORT_OPSET, release.opset_max)
         problems.append("opset {} is outside what TensorRT {}'s ONNX parser documents ({}); re-export with "
-                        "`cli.py export --opset {}`".format(opset, version, _opset_range(release), suggested))
+                        "`eca-deploy export --opset {}`".format(opset, version, _opset_range(release), suggested))
     if model.ir_version > release.ir_max:
         problems.append("ONNX IR version {} is newer than TensorRT {}'s parser reads (IR {} and older); save it "
                         "with ir_version {}".format(model.ir_version, version, release.ir_max, release.ir_max))
@@ -204,7 +204,7 @@ def check_conformance(onnx_path: str, version) -> Optional[str]:
     _, model = load_onnx_proto(onnx_path)
     if model is None:
         return ("the onnx package is not installed, so the model was not checked against TensorRT {}'s ONNX parser "
-                "(cli.py bundle checked it where it was made)".format(TrtVersion.parse(version)))
+                "(eca-deploy bundle checked it where it was made)".format(TrtVersion.parse(version)))
     problems = conformance_problems(model, version, os.path.dirname(os.path.abspath(onnx_path)))
     if problems:
         raise UserError("{}: TensorRT {} would refuse it: {}".format(

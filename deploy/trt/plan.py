@@ -1,5 +1,5 @@
 """What a build will do, decided without TensorRT: options, the honest precision and flags per TensorRT version,
-and the equivalent trtexec and polygraphy lines. ``deploy.build --dry-run``, ``cli.py build --dry-run`` and the
+and the equivalent trtexec and polygraphy lines. ``deploy.build --dry-run``, ``eca-deploy build --dry-run`` and the
 bundle's build script print this one plan, so they cannot disagree. Every model is first checked against what the
 target TensorRT's ONNX parser documents (``conformance``), so no plan holds a model the device would refuse.
 ``build_rules_table`` writes the per-version table of docs/TENSORRT_CONFORMANCE.md from the same rules.
@@ -15,6 +15,7 @@ from ..metadata import sidecar_path
 from ..validate import MAX_BATCH, check_outputs_spare_inputs
 from ..onnx_info import OnnxPrecision, inspect_onnx
 from .conformance import check_conformance
+from ..runners.execution import DEFAULT_MAX_BATCH
 from .profiles import ShapeProfile, format_shape, resolve_batch_range, resolve_profiles
 from .version import DEFAULT_TARGET, TrtVersion
 
@@ -24,7 +25,7 @@ MIB = 1 << 20
 
 @dataclass(frozen=True)
 class CliOption:
-    """One build option, declared once for both fronts (argparse in deploy.build, click in cli.py build)."""
+    """One build option, declared once for both fronts (argparse in deploy.build, click in eca-deploy build)."""
 
     flag: str
     dest: str
@@ -43,8 +44,8 @@ BUILD_CLI_OPTIONS = (
     CliOption("--min-batch", "min_batch", "int", "Smallest batch of the optimization profile (default 1; batches "
               "at most {}).".format(MAX_BATCH), "N"),
     CliOption("--opt-batch", "opt_batch", "int", "Batch TensorRT tunes for (default: the min batch).", "N"),
-    CliOption("--max-batch", "max_batch", "int", "Largest batch of the optimization profile (default 8, at most "
-              "{}).".format(MAX_BATCH), "N"),
+    CliOption("--max-batch", "max_batch", "int", "Largest batch of the optimization profile (default {}, at most "
+              "{}).".format(DEFAULT_MAX_BATCH, MAX_BATCH), "N"),
     CliOption("--workspace", "workspace_mib", "int", "Builder workspace limit in MiB (default: TensorRT's).", "MIB"),
     CliOption("--timing-cache", "timing_cache", "path", "Read, and update, this timing cache file.", "FILE"),
     CliOption("--dla-core", "dla_core", "int", "Build for this DLA core (Jetson; FP16/INT8 engines).", "N"),
@@ -167,9 +168,9 @@ def qdq_float_layers(version, dla: bool = False) -> str:
                 "without Q/DQ run in FP16, not in the FP32 the CPU proof measured")
     if not version.has_weak_typing:
         return ("strongly typed (11.x has no other mode): layers without Q/DQ run in the ONNX model's float type, "
-                "FP32 for cli.py calibrate's models")
+                "FP32 for eca-deploy calibrate's models")
     if version.has_strongly_typed_flag:
-        return ("strongly typed: layers without Q/DQ run in the ONNX model's float type, FP32 for cli.py calibrate's "
+        return ("strongly typed: layers without Q/DQ run in the ONNX model's float type, FP32 for eca-deploy calibrate's "
                 "models (a weakly typed --int8 --fp16 build would run them in FP16)")
     return ("weakly typed with the INT8 flag alone: layers without Q/DQ run in FP32 (the FP16 flag, which would "
             "let them run in FP16, is not set)")
@@ -190,7 +191,7 @@ def resolve_precision(version: TrtVersion, options: BuildOptions, model: OnnxPre
     if own == "fp16" and wanted in ("fp32", "int8-implicit"):
         raise UserError("the model is FP16; build the FP32 ONNX model for {}".format(wanted))
     if wanted == "int8" and not model.qdq:
-        raise UserError("int8 engines are built from the Q/DQ ONNX model (cli.py calibrate); legacy implicit INT8 "
+        raise UserError("int8 engines are built from the Q/DQ ONNX model (eca-deploy calibrate); legacy implicit INT8 "
                         "is --implicit-int8 --calib-cache FILE (TensorRT 8.5-10.x)")
     weak = version.has_weak_typing
     if wanted == "int8-implicit":
@@ -202,7 +203,7 @@ def resolve_precision(version: TrtVersion, options: BuildOptions, model: OnnxPre
         return wanted, False, False, True, notes
     if wanted == "fp16" and own == "fp32" and not weak:
         raise UserError("TensorRT {} has no FP16 builder flag (removed in 11.0): build the FP16 ONNX model "
-                        "(cli.py export --precision fp16)".format(version))
+                        "(eca-deploy export --precision fp16)".format(version))
     if wanted == "int8":  # explicit quantization: Q/DQ says where INT8 runs, qdq_float_layers says the rest
         if options.dla_core is not None and weak:  # DLA has no FP32 layers: the float ones need the FP16 flag
             return wanted, False, True, True, []

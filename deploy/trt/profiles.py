@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ..errors import UserError
+from ..runners.execution import DEFAULT_MAX_BATCH
 from ..validate import MAX_BATCH, check_bound
 
-DEFAULT_MAX_BATCH = 8
 
 
 def is_dynamic(dim) -> bool:
@@ -74,7 +74,7 @@ def resolve_profiles(input_shapes: Dict[str, Sequence], min_batch=None, opt_batc
                  ("--opt-batch", opt_batch), ("--max-batch", max_batch)) if value is not None and value != shape[0]]
         if wrong:
             raise UserError("input {!r} has a static batch of {}, so {} cannot apply; leave the batch options out, "
-                            "or export the model with a dynamic batch (cli.py export without --batch)".format(
+                            "or export the model with a dynamic batch (eca-deploy export without --batch)".format(
                                 name, shape[0], ", ".join(wrong)))
     return profiles
 

@@ -24,9 +24,10 @@ def copy_bundle(root, tmp_path):
     return target
 
 
-def run_check(bundle_dir, tmp_path, *args, blocked=BLOCKED):
+def run_check(bundle_dir, tmp_path, *args, blocked=BLOCKED, as_json=True):
     """python -m deploy.check in the bundle folder, with only the bundle importable and torch blocked."""
-    return run_blocked(["-m", "deploy.check", "--json"] + list(args), str(tmp_path), blocked, cwd=bundle_dir)
+    return run_blocked(["-m", "deploy.check"] + (["--json"] if as_json else []) + list(args), str(tmp_path), blocked,
+                       cwd=bundle_dir)
 
 
 def test_reference_data_loads_without_pickle(digits_bundle, digits_split):
@@ -140,8 +141,19 @@ def test_nothing_runnable_is_an_error(digits_bundle, tmp_path):
     root = digits_bundle[0]
     proc = run_check(copy_bundle(root, tmp_path), tmp_path, blocked=BLOCKED + ["onnxruntime"])
     assert proc.returncode == 2
-    assert "error: nothing could run here: onnxruntime is not installed here" in proc.stderr
+    assert "error: nothing could run here, so none of the 3 artifacts was checked against PyTorch: onnxruntime " \
+           "is not installed here (pip install onnxruntime); the preprocessing was checked (PASS)" in proc.stderr
     assert all(a["status"] == "SKIP" for a in json.loads(proc.stdout)["artifacts"])
+
+
+def test_nothing_runnable_says_so_in_one_line(digits_bundle, tmp_path):
+    """Without --json the user reads one line: what was checked, what was not and why; no SKIP table before it."""
+    root = digits_bundle[0]
+    proc = run_check(copy_bundle(root, tmp_path), tmp_path, blocked=BLOCKED + ["onnxruntime"], as_json=False)
+    assert proc.returncode == 2 and proc.stdout == ""
+    lines = [line for line in proc.stderr.splitlines() if not line.startswith("blocked import: ")]
+    assert len(lines) == 1 and lines[0].startswith("error: nothing could run here, so none of the 3 artifacts")
+    assert "engine is checked instead" not in lines[0] and "(PASS)" in lines[0]
 
 
 def test_bundle_without_reference(tiny_imagenet_onnx, tmp_path, capsys):

@@ -98,7 +98,7 @@ def test_an_opset_or_ir_version_beyond_the_parser_is_refused(tmp_path):
         with pytest.raises(UserError) as info:
             plan_build(newer, None, version)
         assert "opset 21 is outside" in str(info.value) and limit in str(info.value)
-        assert "cli.py export --opset 17" in str(info.value)
+        assert "eca-deploy export --opset 17" in str(info.value)
     assert plan_build(newer, None, TRT11).precision == "fp32"  # the 10.15 list, 9 to 24, stands in for 11.x
     ir10 = with_versions(base, tmp_path / "ir10.onnx", ir_version=10)
     with pytest.raises(UserError, match=r"IR version 10 is newer than TensorRT 10\.3\.0's parser reads \(IR 9"):
