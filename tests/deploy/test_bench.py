@@ -13,6 +13,7 @@ import pytest
 
 from deploy import bench
 from deploy.metadata import read_model_info
+from deploy.runners.execution import DEFAULT_BATCH_SIZES
 from tests.blocking import attempts_from_project, blocked_env, run_blocked
 
 BLOCKED = ["torch", "torchvision", "click", "tqdm", "models", "exporter", "calibration", "benchmark"]
@@ -71,7 +72,9 @@ def test_duration_warm_up_and_markdown(tiny_imagenet_onnx, tmp_path, capsys):
     table = tmp_path / "out" / "bench.md"
     report = run_bench(capsys, tiny_imagenet_onnx, "--duration", "0.2", "--warm-up", "50", "--threads", "1",
                        "--markdown", str(table))
-    (row,) = report["results"]
+    # the default batch sizes are the ones benchmark-engine and pipeline time (deploy.runners.execution)
+    assert [r["batch_size"] for r in report["results"]] == list(DEFAULT_BATCH_SIZES)
+    row = report["results"][0]
     assert_consistent(row)
     assert row["latency"]["runs"] >= bench.MIN_DURATION_RUNS and row["wall_s"] >= 0.2
     assert row["warm_up_runs"] >= 1 and row["runner"]["threads"] == 1
@@ -120,7 +123,7 @@ def test_gpu_compute_clock_is_reported_apart(tiny_imagenet_onnx, monkeypatch, ca
             return outputs
 
     monkeypatch.setattr(bench, "open_runner", lambda path, options: (ComputeClockRunner(path), None))
-    report = run_bench(capsys, tiny_imagenet_onnx, "--iterations", "5", "--warm-up", "0")
+    report = run_bench(capsys, tiny_imagenet_onnx, "--iterations", "5", "--warm-up", "0", "--batch-sizes", "1")
     (row,) = report["results"]
     assert row["gpu_compute"]["runs"] == row["latency"]["runs"] == 5
     assert row["gpu_compute"]["mean_ms"] <= row["latency"]["mean_ms"]
