@@ -390,16 +390,17 @@ def _list_files(root: str) -> List[str]:
     return sorted(found)
 
 
-def _identity(path: str) -> Optional[Tuple[int, int]]:
-    """(device, inode) of what is at ``path`` now, links not followed; None when nothing is."""
+def _identity(path: str) -> Optional[Tuple[int, int, int]]:
+    """(device, inode, modification time) of what is at ``path`` now, links not followed; None when nothing is.
+    The time tells a folder deleted and made again (which may get the freed inode back) from the one checked."""
     try:
         status = os.lstat(path)
     except FileNotFoundError:
         return None
-    return status.st_dev, status.st_ino
+    return status.st_dev, status.st_ino, status.st_mtime_ns
 
 
-def _check_unchanged(output: str, found: Optional[Tuple[int, int]]) -> None:
+def _check_unchanged(output: str, found: Optional[Tuple[int, int, int]]) -> None:
     """The output is still what the checks saw (nothing, or that previous bundle): something that appeared or
     was put there while the bundle was written is never replaced, let alone deleted."""
     if _identity(output) != found:
@@ -407,7 +408,7 @@ def _check_unchanged(output: str, found: Optional[Tuple[int, int]]) -> None:
                         "rerun".format(output, "appeared" if found is None else "was replaced by something else"))
 
 
-def _replace_folder(staging: str, output: str, found: Optional[Tuple[int, int]]) -> None:
+def _replace_folder(staging: str, output: str, found: Optional[Tuple[int, int, int]]) -> None:
     """Move the finished folder into place. A previous bundle is renamed aside, checked to be the very folder
     (same inode, still with its manifest) that check_output allowed, and only then deleted; anything else is put
     back and refused."""
@@ -417,7 +418,8 @@ def _replace_folder(staging: str, output: str, found: Optional[Tuple[int, int]])
         return
     aside = staging + ".old"
     os.rename(output, aside)
-    if _identity(aside) != found or not _still_a_bundle(aside):
+    moved = _identity(aside)  # a rename may touch the time on some file systems, never the inode
+    if moved is None or moved[:2] != found[:2] or not _still_a_bundle(aside):
         os.rename(aside, output)
         raise UserError("{} was replaced by something else while the bundle was being written; it was left as it "
                         "is".format(output))
