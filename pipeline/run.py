@@ -511,10 +511,18 @@ def _wrote_bundle(steps: StepRunner, target: str) -> bool:
 
 
 def run_pipeline(config: PipelineConfig, echo: Optional[Callable[[str], None]] = None) -> PipelineResult:
+    from .lock import out_lock
+
+    plan = check_config(config)
+    # one run per --out, from before the state is read to the end: two would each drop what the other recorded
+    with out_lock(os.path.abspath(config.out)):
+        return _run_locked(config, plan, echo)
+
+
+def _run_locked(config: PipelineConfig, plan: DataPlan, echo: Optional[Callable[[str], None]]) -> PipelineResult:
     from deploy.metadata import read_model_info
     from deploy.trt.compat import tensorrt_available
 
-    plan = check_config(config)
     started = time.perf_counter()
     echo = echo or (lambda line: None)
     out = os.path.abspath(config.out)
