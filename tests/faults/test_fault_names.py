@@ -222,3 +222,9 @@ def test_numbered_copies_fit_a_file_name(tmp_path, name):
     for copy in copies:
         assert len(copy.encode("utf-8")) <= 255 and copy.endswith(os.path.splitext(name)[1])
         (tmp_path / copy).write_bytes(b"")  # the file system takes it
+
+
+@pytest.mark.parametrize("name", ["m\ntouch pwned #.onnx", "m\r.onnx"])
+def test_export_refuses_an_output_name_with_a_control_character(tmp_path, name):
+    assert_user_error(run_cli(["export", "eca_resnet18", "-o", tmp_path / name]), "-o: file name", "\\")
+    assert os.listdir(str(tmp_path)) == []
