@@ -494,6 +494,9 @@ def check_sizes_and_outputs(config: PipelineConfig) -> None:
 def check_config(config: PipelineConfig) -> DataPlan:
     plan = plan_data(config)  # which options go together, first: it says what is wrong with the call itself
     check_sizes_and_outputs(config)  # before `import models` loads torch, so a refusal costs nothing
+    if config.bundle and config.labels_file is None:
+        from bundling.bundle import check_class_folders
+        check_class_folders(plan.eval_dir)  # they become the bundle's labels: refused now, not after every step
     import models
 
     models.get_entry(config.arch)  # an unknown name fails here with a suggestion

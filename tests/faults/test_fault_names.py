@@ -228,3 +228,15 @@ def test_numbered_copies_fit_a_file_name(tmp_path, name):
 def test_export_refuses_an_output_name_with_a_control_character(tmp_path, name):
     assert_user_error(run_cli(["export", "eca_resnet18", "-o", tmp_path / name]), "-o: file name", "\\")
     assert os.listdir(str(tmp_path)) == []
+
+
+def test_pipeline_refuses_class_folders_its_bundle_could_not_label_before_any_step(images, tmp_path):
+    data = tmp_path / "data"
+    for name in ["0", "3\nx"]:
+        (data / name).mkdir(parents=True)
+        for image in sorted(os.listdir(images))[:2]:
+            os.link(os.path.join(images, image), str(data / name / image))
+    result = run_cli(["pipeline", "eca_resnet18", "--input-size", "32", "--data", data, "--out", tmp_path / "out",
+                      "--bundle", tmp_path / "b"])
+    assert_user_error(result, "class 1 is named '3\\nx'")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "b").exists()
