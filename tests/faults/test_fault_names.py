@@ -240,3 +240,12 @@ def test_pipeline_refuses_class_folders_its_bundle_could_not_label_before_any_st
                       "--bundle", tmp_path / "b"])
     assert_user_error(result, "class 1 is named '3\\nx'")
     assert not (tmp_path / "out").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("name", ["conv\nTRT-0-x", "conv\rx", "conv\u2028x", ""])
+def test_a_calibration_cache_never_holds_a_name_that_breaks_its_lines(name):
+    from deploy.calib_cache import format_calibration_cache, parse_calibration_cache
+    with pytest.raises(UserError, match="cannot be written to a calibration cache"):
+        format_calibration_cache({"ok": 0.5, name: 0.25}, "10.3")
+    text = format_calibration_cache({"conv1/convolution:0": 0.5, "a;b \"c\"": 0.25}, "10.3")
+    assert set(parse_calibration_cache(text).scales) == {"conv1/convolution:0", "a;b \"c\""}
