@@ -18,6 +18,7 @@ import numpy as np
 from deploy.check import ArtifactCheck, check_artifact
 from deploy.errors import CheckFailedError, UserError
 from deploy.metadata import ModelInfo, read_model_info
+from deploy.names import numbered_name
 from deploy.preprocess import network_input
 from deploy.fileio import sha256_file
 from deploy.reference import (DEFAULT_REFERENCE_IMAGES, PROBE_FOLDER, ReferenceData, bar_from_measured, floor_bar,
@@ -146,8 +147,8 @@ def make_bundle_reference(models: Sequence[str], weights=None, data_dir=None, la
                          checkpoint_sha256=info.checkpoint_sha256, min_agreement=min_agreement,
                          source=images.source if data_dir is None else os.path.basename(
                              os.path.normpath(os.fspath(data_dir))),
-                         probe_files=["{}/{:02d}_{}".format(PROBE_FOLDER, i, os.path.basename(images.paths[index]))
-                                      for i, index in enumerate(probes)],
+                         probe_files=["{}/{}".format(PROBE_FOLDER, numbered_name(i, os.path.basename(
+                                          images.paths[index]))) for i, index in enumerate(probes)],
                          probe_inputs=array[probes] if probes else None)
     cpu_checks = [check_artifact(path, data, bar=floor_bar(os.path.basename(path), read_model_info(path).precision))
                   for path in models]

@@ -21,11 +21,14 @@ import deploy
 from deploy.errors import UserError, os_error
 from deploy.fileio import atomic_path, remove_stale_temps, sha256_file, temp_prefix, write_json, write_text
 from deploy.manifest import CLASS_NAMES_FILE, MANIFEST, read_manifest
+from deploy.names import check_label_names, check_name, numbered_name, write_label_file
 from deploy.reference import PREPROCESS_TOLERANCE_LEVELS, PROBE_FOLDER, REFERENCE_FILE
 # DEFAULT_MAX_BATCH: the largest batch benchmark-engine, pipeline and deploy.bench time by default, so an engine
 # built from the bundle runs every batch it was measured at
 from deploy.runners.execution import DEFAULT_MAX_BATCH, ENGINE_SUFFIXES, ONNX_SUFFIXES
 from deploy.validate import MAX_BATCH, check_bound, check_outputs_spare_inputs
+
+from .formats import shell_command, shell_comment, shell_word
 
 # The runtime the device gets: the deploy/ package as it is, without this host-side room.
 DEPLOY_DIR = os.path.dirname(os.path.abspath(deploy.__file__))
@@ -66,6 +69,7 @@ def classify_artifacts(artifacts: Sequence[str]) -> Tuple[List[str], List[str], 
         if not os.path.isfile(path):
             raise UserError("no such file: {}".format(path))
         name, lower = os.path.basename(path), path.lower()
+        check_name(name, "file name", path)  # it is written into build_engines.sh, the README and the configs
         if name in seen:
             raise UserError("{} and {} have the same file name; a bundle is one flat folder".format(seen[name], path))
         seen[name] = path
@@ -97,6 +101,34 @@ def model_data_files(path: str) -> List[str]:
     if model is None:
         raise UserError("bundling needs the onnx package to read {}".format(path))
     return external_data_files(model, path)
+
+
+def check_tensor_names(path: str) -> None:
+    """The model's input and output names reach build_engines.sh (trtexec --shapes), nvinfer's
+    output-blob-names, Triton's config and the README: a name with a control character is refused now, before
+    any slow work, naming the model and the name (escaped)."""
+    from deploy.metadata import load_onnx_proto
+    _, model = load_onnx_proto(path)
+    if model is None:
+        return  # model_data_files says that bundling needs onnx
+    initializers = {init.name for init in model.graph.initializer}
+    for kind, values in (("input", model.graph.input), ("output", model.graph.output)):
+        for value in values:
+            if value.name not in initializers:
+                check_name(value.name, "{} tensor".format(kind), path)
+
+
+def check_class_folders(data_dir) -> None:
+    """Class folders of an ImageFolder --data become labels lines and folder names the device reads: each must be
+    one labels line (deploy.names.label_problem), checked before any slow work."""
+    if data_dir is None or not os.path.isdir(os.fspath(data_dir)):
+        return
+    try:
+        entries = sorted(os.scandir(os.fspath(data_dir)), key=lambda entry: entry.name)
+        classes = [entry.name for entry in entries if not entry.name.startswith(".") and entry.is_dir()]
+    except OSError:
+        return  # the data layer says what is wrong with the folder
+    check_label_names(classes, "class folders of --data {}".format(os.fspath(data_dir)))
 
 
 def _carry(source: str, relative: str, staging: str, carried: Dict[str, str]) -> None:
@@ -161,28 +193,30 @@ def build_lines(path: str, sidecar: Dict[str, object], options, caches: Sequence
         try:
             plan = plan_build(path, None, version, options)
         except UserError as exc:
-            comments.append("# {}: cannot build ({})".format(target, exc))
+            comments.append(shell_comment("{}: cannot build ({})".format(target, exc)))
             refusals.append(str(exc))
             continue
         planned.append(plan)
-        comments += ["# {}: {} [{}]".format(target, plan.precision, " ".join(plan.trt_flags) or "no flags")]
-        comments += ["#   float layers: " + plan.float_layers] if plan.float_layers else []
-        comments += ["#   " + trtexec_command(plan, JETSON_TRTEXEC, relative=True),
-                     "#   " + polygraphy_command(plan, relative=True)]
+        comments += [shell_comment("{}: {} [{}]".format(target, plan.precision, " ".join(plan.trt_flags) or
+                                                          "no flags"))]
+        comments += [shell_comment("  float layers: " + plan.float_layers)] if plan.float_layers else []
+        comments += [shell_comment("  " + trtexec_command(plan, JETSON_TRTEXEC, relative=True)),
+                     shell_comment("  " + polygraphy_command(plan, relative=True))]
     if not planned:
         reason = refusals[0][len(model) + 2:] if refusals[0].startswith(model + ": ") else refusals[0]
-        return ["# {}: no TensorRT engine, it runs with ONNX Runtime (python3 -m deploy.infer {}): {}".format(
-            model, shlex.quote(model), reason)]
+        return [shell_comment("{}: no TensorRT engine, it runs with ONNX Runtime (python3 -m deploy.infer {}): {}"
+                              .format(model, shell_word(model), reason))]
     command = ["python3", "-m", "deploy.build", model]
     if planned:
         command += ["-o", os.path.basename(planned[0].engine)]
     if options.max_batch is not None:
         command += ["--max-batch", str(options.max_batch)]
-    lines = [" ".join(shlex.quote(part) for part in command)] + comments
+    lines = [shell_command(command)] + comments
     if caches and not sidecar["precision"]["qdq"] and not sidecar["precision"]["fp16"]:
-        lines.append("# legacy implicit INT8 (TensorRT 8.5-10.x, the cache's version must match), on request only:")
-        lines += ["#   python3 -m deploy.build {} --implicit-int8 --calib-cache {}".format(
-            shlex.quote(model), shlex.quote(os.path.basename(cache))) for cache in caches]
+        lines.append(shell_comment("legacy implicit INT8 (TensorRT 8.5-10.x, the cache's version must match), on "
+                                   "request only:"))
+        lines += [shell_comment("  python3 -m deploy.build {} --implicit-int8 --calib-cache {}".format(
+            shell_word(model), shell_word(os.path.basename(cache)))) for cache in caches]
     return lines
 
 
@@ -201,7 +235,7 @@ def _readme(models: List[str], caches: List[str], labels: List[str], commands: L
     # the engine name (it carries the precision) as build_engines.sh writes it; none when no model builds
     first = shlex.split(commands[0]) if commands else []
     engine = first[first.index("-o") + 1] if "-o" in first else model[:-5] + ".engine"
-    labels_flag = " --labels {}".format(os.path.basename(labels[0])) if labels else ""
+    labels_flag = " --labels {}".format(shell_word(os.path.basename(labels[0]))) if labels else ""
     lines = [
         "# eca-deploy bundle", "",
         "Contents:", "",
@@ -226,11 +260,12 @@ def _readme(models: List[str], caches: List[str], labels: List[str], commands: L
         "JetPack 5 (`python3 -m deploy.build MODEL.onnx --dry-run` prints the same plan).", "",
     ] + _check_section(proof) + [
         "## 3. Run", "",
-        "    python3 -m deploy.infer {} {}{}".format(engine, samples, labels_flag),
+        "    python3 -m deploy.infer {} {}{}".format(shell_word(engine), samples, labels_flag),
         "    python3 -m deploy.infer {} --gst \"nvarguscamerasrc ! video/x-raw(memory:NVMM) ! nvvidconv ! "
-        "video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! appsink\" --max-frames 300".format(engine),
+        "video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! appsink\" --max-frames 300".format(
+            shell_word(engine)),
         "", "Without TensorRT (a laptop with onnxruntime), the ONNX model runs the same way:", "",
-        "    python3 -m deploy.infer {} {}{}".format(model, samples, labels_flag),
+        "    python3 -m deploy.infer {} {}{}".format(shell_word(model), samples, labels_flag),
         "", "Add `--json` for one JSON line per image and a final summary line with latency statistics.",
         "On a folder of class folders (like `{}/`) both outputs also give top-1 and top-5 accuracy.".format(samples)
         if samples == SAMPLES_FOLDER else "", "",
@@ -328,12 +363,12 @@ def _write_proof(staging: str, proof, labels: List[str], photos: bool) -> Tuple[
     for index, (path, folder) in enumerate(proof.samples):
         target = os.path.join(staging, SAMPLES_FOLDER, *([folder] if folder else []))
         os.makedirs(target, exist_ok=True)
-        shutil.copy2(path, os.path.join(target, "{:02d}_{}".format(index, os.path.basename(path))))
+        shutil.copy2(path, os.path.join(target, numbered_name(index, os.path.basename(path))))
     if proof.samples:
         samples = SAMPLES_FOLDER
     names = proof.class_names
     if names and not labels and len(names) == len(proof.data.logits[0]) and not photos:
-        write_text(os.path.join(staging, CLASS_NAMES_FILE), "\n".join(names) + "\n")
+        write_label_file(os.path.join(staging, CLASS_NAMES_FILE), names, "class folders of the reference --data")
         labels = labels + [os.path.join(staging, CLASS_NAMES_FILE)]
     return samples, labels
 
@@ -352,6 +387,54 @@ def _list_files(root: str) -> List[str]:
     for directory, _, files in os.walk(root):
         found += [os.path.relpath(os.path.join(directory, name), root) for name in files]
     return sorted(found)
+
+
+def _identity(path: str) -> Optional[Tuple[int, int, int]]:
+    """(device, inode, modification time) of what is at ``path`` now, links not followed; None when nothing is.
+    The time tells a folder deleted and made again (which may get the freed inode back) from the one checked."""
+    try:
+        status = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return status.st_dev, status.st_ino, status.st_mtime_ns
+
+
+def _check_unchanged(output: str, found: Optional[Tuple[int, int, int]]) -> None:
+    """The output is still what the checks saw (nothing, or that previous bundle): something that appeared or
+    was put there while the bundle was written is never replaced, let alone deleted."""
+    if _identity(output) != found:
+        raise UserError("{} {} while the bundle was being written; it was left as it is, choose another output or "
+                        "rerun".format(output, "appeared" if found is None else "was replaced by something else"))
+
+
+def _replace_folder(staging: str, output: str, found: Optional[Tuple[int, int, int]]) -> None:
+    """Move the finished folder into place. A previous bundle is renamed aside, checked to be the very folder
+    (same inode, still with its manifest) that check_output allowed, and only then deleted; anything else is put
+    back and refused."""
+    _check_unchanged(output, found)
+    if found is None:
+        os.rename(staging, output)  # a non-empty folder that appeared since the line above makes this fail
+        return
+    aside = staging + ".old"
+    os.rename(output, aside)
+    moved = _identity(aside)  # a rename may touch the time on some file systems, never the inode
+    if moved is None or moved[:2] != found[:2] or not _still_a_bundle(aside):
+        os.rename(aside, output)
+        raise UserError("{} was replaced by something else while the bundle was being written; it was left as it "
+                        "is".format(output))
+    try:
+        os.rename(staging, output)
+    except OSError:
+        os.rename(aside, output)  # the previous bundle stays whole
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _still_a_bundle(folder: str) -> bool:
+    try:
+        return read_manifest(folder) is not None
+    except UserError:  # damaged since the check: not something to delete
+        return False
 
 
 def _is_previous_bundle(output: str, is_tar: bool) -> bool:
@@ -393,6 +476,8 @@ def check_output(artifacts: Sequence[str], output, force: bool, inputs=()) -> Tu
     check_outputs_spare_inputs(inputs=[("ARTIFACTS", list(models) + list(caches) + list(labels))] + list(inputs),
                                replaced=[("-o", output)])
     check_replaceable(output, is_tar, list(models) + list(caches) + list(labels), force)
+    for model in models:
+        check_tensor_names(model)
     return output, is_tar
 
 
@@ -406,6 +491,9 @@ def bundle(artifacts: Sequence[str], output, max_batch: Optional[int] = None, fo
     models, caches, labels = classify_artifacts(artifacts)
     check_bound("--max-batch", max_batch, MAX_BATCH)
     output, is_tar = check_output(artifacts, output, force)
+    found = _identity(output)  # what check_output allowed to be replaced: only this may be, at the end
+    if proof is not None and proof.class_names:
+        check_label_names(proof.class_names, "class folders of the reference --data")
     parent = os.path.dirname(output)
     root_name = os.path.basename(output)
     for suffix in TAR_SUFFIXES:
@@ -428,14 +516,9 @@ def bundle(artifacts: Sequence[str], output, max_batch: Optional[int] = None, fo
             with atomic_path(output) as tmp:
                 with tarfile.open(tmp, "w:gz") as tar:
                     tar.add(staging, arcname=root_name)
+                _check_unchanged(output, found)
         else:
-            if os.path.isdir(output):
-                aside = staging + ".old"
-                os.replace(output, aside)
-                shutil.rmtree(aside, ignore_errors=True)
-            elif os.path.exists(output):
-                os.remove(output)
-            os.replace(staging, output)
+            _replace_folder(staging, output, found)
     except OSError as exc:  # a full disk, a read-only folder, an unreadable input: say which path and why
         raise os_error(exc, output) from None
     finally:

@@ -41,12 +41,13 @@ def bundle_command(artifacts, output, max_batch, weights, data_dir, labels_file,
     bundled.
     """
     from benchmark.bundle_reference import make_bundle_reference
-    from bundling.bundle import bundle, check_output, classify_artifacts
+    from bundling.bundle import bundle, check_class_folders, check_output, classify_artifacts
 
     check_output(artifacts, output, force,
                  inputs=[("--weights", weights), ("--data", data_dir), ("--labels", labels_file)])
     proof = None
     if not no_reference:
+        check_class_folders(data_dir if labels_file is None else None)  # names that become labels, before PyTorch
         models = classify_artifacts(artifacts)[0]
         proof = make_bundle_reference(models, weights=weights, data_dir=data_dir, labels_file=labels_file,
                                       num_images=reference_images, seed=seed, min_agreement=min_agreement,

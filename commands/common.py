@@ -11,7 +11,8 @@ def emit_json(payload) -> None:
 
 def note(message: str) -> None:
     """A one-line remark for the user (random weights, fallbacks); stderr keeps --json output clean."""
-    click.echo("note: " + message, err=True)
+    from deploy.names import terminal_text
+    click.echo("note: " + terminal_text(message), err=True)
 
 
 def json_option(func):

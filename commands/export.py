@@ -47,6 +47,9 @@ def export_command(model, weights, num_classes, input_size, opset, batch, dynami
     """Export MODEL (a zoo name) to ONNX, check it with onnx.checker and compare it to PyTorch in ONNX Runtime."""
     from deploy.errors import CheckFailedError, UserError
     from deploy.preprocess import PreprocessSpec, apply_options, resolve_input_size
+    import os
+
+    from deploy.names import check_name
     from deploy.validate import check_head_memory, check_outputs_spare_inputs
     from precision.fp16 import fp16_path_for
 
@@ -55,6 +58,7 @@ def export_command(model, weights, num_classes, input_size, opset, batch, dynami
     output = output or "{}.onnx".format(model)
     fp16_output = fp16_path_for(output) if precision == "fp16" else None
     check_outputs_spare_inputs([("-o", output), ("the FP16 model", fp16_output)], [("--weights", weights)])
+    check_name(os.path.basename(output), "file name", "-o")  # it will be written into scripts and configs
     if num_classes is not None:
         check_head_memory(num_classes)
     # a bad --mean, --std or --resize fails here, before torch loads and the model is built

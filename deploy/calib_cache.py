@@ -18,6 +18,7 @@ from typing import Dict, Mapping, Union
 from .errors import UserError
 from .filekind import file_kind, is_regular_file
 from .fileio import write_text
+from .names import unsafe_character
 from .trt.version import TrtVersion, parse_version_or_number
 
 # TensorRT's CalibrationAlgoType names, as they appear in the header.
@@ -66,7 +67,7 @@ def format_calibration_cache(scales: Mapping[str, float], trt_version: Union[str
             algorithm, ", ".join(ALGORITHMS)))
     lines = ["TRT-{}-{}".format(parse_trt_version(trt_version), algorithm)]
     for name, scale in scales.items():
-        if "\n" in name or not name:
+        if unsafe_character(name) is not None or not name:  # one line each, as TensorRT and our reader split it
             raise UserError("tensor name {!r} cannot be written to a calibration cache".format(name))
         if not 0.0 < scale < float("inf"):  # also refuses NaN
             raise UserError("scale of {} must be a positive finite number, got {}".format(name, scale))

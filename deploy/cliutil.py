@@ -8,6 +8,7 @@ from typing import Callable, Dict, List, Optional
 
 from .errors import CheckFailedError, UserError, is_disk_error, os_error
 from .interrupts import INTERRUPTED_EXIT, finishing, install_interrupt_handler, say_interrupted, was_interrupted
+from .names import terminal_text
 
 BROKEN_PIPE_EXIT = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader closed the pipe
 
@@ -33,7 +34,8 @@ def report_error(exc: BaseException) -> Optional[int]:
         exc = os_error(exc)
     if isinstance(exc, (UserError, CheckFailedError)):
         sys.stdout.flush()
-        print("error: {}".format(exc), file=sys.stderr)
+        # a name inside the message (a file, a tensor, a class) cannot make it two lines or rewrite the terminal
+        print("error: {}".format(terminal_text(exc)), file=sys.stderr)
         return exc.exit_code
     if isinstance(exc, MemoryError):
         print("error: out of memory; use fewer or smaller inputs (a smaller --batch or --num-images)",
@@ -63,7 +65,7 @@ def run_main(body: Callable[[], Optional[int]]) -> int:
 
 def note(message: str) -> None:
     """A one-line remark on stderr, so stdout stays clean for --json."""
-    print("note: " + message, file=sys.stderr)
+    print("note: " + terminal_text(message), file=sys.stderr)
 
 
 # -- options and labels the torch-free entry points (deploy.infer, deploy.check, deploy.bench) share -------------

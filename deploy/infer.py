@@ -36,7 +36,8 @@ from .metadata import read_model_info
 from .preprocess import PreprocessSpec, decode_image, preprocess_image
 from .runners.execution import (Clocks, artifact_kind, fixed_batch_size, infer_batch, input_name as image_input,
                                 latency_record, output_name, warm_up)
-from .text import is_ascii_number, read_text_lines
+from .names import read_label_names, terminal_text
+from .text import is_ascii_number
 from .validate import MAX_BATCH, check_batch_memory, check_bound, check_outputs_spare_inputs
 
 IMAGENET_CLASSES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "imagenet_classes.tsv")
@@ -55,9 +56,7 @@ def bundle_labels(model_path: str) -> Optional[str]:
 def load_labels(num_classes: int, labels_path: Optional[str] = None) -> Optional[List[str]]:
     """Class names: from ``labels_path`` (one per line), ImageNet's for 1000 classes, else None (indices)."""
     if labels_path:
-        names = [line.strip() for line in read_text_lines(labels_path, "labels file")]
-        while names and not names[-1]:
-            names.pop()
+        names = read_label_names(labels_path)
         if len(names) != num_classes:
             raise UserError("labels file {} has {} names but the model has {} classes".format(
                 labels_path, len(names), num_classes))
@@ -299,9 +298,9 @@ def _print_result(result: Dict[str, object], as_json: bool) -> None:
     if as_json:
         print(json.dumps(result), flush=True)
         return
-    print(result["path"])
+    print(terminal_text(result["path"]))  # a file or class named with escape codes cannot rewrite the terminal
     for rank, (index, name, prob) in enumerate(zip(result["topk"], result["names"], result["probs"]), 1):
-        label = name if name == str(index) else "{} ({})".format(name, index)
+        label = name if name == str(index) else "{} ({})".format(terminal_text(name), index)
         print("  {}. {:6.2%}  {}".format(rank, prob, label))
 
 

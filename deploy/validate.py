@@ -135,11 +135,32 @@ def model_opset(model) -> Optional[int]:
 
 
 def _tensors_of(model):
-    try:
-        from onnx.external_data_helper import _get_all_tensors
-        return list(_get_all_tensors(model))
-    except Exception:  # noqa: BLE001  (older onnx: initializers are where exporters put weights)
-        return list(model.graph.initializer)
+    """Every TensorProto of a ModelProto that may keep its data outside the file: initializers, the values and
+    indices of sparse initializers (onnx's own external-data helper skips those), tensors in node attributes,
+    through subgraphs and functions."""
+    found = []
+
+    def attributes(nodes):
+        for node in nodes:
+            for attribute in node.attribute:
+                found.extend([attribute.t] if attribute.HasField("t") else [])
+                found.extend(attribute.tensors)
+                for sparse in ([attribute.sparse_tensor] if attribute.HasField("sparse_tensor") else []) + list(
+                        attribute.sparse_tensors):
+                    found.extend((sparse.values, sparse.indices))
+                for graph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                    walk(graph)
+
+    def walk(graph):
+        found.extend(graph.initializer)
+        for sparse in graph.sparse_initializer:
+            found.extend((sparse.values, sparse.indices))
+        attributes(graph.node)
+
+    walk(model.graph)
+    for function in model.functions:
+        attributes(function.node)
+    return found
 
 
 def external_data_files(model, path: str) -> List[str]:
@@ -166,6 +187,71 @@ def external_data_files(model, path: str) -> List[str]:
         relative = os.path.normpath(location)
         if relative not in found:
             found.append(relative)
+    return found
+
+
+def model_data_paths(path: str) -> List[str]:
+    """Every external-data file an ONNX model refers to (dense and sparse tensors), as absolute paths, whether or
+    not it exists or lies in the model's folder: what reading the model reads, for the output guard. Never
+    raises: [] for a file that is not a readable model (the command's own checks say what is wrong with it).
+    Without the onnx package (a Jetson), a bundle's manifest lists its models' data files."""
+    from .filekind import is_regular_file
+    if not path.lower().endswith(".onnx") or not is_regular_file(path):
+        return []
+    folder = os.path.dirname(os.path.abspath(path))
+    if not _may_hold_external_data(path):
+        return []
+    try:
+        import onnx
+    except ImportError:
+        return _manifest_data_paths(folder)
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except Exception:  # noqa: BLE001  (not a model: nothing of it to protect)
+        return []
+    found: List[str] = []
+    for tensor in _tensors_of(model):
+        if tensor.data_location == 1:  # TensorProto.EXTERNAL
+            location = {entry.key: entry.value for entry in tensor.external_data}.get("location", "")
+            target = os.path.normpath(os.path.join(folder, location)) if location else ""
+            if target and target not in found:
+                found.append(target)
+    return found
+
+
+def _may_hold_external_data(path: str) -> bool:
+    """A model whose bytes never spell "location" (the key of every external-data entry) has none; a large model
+    without external data is then not parsed twice."""
+    import mmap
+    try:
+        with open(path, "rb") as handle:
+            if os.fstat(handle.fileno()).st_size == 0:
+                return False
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                return data.find(b"location") >= 0
+    except (OSError, ValueError):
+        return False
+
+
+def _manifest_data_paths(folder: str) -> List[str]:
+    from .manifest import read_manifest
+    try:
+        manifest = read_manifest(folder)
+    except UserError:
+        return []
+    return [os.path.normpath(os.path.join(folder, name)) for name in (manifest or {}).get("data_files", [])]
+
+
+# Files whose sidecar (<file>.json: metadata, or the engine's TensorRT version and GPU) is read with them.
+_SIDECAR_SUFFIXES = (".onnx", ".engine", ".plan", ".trt")
+
+
+def files_read_with(path: str) -> List[Tuple[str, str]]:
+    """(what, path) of the files a command reads along with the input ``path``: a model's external data and a
+    model's or engine's sidecar JSON."""
+    found = [("external data", data) for data in model_data_paths(path)]
+    if path.lower().endswith(_SIDECAR_SUFFIXES) and os.path.isfile(path + ".json"):
+        found.append(("sidecar", path + ".json"))
     return found
 
 
@@ -306,6 +392,17 @@ def _named(label: str, path: str) -> str:
     return "{} {}{}".format(label, path, "" if real == os.path.abspath(path) else " (-> {})".format(real))
 
 
+def check_not_special(path, what: str = "output") -> None:
+    """An output path that holds a FIFO, a socket or a device is refused: writing atomically would replace it
+    silently (and a reader at the other end of the FIFO would wait forever)."""
+    from .filekind import file_kind
+    path = os.fspath(path)
+    kind = file_kind(path) if os.path.exists(path) else "missing"
+    if kind not in ("missing", "a regular file", "a folder"):
+        raise UserError("{} {} is {}, not a regular file, and writing there would replace it; choose another "
+                        "output".format(what, path, kind))
+
+
 def check_outputs_spare_inputs(outputs=(), inputs=(), replaced=()) -> None:
     """The one output guard: refuse, before any work, an output that would destroy or change an input.
 
@@ -315,10 +412,14 @@ def check_outputs_spare_inputs(outputs=(), inputs=(), replaced=()) -> None:
     a replaced output may not hold an input either. The UserError names the input in danger.
     """
     sources = [(label, path, _real(path)) for label, path in _labelled_paths(inputs)]
+    # a model is more than its file: its external data and sidecar are read with it, and are inputs as much
+    sources += [("{} {}'s {}".format(label, path, what), extra, _real(extra)) for label, path, _ in list(sources)
+                for what, extra in files_read_with(path)]
     written = [(label, path, False) for label, path in _labelled_paths(outputs)]
     written += [(label, path, True) for label, path in _labelled_paths(replaced)]
     for out_label, out_path, replaces in written:
         check_parent_folders(out_path, out_label)
+        check_not_special(out_path, out_label)
         real, target = _real(out_path), _named(out_label, out_path)
         for in_label, in_path, in_real in sources:
             folder = os.path.isdir(in_real)

@@ -495,6 +495,9 @@ def check_sizes_and_outputs(config: PipelineConfig) -> None:
 def check_config(config: PipelineConfig) -> DataPlan:
     plan = plan_data(config)  # which options go together, first: it says what is wrong with the call itself
     check_sizes_and_outputs(config)  # before `import models` loads torch, so a refusal costs nothing
+    if config.bundle and config.labels_file is None:
+        from bundling.bundle import check_class_folders
+        check_class_folders(plan.eval_dir)  # they become the bundle's labels: refused now, not after every step
     import models
 
     models.get_entry(config.arch)  # an unknown name fails here with a suggestion
@@ -512,10 +515,18 @@ def _wrote_bundle(steps: StepRunner, target: str) -> bool:
 
 
 def run_pipeline(config: PipelineConfig, echo: Optional[Callable[[str], None]] = None) -> PipelineResult:
+    from .lock import out_lock
+
+    plan = check_config(config)
+    # one run per --out, from before the state is read to the end: two would each drop what the other recorded
+    with out_lock(os.path.abspath(config.out)):
+        return _run_locked(config, plan, echo)
+
+
+def _run_locked(config: PipelineConfig, plan: DataPlan, echo: Optional[Callable[[str], None]]) -> PipelineResult:
     from deploy.metadata import read_model_info
     from deploy.trt.compat import tensorrt_available
 
-    plan = check_config(config)
     started = time.perf_counter()
     echo = echo or (lambda line: None)
     out = os.path.abspath(config.out)

@@ -4,10 +4,10 @@ One module per consumer (``deepstream``, ``triton``, ``jetson_inference``), each
 from ``model.describe_model``; ``write_ecosystem`` runs them all and hands the bundle its build-script lines and
 README section. We write configs for these servers and build no server of our own.
 """
-import shlex
 from dataclasses import dataclass, field
 from typing import List, Sequence
 
+from ..formats import shell_word
 from .deepstream import NvinferConfig, write_configs
 from .jetson_inference import FOLDER as JETSON_FOLDER
 from .jetson_inference import INPUT_EXAMPLE, ImagenetLine, write_imagenet_models
@@ -89,7 +89,7 @@ def _triton_section(ecosystem: Ecosystem) -> List[str]:
         "one device serves the same repository on many GPUs: copy this bundle to the server and rebuild each plan",
         "there, since a plan only runs on the GPU and TensorRT version that built it:", "",
         "    python3 -m deploy.build {} -o {}{}".format(
-            shlex.quote(model.file), shlex.quote("triton/{}/1/model.plan".format(trt_name)),
+            shell_word(model.file), shell_word("triton/{}/1/model.plan".format(trt_name)),
             " --max-batch {}".format(model.max_batch) if model.dynamic_batch else ""), "",
         "eca-deploy builds no server of its own.", "",
     ]

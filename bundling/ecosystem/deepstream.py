@@ -16,6 +16,10 @@ from typing import List, Sequence, Tuple
 import numpy as np
 
 from deploy.fileio import write_text
+from deploy.names import check_label_names, check_read_back
+from deploy.text import read_text_lines
+
+from ..formats import keyfile_comment, keyfile_line
 
 FOLDER = "deepstream"
 # nvinfer's network-mode values, by the engine precision build_engines.sh builds
@@ -25,6 +29,8 @@ SCALING_FILTERS = {"nearest": 0, "bilinear": 1}
 # nvinfer refuses a negative threshold; the default parser keeps only values above both it and 0 (see comment)
 CLASSIFIER_THRESHOLD = 0.0
 LABEL_SEPARATOR = ";"
+# keys nvinfer reads with g_key_file_get_string_list, where ';' separates items
+LIST_KEYS = ("output-blob-names",)
 COMMENT_WIDTH = 110
 
 
@@ -99,12 +105,19 @@ def write_configs(staging: str, models) -> List[NvinferConfig]:
                                "{}/{}_labels.txt".format(FOLDER, model.stem), scale, offsets,
                                normalization_error(spec.mean, spec.std, model.normalize_in_graph),
                                model.normalize_in_graph)
-        # one line: a classifier's label file has a line per output layer, its classes separated by ';'
-        write_text(os.path.join(staging, config.labels_path), LABEL_SEPARATOR.join(
-            name.replace(LABEL_SEPARATOR, ",") for name in model.labels) + "\n")
+        write_labels(os.path.join(staging, config.labels_path), model.labels, model.file)
         write_text(os.path.join(staging, config.path), config_text(model, config, unique_id))
         written.append(config)
     return written
+
+
+def write_labels(path: str, labels: Sequence[str], source: str) -> None:
+    """One line: a classifier's label file has a line per output layer, its classes separated by ';' (a ';' in a
+    name becomes ','). Read back as nvinfer splits it before it is kept, like every labels file of the bundle."""
+    names = [name.replace(LABEL_SEPARATOR, ",") for name in check_label_names(labels, source)]
+    write_text(path, LABEL_SEPARATOR.join(names) + "\n")
+    lines = read_text_lines(path, "labels file")
+    check_read_back(path, names, lines[0].split(LABEL_SEPARATOR) if len(lines) == 1 else lines)
 
 
 def config_text(model, config: NvinferConfig, unique_id: int) -> str:
@@ -135,9 +148,10 @@ def config_text(model, config: NvinferConfig, unique_id: int) -> str:
         properties.append(("scaling-filter", SCALING_FILTERS[spec.interpolation]))
     properties += [("labelfile-path", os.path.basename(config.labels_path)), ("output-blob-names", model.output.name),
                    ("classifier-threshold", repr(CLASSIFIER_THRESHOLD))]
-    lines = ["# " + line for paragraph in paragraphs for line in textwrap.wrap(paragraph, COMMENT_WIDTH)]
+    lines = [keyfile_comment(line) for paragraph in paragraphs for line in textwrap.wrap(paragraph, COMMENT_WIDTH)]
     lines.append("[property]")
-    lines += ["{}={}".format(key, value) for key, value in properties]
+    # every value through the one key-file writer: a name can never end its line and add a key
+    lines += [keyfile_line(key, value, list_item=key in LIST_KEYS) for key, value in properties]
     return "\n".join(lines) + "\n"
 
 

@@ -13,8 +13,11 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from deploy.fileio import atomic_path, write_text
+from deploy.fileio import atomic_path
+from deploy.names import write_label_file
 from deploy.preprocess import IMAGENET_MEAN, IMAGENET_STD
+
+from ..formats import shell_command
 
 FOLDER = "jetson-inference"
 LABELS_FILE = "labels.txt"
@@ -93,9 +96,10 @@ def _write_runnable(staging: str, model) -> str:
         write_batch1_copy(os.path.join(staging, model.file), os.path.join(folder, name))
         name = FOLDER + "/" + name
     labels = "{}/{}_{}".format(FOLDER, model.stem, LABELS_FILE)
-    write_text(os.path.join(staging, labels), "".join(label + "\n" for label in model.labels))
-    return "imagenet --model={} --labels={} --input_blob={} --output_blob={} {}".format(
-        name, labels, model.input.name, model.output.name, INPUT_EXAMPLE)
+    write_label_file(os.path.join(staging, labels), model.labels, model.file)
+    # shell words, as in build_engines.sh: a model named "my model.onnx" stays one argument
+    return shell_command(["imagenet", "--model=" + name, "--labels=" + labels, "--input_blob=" + model.input.name,
+                          "--output_blob=" + model.output.name]) + " " + INPUT_EXAMPLE
 
 
 def write_batch1_copy(source: str, target: str) -> None:

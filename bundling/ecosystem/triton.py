@@ -15,13 +15,15 @@ Pillow only, the format is twenty lines, and the tests parse every config with T
 """
 import os
 import re
-import shlex
 import shutil
 from dataclasses import dataclass
 from typing import Dict, List
 
 from deploy.errors import UserError
 from deploy.fileio import write_text
+from deploy.names import write_label_file
+
+from ..formats import pbtxt_comment, pbtxt_string, shell_word
 
 FOLDER = "triton"
 LABELS_FILE = "labels.txt"
@@ -62,7 +64,7 @@ def write_repository(staging: str, models) -> List[TritonModel]:
             seen[name] = model.file
             folder = os.path.join(staging, FOLDER, name)
             os.makedirs(folder, exist_ok=True)
-            write_text(os.path.join(folder, LABELS_FILE), "".join(label + "\n" for label in model.labels))
+            write_label_file(os.path.join(folder, LABELS_FILE), model.labels, model.file)
             write_text(os.path.join(folder, "config.pbtxt"), config_text(model, kind, name))
             if kind == "onnx":
                 _place_onnx(staging, model, folder)
@@ -101,10 +103,10 @@ def build_script_lines(models) -> List[str]:
     lines = ["# Triton: each engine becomes its tensorrt_plan model's {}/{}".format(VERSION, PLATFORMS["trt"][1])]
     for model in models:
         version = "{}/{}/{}".format(FOLDER, model_name(model, "trt"), VERSION)
-        plan = shlex.quote(version + "/" + PLATFORMS["trt"][1])
-        engine = shlex.quote(model.engine)
+        plan = shell_word(version + "/" + PLATFORMS["trt"][1])
+        engine = shell_word(model.engine)
         # rm first: a rerun then replaces the plan, whatever this ln makes of a target that is already the link
-        lines += ["mkdir -p " + shlex.quote(version), "rm -f " + plan,
+        lines += ["mkdir -p " + shell_word(version), "rm -f " + plan,
                   "ln {0} {1} 2>/dev/null || cp {0} {1}".format(engine, plan)]
     return lines
 
@@ -115,11 +117,11 @@ def config_text(model, kind: str, name: str) -> str:
     source = model.file if kind == "onnx" else "{} (built by build_engines.sh from {})".format(model.engine,
                                                                                                model.file)
     lines = [
-        "# Triton model {}: {}, written by eca-deploy bundle.".format(name, source),
-        "# max_batch_size is the engine profile's largest batch{}; dims leave the batch out when it is above 0."
-        .format("" if batched else " (0: the model's batch is fixed, so dims include it)"),
-        'name: {}'.format(_quote(name)),
-        'platform: {}'.format(_quote(platform)),
+        pbtxt_comment("Triton model {}: {}, written by eca-deploy bundle.".format(name, source)),
+        pbtxt_comment("max_batch_size is the engine profile's largest batch{}; dims leave the batch out when it is "
+                      "above 0.".format("" if batched else " (0: the model's batch is fixed, so dims include it)")),
+        'name: {}'.format(pbtxt_string(name)),
+        'platform: {}'.format(pbtxt_string(platform)),
         "max_batch_size: {}".format(triton_max_batch(model)),
         "input [",
     ] + _tensor(model.input, batched) + ["]", "output ["] + _tensor(model.output, batched, LABELS_FILE) + ["]"]
@@ -133,13 +135,9 @@ def _tensor(tensor, batched: bool, labels: str = "") -> List[str]:
     if tensor.dtype not in DATA_TYPES:
         raise UserError("tensor {!r} has type {}, which Triton has no data type for".format(tensor.name, tensor.dtype))
     dims = tensor.shape[1:] if batched else tensor.shape
-    lines = ["  {", "    name: {}".format(_quote(tensor.name)), "    data_type: {}".format(DATA_TYPES[tensor.dtype]),
+    lines = ["  {", "    name: {}".format(pbtxt_string(tensor.name)), "    data_type: {}".format(DATA_TYPES[tensor.dtype]),
              "    dims: [ {} ]".format(", ".join("-1" if dim is None else str(int(dim)) for dim in dims))]
     if labels:
-        lines.append("    label_filename: {}".format(_quote(labels)))
+        lines.append("    label_filename: {}".format(pbtxt_string(labels)))
     return lines + ["  }"]
 
-
-def _quote(text: str) -> str:
-    """A protobuf text-format string: the escapes it defines for a backslash, a quote and a line break."""
-    return '"{}"'.format(text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n"))

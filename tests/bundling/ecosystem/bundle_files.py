@@ -31,3 +31,54 @@ def engine_of(words) -> str:
 
 def max_batch_of(words, default: int = 8) -> int:
     return int(words[words.index("--max-batch") + 1]) if "--max-batch" in words else default
+
+
+def glib_key_file(path: str, group: str = "property", list_keys=()):
+    """{key: value} of a key file as GLib itself reads it (libglib through ctypes: the parser nvinfer uses), with
+    ``list_keys`` read by g_key_file_get_string_list; None where libglib-2.0 is not installed."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("glib-2.0") or "libglib-2.0.so.0"
+    try:
+        glib = ctypes.CDLL(name)
+    except OSError:
+        return None
+    glib.g_key_file_new.restype = ctypes.c_void_p
+    glib.g_key_file_load_from_data.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int,
+                                               ctypes.c_void_p]
+    glib.g_key_file_get_keys.restype = ctypes.POINTER(ctypes.c_char_p)
+    glib.g_key_file_get_keys.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_size_t),
+                                         ctypes.c_void_p]
+    glib.g_key_file_get_string.restype = ctypes.c_char_p
+    glib.g_key_file_get_string.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p]
+    glib.g_key_file_get_string_list.restype = ctypes.POINTER(ctypes.c_char_p)
+    glib.g_key_file_get_string_list.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p,
+                                                ctypes.POINTER(ctypes.c_size_t), ctypes.c_void_p]
+    with open(path, "rb") as handle:
+        data = handle.read()
+    key_file = glib.g_key_file_new()
+    assert glib.g_key_file_load_from_data(key_file, data, len(data), 0, None), "GLib cannot parse " + path
+    count = ctypes.c_size_t()
+    keys = glib.g_key_file_get_keys(key_file, group.encode(), ctypes.byref(count), None)
+    values = {}
+    for index in range(count.value):
+        key = keys[index]
+        if key.decode() in list_keys:
+            length = ctypes.c_size_t()
+            items = glib.g_key_file_get_string_list(key_file, group.encode(), key, ctypes.byref(length), None)
+            values[key.decode()] = [items[i].decode("utf-8") for i in range(length.value)]
+        else:
+            value = glib.g_key_file_get_string(key_file, group.encode(), key, None)
+            assert value is not None, "GLib cannot read the value of {} in {}".format(key, path)
+            values[key.decode()] = value.decode("utf-8")
+    return values
+
+
+def keys_once(path: str):
+    """Every key of the key file appears once (GLib would keep the later of two, silently)."""
+    with open(path, "r", encoding="utf-8") as handle:
+        keys = [line.split("=", 1)[0] for line in handle.read().split("\n")
+                if line and not line.startswith(("#", "["))]
+    assert len(keys) == len(set(keys)), sorted(k for k in keys if keys.count(k) > 1)
+    return keys
