@@ -250,8 +250,9 @@ def _spec(fields: _Fields) -> PreprocessSpec:
         if not isinstance(meta, dict):
             raise ValueError("not an object")
         return PreprocessSpec.from_metadata({str(k): str(v) for k, v in meta.items()})
-    except (ValueError, UserError) as exc:
-        raise fields.fail("preprocess", "is not a preprocessing record ({})".format(exc)) from None
+    except (ValueError, UserError, RecursionError) as exc:  # "[" * 100000 is a RecursionError in json
+        raise fields.fail("preprocess", "is not a preprocessing record ({})".format(
+            str(exc)[:120] or type(exc).__name__)) from None
 
 
 def load_reference(path: str) -> ReferenceData:
