@@ -16,6 +16,10 @@ from typing import Any, List, Optional
 from .errors import UserError
 from .filekind import file_kind, is_regular_file
 
+# The largest JSON file the tool reads back (sidecars, manifests, the pipeline's state are a few KB; a bundle
+# manifest of 10,000 files is about 1 MB): parsed, 16 MiB of JSON stays under a few hundred MB of memory.
+MAX_JSON_BYTES = 16 << 20
+
 _NAMES = {dict: "an object", list: "a list", str: "a string", int: "an integer", float: "a number",
           bool: "true or false", type(None): "null"}
 
@@ -75,6 +79,10 @@ def load_checked_json(path, schema, what: str = "file") -> Any:
     if not is_regular_file(path):
         raise UserError("cannot read {} {}: it is {}".format(what, path, file_kind(path)))
     try:
+        size = os.path.getsize(path)
+        if size > MAX_JSON_BYTES:  # checked before reading: Python's objects take ~10x the text
+            raise UserError("cannot read {} {}: it is {:.1f} MB, and no {} this tool writes is above {} MB; it is "
+                            "damaged or another file".format(what, path, size / 1e6, what, MAX_JSON_BYTES >> 20))
         with open(path, "r", encoding="utf-8") as handle:
             value = json.load(handle)
     # UnicodeDecodeError and JSONDecodeError are ValueErrors; a file of 100000 nested brackets is a RecursionError

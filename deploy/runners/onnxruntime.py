@@ -69,6 +69,9 @@ def create_session(model, options=None, providers: Sequence[str] = ("CPUExecutio
     it lacks, an initializer it cannot allocate) is a UserError naming ``name`` (default: the path)."""
     ort = import_onnxruntime()
     label = name or (os.fspath(model) if isinstance(model, (str, os.PathLike)) else "the model")
+    if isinstance(model, (str, os.PathLike)):
+        from ..validate import check_onnx_file
+        check_onnx_file(model)  # capped before ONNX Runtime reads it whole
     try:
         return ort.InferenceSession(model, options, providers=list(providers))
     except ort_errors() as exc:
