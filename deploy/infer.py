@@ -287,10 +287,10 @@ def classify(runner, frames: Iterator, spec: PreprocessSpec, input_name: str, ba
         if not timed:  # the first run pays for lazy initialization; it is not timed
             warm_up(runner, array, 1, pad_to)
             timed.append(Clocks(runner))
-        logits = infer_batch(runner, array, pad_to, input_name)[output]
-        probabilities = softmax(logits.reshape(len(batch), -1))
+        logits = infer_batch(runner, array, pad_to, input_name)[output].reshape(len(batch), -1)
         # A NaN or infinite logit makes every probability NaN ("nan%" for each class): that image has no result.
-        broken = set(int(row) for row in nonfinite_rows(logits.reshape(len(batch), -1)))
+        broken = set(int(row) for row in nonfinite_rows(logits))
+        probabilities = softmax(np.where(np.isfinite(logits), logits, 0.0) if broken else logits)
         for row, name in enumerate(names):
             if row in broken:
                 yield {"path": name, "error": NONFINITE_RESULT}
@@ -428,7 +428,7 @@ def run(args: argparse.Namespace) -> int:
     if broken:
         raise CheckFailedError("{}: {} for {}; no class was read from them (a NaN or infinite weight, or "
                                "preprocessing that overflows, e.g. a tiny std in the metadata)".format(
-                                   args.model, NONFINITE_RESULT, describe_images(broken, broken, images)))
+                                   args.model, NONFINITE_RESULT, describe_images(range(len(broken)), broken, images)))
     return 0
 
 
