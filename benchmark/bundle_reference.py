@@ -117,7 +117,8 @@ def kernel_order_spread(path: str, data: ReferenceData) -> Tuple[int, float]:
     from deploy.compare import compare_logits
 
     model = onnx.load(path)
-    optimized, as_written = run_logits(model, data.inputs), run_logits(model, data.inputs, optimize=False)
+    optimized = run_logits(model, data.inputs, source=path)
+    as_written = run_logits(model, data.inputs, optimize=False, source=path)
     flips = int(np.sum(np.argmax(optimized, axis=1) != np.argmax(as_written, axis=1)))
     return flips, compare_logits(data.logits, as_written).cosine_similarity
 

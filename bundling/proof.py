@@ -9,7 +9,7 @@ import numpy as np
 
 from deploy.fileio import atomic_path
 from deploy.preprocess import input_from_pixels, pixels_from_input
-from deploy.reference import REFERENCE_FORMAT, ReferenceData
+from deploy.reference import REFERENCE_FORMAT, ReferenceData, check_reference_size, member_bytes
 
 
 # -- writing (the reader, with every field checked, is deploy.reference.load_reference) ---------------------------------------------------------------------------------------------------
@@ -49,6 +49,8 @@ def save_reference(path: str, reference: ReferenceData) -> str:
         arrays["probe_inputs"] = np.ascontiguousarray(reference.probe_inputs, dtype=np.float32)
     if reference.labels is not None:
         arrays["labels"] = np.asarray(reference.labels, dtype=np.int64)
+    # the device's reader refuses a proof above this bound, so no bundle carries one it cannot read
+    check_reference_size(path, sum(member_bytes(name, array.shape, array.dtype) for name, array in arrays.items()))
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:  # a file object, so numpy does not append .npz to the temporary name
             np.savez_compressed(handle, **arrays)

@@ -226,17 +226,18 @@ def calibrate(onnx_path, data_dir=None, labels_file=None, targets: Sequence[str]
     calibration_array = array
     if separate is not None:
         from .selection import HeldOut
-        heldout = HeldOut(model, *separate)
+        heldout = HeldOut(model, *separate, source=onnx_path)
     elif method == AUTO or goal:
         from .selection import HeldOut, holdout_split
         split = holdout_split(len(array), seed, labels)
         if split.note:
             notes.append(split.note)
         calibration_array = array[split.calibration]
-        heldout = HeldOut(model, array[split.holdout], None if labels is None else labels[split.holdout])
+        heldout = HeldOut(model, array[split.holdout], None if labels is None else labels[split.holdout],
+                          source=onnx_path)
     candidates = CANDIDATES if method == AUTO else (
         Candidate(method, percentile if method == "percentile" else None),)
-    stats, used = collect_statistics(model, calibration_array, progress)
+    stats, used = collect_statistics(model, calibration_array, progress, source=onnx_path)
     ranges_by_candidate = {c: ranges_from_statistics(model, stats, used, c.method, c.range_percentile, seed)
                            for c in candidates}
 

@@ -8,11 +8,11 @@ optimizations off, so no layer is fused away and a Q/DQ model computes its refer
 """
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from deploy.errors import UserError
+from deploy.errors import CheckFailedError, UserError
 
 from .ranges import exposing_session, fixed_batch_of
 
@@ -150,7 +150,9 @@ class _Accumulator:
         return self.dot / norm if norm > 0 else (1.0 if self.noise == 0.0 else 0.0)
 
 
-def compare_layers(fp32, other, images: np.ndarray, progress: bool = False) -> LayerReport:
+def compare_layers(fp32, other, images: np.ndarray, progress: bool = False,
+                   sources: Tuple[str, str] = ("the FP32 model", "the other model"),
+                   image_names: Optional[Sequence[str]] = None) -> LayerReport:
     """The per-layer error of ``other`` against ``fp32`` (onnx.ModelProto each) on preprocessed ``images``."""
     from deploy.progress import progress_bar
     matched, unmatched = match_layers(fp32, other)
@@ -158,7 +160,8 @@ def compare_layers(fp32, other, images: np.ndarray, progress: bool = False) -> L
         raise UserError("no compute layer (Conv, Gemm, MatMul) of the two models could be matched")
     fp32_names = [node.output[0] for _, node, _ in matched]
     other_names = [node.output[0] for _, _, node in matched]
-    sessions = (exposing_session(fp32, fp32_names), exposing_session(other, other_names))
+    from deploy.runners.onnxruntime import run_session
+    sessions = (exposing_session(fp32, fp32_names, sources[0]), exposing_session(other, other_names, sources[1]))
     accumulators = [_Accumulator() for _ in matched]
     fixed = fixed_batch_of(fp32) or fixed_batch_of(other)
     step = fixed or BATCH
@@ -168,8 +171,9 @@ def compare_layers(fp32, other, images: np.ndarray, progress: bool = False) -> L
     with progress_bar(usable, desc="comparing layers", enabled=progress) as bar:
         for start in range(0, usable, step):
             batch = np.ascontiguousarray(images[start:start + step], dtype=np.float32)
-            reference = sessions[0].run(fp32_names, {sessions[0].get_inputs()[0].name: batch})
-            outputs = sessions[1].run(other_names, {sessions[1].get_inputs()[0].name: batch})
+            reference = run_session(sessions[0], fp32_names, {sessions[0].get_inputs()[0].name: batch}, sources[0])
+            outputs = run_session(sessions[1], other_names, {sessions[1].get_inputs()[0].name: batch}, sources[1])
+            _check_finite_layers(matched, (reference, outputs), sources, start, image_names, usable)
             for accumulator, a, b in zip(accumulators, reference, outputs):
                 accumulator.update(a, b)
             bar.update(len(batch))
@@ -180,6 +184,23 @@ def compare_layers(fp32, other, images: np.ndarray, progress: bool = False) -> L
               for (depth, node, twin), acc in zip(matched, accumulators)]
     layers.sort(key=lambda layer: (layer.sqnr_db, layer.depth))
     return LayerReport(layers=layers, num_images=usable, unmatched=unmatched)
+
+
+def _check_finite_layers(matched, outputs, sources, start: int, image_names, total: int) -> None:
+    """NaN has no SQNR: a layer of either model whose output holds NaN or an infinity (a NaN weight, an overflow)
+    would otherwise read as 200 dB (min() keeps its first argument against NaN). CheckFailedError naming the
+    first such layer (in network order) and the images, so the report never shows a number for it."""
+    from deploy.compare import describe_images, nonfinite_rows
+    for side in (0, 1):
+        for (_, node, twin), values in zip(matched, outputs[side]):
+            rows = nonfinite_rows(values)
+            if len(rows):
+                layer = node if side == 0 else twin
+                names = None if image_names is None else list(image_names)
+                raise CheckFailedError("{}: layer {} ({}) outputs NaN or infinite values for {}; its error cannot "
+                                       "be measured".format(sources[side], layer.name or layer.output[0],
+                                                            layer.op_type, describe_images(
+                                                                [start + int(r) for r in rows], names, total)))
 
 
 def load_pair(fp32_path: str, other_path: str):

@@ -319,7 +319,7 @@ def gate_tensors(model) -> set:
     return gates
 
 
-def exposing_session(model, names: Sequence[str]):
+def exposing_session(model, names: Sequence[str], source: str = "the model"):
     """An ORT session on the CPU that also returns the tensors ``names``, in their own types (an FP16 model's
     are float16); optimizations are off, so no tensor is fused away. Calibration statistics and the per-layer
     report both read intermediate tensors through it."""
@@ -341,7 +341,8 @@ def exposing_session(model, names: Sequence[str]):
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 3
-    return ort.InferenceSession(exposed.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    from deploy.runners.onnxruntime import create_session  # ORT's own errors as one line naming ``source``
+    return create_session(exposed.SerializeToString(), options, name=source)
 
 
 def fixed_batch_of(model) -> Optional[int]:
@@ -351,7 +352,8 @@ def fixed_batch_of(model) -> Optional[int]:
     return fixed_batch_from_shape((dim.dim_value if dim.HasField("dim_value") else None,))
 
 
-def collect_statistics(model, images: np.ndarray, progress: bool = True) -> Tuple["OrderedDict[str, TensorStats]", int]:
+def collect_statistics(model, images: np.ndarray, progress: bool = True,
+                       source: str = "the model") -> Tuple["OrderedDict[str, TensorStats]", int]:
     """Run ``images`` (N, 3, S, S) through ``model`` and gather the statistics of every activation.
 
     Returns (statistics by tensor, number of images used). A model with a fixed batch size B uses the first
@@ -360,7 +362,8 @@ def collect_statistics(model, images: np.ndarray, progress: bool = True) -> Tupl
     from deploy.progress import progress_bar
     names = activation_tensors(model)
     input_name = model.graph.input[0].name
-    session = exposing_session(model, names)
+    from deploy.runners.onnxruntime import run_session
+    session = exposing_session(model, names, source)
     stats = OrderedDict((name, TensorStats()) for name in names)
     fixed = fixed_batch_of(model)
     count = len(images) - len(images) % fixed if fixed else len(images)
@@ -374,7 +377,7 @@ def collect_statistics(model, images: np.ndarray, progress: bool = True) -> Tupl
         done = 0
         while done < count:
             batch = images[done:done + size]
-            outputs = session.run(names, {input_name: batch})
+            outputs = run_session(session, names, {input_name: batch}, source)
             for name, value in zip(names, outputs):
                 try:
                     stats[name].update(value)

@@ -133,22 +133,24 @@ def holdout_split(count: int, seed: int = 0, labels: Optional[np.ndarray] = None
     return Split(calibration=calibration, holdout=holdout, note=note)
 
 
-def _session(model, optimize: bool = True):
+def _session(model, optimize: bool = True, source: str = "the model"):
     import onnxruntime as ort
+    from deploy.runners.onnxruntime import create_session  # ORT's own errors as one line naming ``source``
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if not optimize:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return create_session(model.SerializeToString(), options, name=source)
 
 
-def run_logits(model, images: np.ndarray, optimize: bool = True) -> np.ndarray:
+def run_logits(model, images: np.ndarray, optimize: bool = True, source: str = "the model") -> np.ndarray:
     """Logits of ``model`` (onnx.ModelProto) on ``images``, in ORT on the CPU; fixed-batch models are padded.
     ``optimize=False`` runs every node as written (no fusion, no constant folding): the same arithmetic in
     another order of float operations, which shows how far a Q/DQ model's answers move with the kernels alone."""
     from deploy.runners.execution import pad_batch
+    from deploy.runners.onnxruntime import run_session
     from .ranges import fixed_batch_of
-    session = _session(model, optimize)
+    session = _session(model, optimize, source)
     name = session.get_inputs()[0].name
     fixed = fixed_batch_of(model)
     step = fixed or EVAL_BATCH
@@ -158,7 +160,7 @@ def run_logits(model, images: np.ndarray, optimize: bool = True) -> np.ndarray:
         real = len(batch)
         if fixed and real < fixed:  # the one padding rule; the padded rows' logits are dropped
             batch = pad_batch(batch, fixed)
-        outputs.append(session.run(None, {name: batch})[0][:real])
+        outputs.append(run_session(session, None, {name: batch}, source)[0][:real])
     return np.concatenate(outputs).astype(np.float64)
 
 
@@ -170,10 +172,11 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
 class HeldOut:
     """The held-out images and FP32's answers on them; scores quantized models against those answers."""
 
-    def __init__(self, fp32_model, images: np.ndarray, labels: Optional[np.ndarray] = None):
+    def __init__(self, fp32_model, images: np.ndarray, labels: Optional[np.ndarray] = None,
+                 source: str = "the FP32 model"):
         self.images = np.ascontiguousarray(images, dtype=np.float32)
         self.labels = labels
-        self.reference = _log_softmax(run_logits(fp32_model, self.images))
+        self.reference = _log_softmax(run_logits(fp32_model, self.images, source=source))
         self.reference_top1 = self.reference.argmax(axis=1)
         self.fp32_top1 = None if labels is None else 100.0 * float(np.mean(self.reference_top1 == labels))
 

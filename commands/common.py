@@ -6,7 +6,8 @@ import click
 
 
 def emit_json(payload) -> None:
-    click.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    from deploy.schema import dumps_strict  # strict JSON: NaN and infinities become null, with a note
+    click.echo(dumps_strict(payload, note, indent=2, sort_keys=True, default=str))
 
 
 def note(message: str) -> None:

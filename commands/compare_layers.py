@@ -42,7 +42,8 @@ def compare_layers_command(fp32_model, other_model, data_dir, labels_file, num_i
     progress = not as_json and stderr_is_tty()
     images = load_dataset(data_dir, info.preprocess, labels_file=labels_file, num_images=num_images, seed=seed,
                           workers=workers, cache_dir=cache_dir, progress=progress)
-    report = compare_layers(fp32, other, images.array, progress=progress)
+    report = compare_layers(fp32, other, images.array, progress=progress, sources=(fp32_model, other_model),
+                            image_names=images.paths)
     if report.unmatched:
         note("{} FP32 layer(s) have no counterpart in {}: {}".format(
             len(report.unmatched), other_model, ", ".join(report.unmatched[:5])))

@@ -3,19 +3,31 @@ import click
 
 from exporter.attention_form_options import DEFAULT_FORM, FORMS
 
-from deploy.validate import MAX_BATCH, MAX_CLASSES, MAX_ECA_CONVS, MAX_INPUT_SIZE
+from deploy.validate import MAX_BATCH, MAX_CLASSES, MAX_ECA_CONVS, MAX_ECA_KERNEL, MAX_INPUT_SIZE
 
 from .common import at_most, emit_json, json_option, note
 from .options import preprocess_options
 
 
 def _parse_k_size(value):
+    """'adaptive', one odd kernel, or four (one per stage), each odd and at most MAX_ECA_KERNEL: checked as
+    options are parsed, before torch loads (--k-size 1000001 took 2.6 GB and 46 s to build)."""
+    from deploy.errors import UserError
+    from deploy.validate import MAX_ECA_KERNEL, check_bound
     if value is None or value == "adaptive":
         return value
     try:
         kernels = tuple(int(part) for part in value.split(","))
     except ValueError:
-        raise click.BadParameter("give 'adaptive', one odd int, or four comma-separated odd ints") from None
+        raise UserError("--k-size must be 'adaptive', one odd int, or four comma-separated odd ints, got {!r}".format(
+            value[:40])) from None
+    if len(kernels) not in (1, 4):
+        raise UserError("--k-size takes one kernel or one per stage (4), got {}".format(len(kernels)))
+    for kernel in kernels:
+        check_bound("--k-size", kernel, MAX_ECA_KERNEL)
+        if kernel % 2 == 0:
+            raise UserError("--k-size {} is even; ECA kernels are odd (padding (k-1)/2 keeps the channel count)"
+                            .format(kernel))
     return kernels[0] if len(kernels) == 1 else kernels
 
 
@@ -31,7 +43,9 @@ def _parse_k_size(value):
 @click.option("--batch", type=click.IntRange(min=1), callback=at_most(MAX_BATCH),
               help="Fixed batch size (default: dynamic batch; at most {}).".format(MAX_BATCH))
 @click.option("--dynamic-batch", is_flag=True, help="Dynamic batch axis (the default).")
-@click.option("--k-size", help="ECA kernels: 'adaptive', one odd int, or one per stage like 3,5,5,7.")
+@click.option("--k-size", callback=lambda ctx, param, value: _parse_k_size(value),
+              help="ECA kernels of a model with random weights: 'adaptive', one odd int, or one per stage like "
+                   "3,5,5,7 (each at most {}); with --weights the checkpoint's kernels are used.".format(MAX_ECA_KERNEL))
 @click.option("--eca-convs", type=click.IntRange(min=1), callback=at_most(MAX_ECA_CONVS),
               help="Stack n 1-D convs in each ECA module (at most {}).".format(MAX_ECA_CONVS))
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim.")
@@ -55,6 +69,9 @@ def export_command(model, weights, num_classes, input_size, opset, batch, dynami
 
     if batch and dynamic_batch:
         raise UserError("--batch and --dynamic-batch exclude each other")
+    if k_size is not None and weights:  # the checkpoint's (1, 1, k) weights decide; a silent override misleads
+        raise UserError("--k-size applies to a model with random weights; with --weights the kernels are read from "
+                        "the checkpoint's *.eca.conv.weight shapes, so leave --k-size out")
     output = output or "{}.onnx".format(model)
     fp16_output = fp16_path_for(output) if precision == "fp16" else None
     check_outputs_spare_inputs([("-o", output), ("the FP16 model", fp16_output)], [("--weights", weights)])
@@ -66,7 +83,7 @@ def export_command(model, weights, num_classes, input_size, opset, batch, dynami
     from exporter import export_model
     options = {}
     if k_size is not None:
-        options["k_size"] = _parse_k_size(k_size)
+        options["k_size"] = k_size
     if eca_convs is not None:
         options["num_convs"] = eca_convs
     result = export_model(model, output, weights=weights, num_classes=num_classes,

@@ -21,7 +21,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .cliutil import add_providers_argument, run_main, runner_label
+from .cliutil import add_providers_argument, note, run_main, runner_label
+from .schema import dumps_strict
 from .errors import UserError
 from .runners.execution import (DEFAULT_BATCH_SIZES, DEFAULT_ITERATIONS, Clocks, artifact_kind, fixed_batch_size,
                                 infer_batch, input_name, latency_record)
@@ -374,7 +375,7 @@ def run(args: argparse.Namespace) -> int:
     if args.markdown:
         write_text(args.markdown, text)
     if args.json:
-        print(json.dumps(report, default=str))
+        print(dumps_strict(report, note, default=str))
     else:
         sys.stdout.write(text)
     return 0

@@ -9,6 +9,7 @@ TensorRT silently ignores a cache whose header names another version, and reject
 from the calibrator's (``getAlgorithm()``), so the builder must stamp the version it runs and use the
 calibrator class that ``CalibrationCache.algorithm`` names. Torch-free and onnx-free: this runs on a Jetson.
 """
+import os
 import re
 import struct
 from collections import OrderedDict
@@ -24,6 +25,8 @@ from .trt.version import TrtVersion, parse_version_or_number
 # TensorRT's CalibrationAlgoType names, as they appear in the header.
 ALGORITHMS = ("EntropyCalibration2", "EntropyCalibration", "MinMaxCalibration", "LegacyCalibration")
 DEFAULT_ALGORITHM = "EntropyCalibration2"
+# A cache is one line per tensor (about 40 bytes): 16 MiB is 400,000 tensors, far above any classifier.
+MAX_CACHE_BYTES = 16 << 20
 
 _HEADER = re.compile(r"^TRT-(\d+)-([A-Za-z0-9]+)$")
 _ENTRY = re.compile(r"^(.+): ([0-9a-fA-F]{8})$")
@@ -96,6 +99,9 @@ def read_calibration_cache(path) -> CalibrationCache:
     if not is_regular_file(path):  # a FIFO would block open() until a writer came
         raise UserError("cannot read calibration cache {}: it is {}".format(path, file_kind(path)))
     try:
+        if os.path.getsize(path) > MAX_CACHE_BYTES:  # checked before reading, like every file the tool takes
+            raise UserError("cannot read calibration cache {}: it is larger than {} MiB (a cache holds one short line "
+                            "per tensor); it is damaged or another file".format(path, MAX_CACHE_BYTES >> 20))
         with open(path, "r", encoding="utf-8") as handle:
             text = handle.read()
     except (OSError, UnicodeDecodeError) as exc:

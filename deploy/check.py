@@ -24,8 +24,9 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .cliutil import add_providers_argument, run_main, runner_label
-from .compare import compare_logits, topk_indices
+from .cliutil import add_providers_argument, note, run_main, runner_label
+from .schema import dumps_strict
+from .compare import compare_logits, describe_images, nonfinite_rows, topk_indices
 from .errors import CheckFailedError, UserError
 from .metadata import read_model_info, read_sidecar
 from .validate import MAX_BATCH, check_bound
@@ -244,13 +245,13 @@ def judge(result: ArtifactCheck, reference: ReferenceData, logits: np.ndarray, p
     """Fill in the statistics and the verdict against the artifact's bar."""
     reasons = list(problems)
     finite = np.isfinite(logits)
-    if not finite.all():
-        reasons.append("{} of {} images gave NaN or infinite outputs".format(
-            int(np.sum(~finite.all(axis=1))), len(logits)))
+    if not finite.all():  # which reference images (by position), so the fault can be looked at
+        reasons.append("reference {} gave NaN or infinite outputs".format(
+            describe_images(nonfinite_rows(logits), total=len(logits))))
     comparison = compare_logits(reference.logits, np.where(finite, logits, 0.0))
     result.top1_agreement = 100.0 * comparison.top1_agreement
     result.top5_agreement = 100.0 * comparison.top5_agreement
-    result.max_abs_error = comparison.max_abs_error if finite.all() else float("inf")
+    result.max_abs_error = comparison.max_abs_error if finite.all() else None  # no number stands for NaN
     result.cosine_similarity = comparison.cosine_similarity
     if reference.labels is not None:
         result.top1_accuracy = 100.0 * float(np.mean(topk_indices(logits, 1)[:, 0] == reference.labels))
@@ -412,7 +413,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.json and not args.preprocessing_only and not report.ran and not report.failed:
         raise UserError(nothing_ran(report))  # one line, not a table of SKIPs, notes and then the error
     if args.json:
-        print(json.dumps(report.to_dict()))
+        print(dumps_strict(report.to_dict(), note))
     else:
         print(format_report(report))
     failed = [a.name for a in report.failed] + (["preprocessing"] if report.preprocessing.status == FAIL else [])

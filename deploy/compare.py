@@ -4,9 +4,14 @@ Reduced precision is judged by what matters to a classifier (top-k agreement, co
 relative to the logit range) rather than by an absolute 1e-5 tolerance that FP16 and INT8 can never meet.
 """
 from dataclasses import asdict, dataclass
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+
+from .errors import CheckFailedError
+
+# How many image names a non-finite refusal lists before it says "and N more".
+NONFINITE_EXAMPLES = 5
 
 
 @dataclass
@@ -75,3 +80,38 @@ def compare_logits(reference: np.ndarray, candidate: np.ndarray, atol: Optional[
         top5_agreement=topk_agreement(reference, candidate, 5),
         tolerance=tolerance,
     )
+
+
+# -- outputs that are no result ---------------------------------------------------------------------------------
+
+def nonfinite_rows(values: np.ndarray) -> np.ndarray:
+    """Indices of the rows (images) of ``values`` (N, ...) that hold a NaN or an infinity anywhere."""
+    values = np.asarray(values)
+    if values.dtype.kind not in "fc" or values.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    bad = ~np.isfinite(values.reshape(len(values), -1))
+    return np.flatnonzero(bad.any(axis=1))
+
+
+def describe_images(indices: Sequence[int], names: Optional[Sequence[str]] = None, total: Optional[int] = None) -> str:
+    """"3 of 8 images (a.png, b.png, c.png)": which images, by name where known, else by position (from 1)."""
+    indices = [int(i) for i in indices]
+    shown: List[str] = [str(names[i]) if names is not None and i < len(names) else "#{}".format(i + 1)
+                        for i in indices[:NONFINITE_EXAMPLES]]
+    if len(indices) > NONFINITE_EXAMPLES:
+        shown.append("and {} more".format(len(indices) - NONFINITE_EXAMPLES))
+    count = "{} of {} images".format(len(indices), total) if total is not None else "{} image(s)".format(
+        len(indices))
+    return "{} ({})".format(count, ", ".join(shown))
+
+
+def check_finite_outputs(values: np.ndarray, what: str, names: Optional[Sequence[str]] = None,
+                         total: Optional[int] = None, hint: str = "") -> None:
+    """CheckFailedError (exit 1) naming the images for which ``what`` (e.g. "m.onnx's logits") holds NaN or an
+    infinity: such numbers are no result, so no command prints them as one (a NaN softmax is "nan%" for every
+    class, a NaN error compares as 0 and looks perfect)."""
+    rows = nonfinite_rows(values)
+    if len(rows):
+        raise CheckFailedError("{} hold NaN or infinite values for {}{}".format(
+            what, describe_images(rows, names, len(values) if total is None else total),
+            "; " + hint if hint else ""))

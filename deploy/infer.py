@@ -28,12 +28,13 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .cliutil import add_providers_argument, note, run_main
-from .compare import topk_indices
-from .errors import MissingDependencyError, UserError
+from .compare import describe_images, nonfinite_rows, topk_indices
+from .errors import CheckFailedError, MissingDependencyError, UserError
 from .filekind import is_regular_file
 from .images import collect_images, ignored_note, is_image_file, walk_images
 from .metadata import read_model_info
 from .preprocess import PreprocessSpec, decode_image, preprocess_image
+from .schema import dumps_strict
 from .runners.execution import (Clocks, artifact_kind, fixed_batch_size, infer_batch, input_name as image_input,
                                 latency_record, output_name, warm_up)
 from .names import read_label_names, terminal_text
@@ -285,18 +286,29 @@ def classify(runner, frames: Iterator, spec: PreprocessSpec, input_name: str, ba
         if not timed:  # the first run pays for lazy initialization; it is not timed
             warm_up(runner, array, 1, pad_to)
             timed.append(Clocks(runner))
-        logits = infer_batch(runner, array, pad_to, input_name)[output]
-        probabilities = softmax(logits.reshape(len(batch), -1))
+        logits = infer_batch(runner, array, pad_to, input_name)[output].reshape(len(batch), -1)
+        # A NaN or infinite logit makes every probability NaN ("nan%" for each class): that image has no result.
+        broken = set(int(row) for row in nonfinite_rows(logits))
+        probabilities = softmax(np.where(np.isfinite(logits), logits, 0.0) if broken else logits)
         for row, name in enumerate(names):
+            if row in broken:
+                yield {"path": name, "error": NONFINITE_RESULT}
+                continue
             indices = [int(i) for i in topk_indices(probabilities[row], k)]
             yield {"path": name, "topk": indices,
                    "names": [labels[i] if labels else str(i) for i in indices],
                    "probs": [round(float(probabilities[row][i]), 6) for i in indices]}
 
 
+NONFINITE_RESULT = "the model's outputs hold NaN or infinite values"
+
+
 def _print_result(result: Dict[str, object], as_json: bool) -> None:
     if as_json:
-        print(json.dumps(result), flush=True)
+        print(dumps_strict(result, note), flush=True)
+        return
+    if "error" in result:  # named again in the one error line at the end; stdout shows no number for it
+        print("{}\n  no result: {}".format(result["path"], result["error"]))
         return
     print(terminal_text(result["path"]))  # a file or class named with escape codes cannot rewrite the terminal
     for rank, (index, name, prob) in enumerate(zip(result["topk"], result["names"], result["probs"]), 1):
@@ -376,11 +388,16 @@ def run(args: argparse.Namespace) -> int:
         warn_missing_providers(runner)
         input_name, batch_size, static = choose_batch(runner, args.batch)
         check_batch_memory(batch_size, info.preprocess.input_size, "--batch")
-        images, hits, timed = 0, [], []
+        images, hits, timed, broken = 0, [], [], []
         # with known classes, top-5 is always ranked (for the accuracy) and then cut to --top-k for printing
         ranked = max(args.top_k, 5) if truth else args.top_k
         for result in classify(runner, limited(frames, args.max_frames), info.preprocess, input_name, batch_size,
                                static, ranked, labels, timed):
+            if "error" in result:
+                broken.append(result["path"])
+                _print_result(result, args.json)
+                images += 1
+                continue
             if result["path"] in truth:
                 label = truth[result["path"]]
                 hits.append((result["topk"][0] == label, label in result["topk"][:5]))
@@ -401,10 +418,16 @@ def run(args: argparse.Namespace) -> int:
     jetson = jetson_report()
     if jetson:
         summary["jetson"] = jetson
+    if broken:
+        summary["nonfinite_images"] = len(broken)
     if args.json:
-        print(json.dumps({"summary": summary}, default=str))
+        print(dumps_strict({"summary": summary}, note, default=str))
     else:
         _print_summary(summary)
+    if broken:
+        raise CheckFailedError("{}: {} for {}; no class was read from them (a NaN or infinite weight, or "
+                               "preprocessing that overflows, e.g. a tiny std in the metadata)".format(
+                                   args.model, NONFINITE_RESULT, describe_images(range(len(broken)), broken, images)))
     return 0
 
 

@@ -10,8 +10,8 @@ from typing import Dict, Optional
 from .errors import UserError
 from .preprocess import PreprocessSpec
 from .schema import MapOf, load_checked_json
-from .validate import (MAX_CLASSES, check_against_graph, check_metadata_dict, check_onnx_model, graph_io_shapes,
-                       parse_int_field)
+from .validate import (MAX_CLASSES, check_against_graph, check_metadata_dict, check_onnx_file, check_onnx_model,
+                       graph_io_shapes, parse_int_field)
 
 PRODUCER = "eca-deploy"
 
@@ -98,6 +98,7 @@ def load_onnx_proto(path):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise UserError("no such model file: {}".format(path))
+    check_onnx_file(path)  # size and protobuf structure, before onnx or ONNX Runtime reads it whole
     try:
         import onnx  # optional on Jetson
     except ImportError:

@@ -19,6 +19,9 @@ from .filekind import file_kind, is_regular_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# The smallest std a channel may have: real [0, 1] pixels have stds near 0.2, and 1/255 (pixels 0-255 fed as is)
+# is 0.0039; below 1e-4 one pixel level is 40 input units, and 1e-40 overflows float32 (infinite inputs, NaN logits).
+MIN_STD = 1e-4
 
 # Suffixes that decode_image accepts; matched case-insensitively by the data loaders.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
@@ -77,6 +80,9 @@ class PreprocessSpec:
         if not all(np.float32(value) > 0 for value in self.std):
             raise UserError("std {} must be above 0 in every channel (a zero entry divides by zero)".format(
                 list(self.std)))
+        if not all(value >= MIN_STD for value in self.std):  # 1e-40 passes "> 0" and overflows the inputs
+            raise UserError("std {} must be at least {:g} in every channel (a tinier one blows pixel values up "
+                            "past what float32 holds)".format(list(self.std), MIN_STD))
 
     @classmethod
     def for_input_size(cls, input_size: int, crop_pct: float = 0.875, **kwargs) -> "PreprocessSpec":
@@ -198,7 +204,8 @@ def apply_options(spec: PreprocessSpec, resize: Optional[int] = None, mean: Opti
 def _field_value(meta: Dict[str, str], key: str):
     try:
         return json.loads(meta[key])
-    except (TypeError, ValueError):  # json.JSONDecodeError is a ValueError
+    # json.JSONDecodeError is a ValueError; "[" * 100000 is a RecursionError (Python's parser recurses per level)
+    except (TypeError, ValueError, RecursionError):
         raise UserError("metadata field {} is malformed (not JSON): {!r}".format(key, str(meta[key])[:40])) from None
 
 

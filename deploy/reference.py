@@ -33,6 +33,16 @@ PROBE_IMAGES = 8
 MAX_PROBE_BYTES = 4 << 20     # a source file larger than this is not shipped as a probe
 # The most one array of the file may expand to: a damaged or hostile file must not exhaust a Jetson's memory.
 MAX_ARRAY_BYTES = 2 << 30
+# The most the reader may hold at once: every array it loads, with the uint8 crops expanded to float32 inputs
+# (twice: the per-crop arrays and their stack). 256 images at 224 px need 0.35 GB; the file itself may not be
+# larger either. Shapes are read from each member's header and checked against it before any array is loaded.
+MAX_REFERENCE_BYTES = 2 << 30
+# The members save_reference writes (bundling/proof.py); anything else in the file is never loaded.
+REFERENCE_MEMBERS = frozenset((
+    "format", "logits", "preprocess", "arch", "checkpoint_sha256", "source", "min_agreement", "bar_names",
+    "bar_sha256", "bar_precisions", "bar_measured_top1", "bar_measured_cosine", "bar_required_top1",
+    "bar_required_cosine", "bar_allowance_images", "bar_kernel_flips", "probe_files", "probe_inputs", "labels",
+    "pixels", "inputs"))
 
 # How far another backend's kernels may move a model from what it measured on the CPU. The kernel-order study
 # (docs/INT8.md; `python -m benchmark.bench_int8_goal`) ran the same INT8 models in ONNX Runtime with and without
@@ -182,14 +192,60 @@ class _Fields:
         return value
 
 
+def _member_header(archive, info):
+    """(shape, dtype) from the .npy header of one zip member, read without its data."""
+    with archive.open(info) as handle:
+        version = np.lib.format.read_magic(handle)
+        reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = reader(handle)
+    return tuple(int(d) for d in shape), np.dtype(dtype)
+
+
+def member_bytes(name: str, shape, dtype) -> int:
+    """What loading member ``name`` costs in memory: its own bytes, and for uint8 crops (N, S, S, 3) also the
+    float32 inputs made from them, twice (to_model_input per crop, then their stack)."""
+    count = 1
+    for dim in shape:
+        count *= max(int(dim), 0)
+    cost = count * dtype.itemsize
+    if name == "pixels":
+        cost += 2 * count * 4
+    return cost
+
+
+def check_reference_size(path: str, needed: int) -> None:
+    if needed > MAX_REFERENCE_BYTES:
+        raise UserError("{}: the reference data would take {:.2f} GB in memory, more than the {:.0f} GB a device "
+                        "is asked to hold; use fewer --reference-images".format(
+                            path, needed / 1e9, MAX_REFERENCE_BYTES / 1e9))
+
+
 def _read_arrays(path: str) -> Dict[str, np.ndarray]:
+    """The known members of the file, each loaded only after its header's shape passed the size bound."""
     try:
+        size = os.path.getsize(path)
+        if size > MAX_REFERENCE_BYTES:
+            raise UserError("{} is {:.2f} GB, larger than any reference file (at most {:.0f} GB); it is damaged or "
+                            "not a reference file".format(path, size / 1e9, MAX_REFERENCE_BYTES / 1e9))
+        if not zipfile.is_zipfile(path):  # np.load would read a bare .npy whole, whatever its size
+            raise UserError("{} is not a reference file (not an .npz archive); rebuild the bundle".format(path))
         with np.load(path, allow_pickle=False) as data:
+            members = {}
             for info in data.zip.infolist():
-                if info.file_size > MAX_ARRAY_BYTES:
-                    raise UserError("{}: {} would take {:.1f} GB in memory, more than a reference file needs".format(
-                        path, info.filename, info.file_size / 1e9))
-            return {name: data[name] for name in data.files}
+                name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+                if name not in REFERENCE_MEMBERS or name in members:
+                    continue  # unknown members are never loaded: they could be any size
+                members[name] = info
+            total = 0
+            for name, info in members.items():
+                shape, dtype = _member_header(data.zip, info)
+                cost = member_bytes(name, shape, dtype)
+                if cost > MAX_ARRAY_BYTES:
+                    raise UserError("{}: {} {} would take {:.1f} GB in memory, more than a reference file "
+                                    "needs".format(path, name, shape, cost / 1e9))
+                total += cost
+                check_reference_size(path, total)
+            return {name: data[name] for name in members}
     except UserError:
         raise
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
@@ -204,6 +260,9 @@ def _images(fields: _Fields, spec: PreprocessSpec) -> np.ndarray:
         if pixels.dtype != np.uint8 or pixels.shape[-1] != 3 or pixels.shape[1] != pixels.shape[2]:
             raise fields.fail("pixels", "must be uint8 RGB crops (N, S, S, 3), got {} {}".format(
                 pixels.dtype, pixels.shape))
+        if pixels.shape[1] != spec.input_size:  # checked on the crops, before they are expanded to float32
+            raise fields.fail("preprocess", "says input size {}, the images are {}x{}".format(
+                spec.input_size, pixels.shape[1], pixels.shape[2]))
         inputs = input_from_pixels(pixels, spec)
     else:
         inputs = fields.finite("inputs", "f", 4)
@@ -250,8 +309,9 @@ def _spec(fields: _Fields) -> PreprocessSpec:
         if not isinstance(meta, dict):
             raise ValueError("not an object")
         return PreprocessSpec.from_metadata({str(k): str(v) for k, v in meta.items()})
-    except (ValueError, UserError) as exc:
-        raise fields.fail("preprocess", "is not a preprocessing record ({})".format(exc)) from None
+    except (ValueError, UserError, RecursionError) as exc:  # "[" * 100000 is a RecursionError in json
+        raise fields.fail("preprocess", "is not a preprocessing record ({})".format(
+            str(exc)[:120] or type(exc).__name__)) from None
 
 
 def load_reference(path: str) -> ReferenceData:

@@ -33,6 +33,8 @@ MAX_BATCH = 4096            # --batch, --batch-size, --batch-sizes, --max-batch:
 MAX_NUM_IMAGES = 1000000    # --num-images and the like: ImageNet's validation split is 50,000
 MAX_ITERATIONS = 100000     # --iterations, --warmup: timed runs per batch size
 MAX_ECA_CONVS = 16          # export --eca-convs: 1-D convs stacked per ECA module; 100000 never finish tracing
+MAX_ECA_KERNEL = 63         # export --k-size: the paper's kernels are 3-9; 1000001 took 2.6 GB and 46 s
+MAX_WORKSPACE_MIB = 1 << 20  # build --workspace: 1 TiB, above any GPU's memory (an H200 has 141 GB)
 # The widest classifier input in the zoo (bottleneck ResNets), and the copies of the head an export holds at once
 # (PyTorch's, the traced graph's, the ONNX proto's and ONNX Runtime's): what --num-classes costs.
 HEAD_FEATURES = 2048
@@ -255,6 +257,66 @@ def files_read_with(path: str) -> List[Tuple[str, str]]:
     return found
 
 
+# The largest ONNX file read whole (onnx.load and ONNX Runtime hold it in memory, protobuf stops at 2 GiB): the
+# zoo's largest model, ECA-ResNet-152 in FP32, is 0.23 GB; bigger models keep their weights as external data.
+MAX_ONNX_BYTES = 1 << 30
+# A ModelProto has a handful of top-level fields plus one per metadata entry and opset import: more than this
+# many is no model, and walking them stays quick.
+MAX_TOP_LEVEL_FIELDS = 100000
+
+
+def _read_varint(handle) -> int:
+    result = 0
+    for shift in range(0, 70, 7):
+        byte = handle.read(1)
+        if not byte:
+            raise EOFError("it ends inside a field")
+        result |= (byte[0] & 0x7F) << shift
+        if not byte[0] & 0x80:
+            return result
+    raise ValueError("a field key is longer than protobuf allows")
+
+
+def _walk_top_level_fields(path: str, size: int) -> None:
+    """Skip over the top-level protobuf fields of ``path`` (key, then length) without reading their contents: a
+    file of zeros (a sparse 1.5 GB file) or of random bytes fails at its first key, at no memory cost, before a
+    parser reads it whole. ValueError/EOFError say why it is no ModelProto."""
+    with open(path, "rb") as handle:
+        fields = 0
+        while handle.tell() < size:
+            key = _read_varint(handle)
+            number, wire = key >> 3, key & 7
+            if number == 0 or wire not in (0, 1, 2, 5):
+                raise ValueError("byte {} is no protobuf field (number {}, wire type {})".format(
+                    handle.tell() - 1, number, wire))
+            if wire == 0:
+                _read_varint(handle)
+            else:
+                handle.seek({1: 8, 5: 4}.get(wire) or _read_varint(handle), os.SEEK_CUR)
+            if handle.tell() > size:
+                raise EOFError("field {} runs past the end of the file".format(number))
+            fields += 1
+            if fields > MAX_TOP_LEVEL_FIELDS:
+                raise ValueError("more than {} top-level fields".format(MAX_TOP_LEVEL_FIELDS))
+
+
+def check_onnx_file(path: str) -> None:
+    """Before any parser reads ``path`` whole: at most MAX_ONNX_BYTES, and its top-level structure is protobuf.
+    UserError naming the file otherwise; a missing file is left to the caller's own message."""
+    path = os.fspath(path)
+    try:
+        size = os.path.getsize(path)
+        if size > MAX_ONNX_BYTES:
+            raise UserError("{} is {:.2f} GiB, above the {:g} GiB an ONNX file may hold inline; save its weights as "
+                            "external data (onnx.save_model(..., save_as_external_data=True))".format(
+                                path, size / 2.0 ** 30, MAX_ONNX_BYTES / 2.0 ** 30))
+        _walk_top_level_fields(path, size)
+    except (ValueError, EOFError) as exc:
+        raise UserError("{} is not a readable ONNX model: {}".format(path, exc)) from None
+    except OSError:
+        return  # unreadable: the loader that follows names the reason
+
+
 def check_onnx_model(model, path: str, min_opset: int = MIN_LOAD_OPSET) -> None:
     """Opset in range and external data inside the model's folder, before onnx or ORT is asked to load it."""
     opset = model_opset(model)
@@ -263,7 +325,54 @@ def check_onnx_model(model, path: str, min_opset: int = MIN_LOAD_OPSET) -> None:
     top = max_opset()
     if not min_opset <= opset <= top:
         raise UserError("{} uses opset {}; supported: {} to {}".format(path, opset, min_opset, top))
+    problem = graph_structure_problem(model.graph)
+    if problem:
+        raise UserError("{}: {}".format(path, problem))
     external_data_files(model, path)
+
+
+def graph_structure_problem(graph) -> Optional[str]:
+    """Why the top-level graph cannot be run in any order, or None: a node input nothing provides, a graph output
+    no node makes, or a cycle. ONNX Runtime refuses these when a session starts and TensorRT's parser while
+    importing ("Node input was not registered", "The output tensor was not registered", "Failed to sort the
+    model topologically"); named here, before anything is planned or run. Nodes need not be listed in order."""
+    provided = {value.name for value in graph.input} | {init.name for init in graph.initializer}
+    provided |= {sparse.values.name for sparse in graph.sparse_initializer}
+    producer = {}
+    for index, node in enumerate(graph.node):
+        for name in node.output:
+            if name:
+                producer[name] = index
+    for node in graph.node:
+        for name in node.input:
+            if name and name not in provided and name not in producer:
+                return "node {} ({}) reads {!r}, which no node, input or initializer provides".format(
+                    node.name or "?", node.op_type, name)
+    for output in graph.output:
+        if output.name not in producer and output.name not in provided:
+            return "graph output {!r} is not produced by any node (it is disconnected)".format(output.name)
+    # Kahn's algorithm: whatever cannot be ordered lies on or behind a cycle
+    users = {}
+    waiting = []
+    for index, node in enumerate(graph.node):
+        sources = {producer[name] for name in node.input if name in producer and name not in provided}
+        waiting.append(len(sources))
+        for source in sources:
+            users.setdefault(source, []).append(index)
+    ready = [index for index, count in enumerate(waiting) if count == 0]
+    done = 0
+    while ready:
+        index = ready.pop()
+        done += 1
+        for user in users.get(index, ()):
+            waiting[user] -= 1
+            if waiting[user] == 0:
+                ready.append(user)
+    if done < len(graph.node):
+        stuck = next(node for index, node in enumerate(graph.node) if waiting[index] > 0)
+        return "its graph has a cycle (through node {} ({})); an ONNX graph must be acyclic".format(
+            stuck.name or "?", stuck.op_type)
+    return None
 
 
 # -- metadata --------------------------------------------------------------------------------------------

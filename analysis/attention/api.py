@@ -225,6 +225,7 @@ def _stream(runs, images, spec, batch_size, workers, progress, deployed, parity)
                 reference = _run_models(runs, recorders, accumulators, batch, labels)
                 if onnx_model is not None:
                     logits, weights = onnx_model.infer(batch)
+                    _check_deployed_finite(deployed, logits, weights, chunk.paths[offset:offset + batch_size])
                     parity.update(reference[1], weights)
                     logits_stats.update(reference[0], logits, labels)
             bar.update(len(chunk) + len(chunk.skipped))
@@ -234,6 +235,15 @@ def _stream(runs, images, spec, batch_size, workers, progress, deployed, parity)
     for (run, _), accumulator in zip(runs, accumulators):
         run.means = accumulator.result()
     return skipped, stats
+
+
+def _check_deployed_finite(path, logits, weights, names) -> None:
+    """A NaN in the deployed model's outputs would compare as no error at all (NaN > x is false, so the running
+    maximum stays 0): CheckFailedError naming the images instead, before any parity is reported."""
+    from deploy.compare import check_finite_outputs
+    check_finite_outputs(logits, "the deployed model {}'s logits".format(path), names)
+    for block, values in (weights.items() if isinstance(weights, dict) else enumerate(weights)):
+        check_finite_outputs(values, "the deployed model {}'s attention weights of {}".format(path, block), names)
 
 
 def _run_models(runs, recorders, accumulators, batch, labels):

@@ -118,10 +118,22 @@ def logits_of(outputs: Dict[str, np.ndarray]) -> np.ndarray:
     return np.asarray(values, dtype=np.float32)
 
 
+def check_fixed_batch_memory(runner, fixed: int) -> None:
+    """A model exported with a static batch of 200000 would make every call pad to that many images: refused
+    with the memory it needs (deploy.validate's batch estimate), before the first batch is built."""
+    from ..validate import batch_memory_bytes, check_memory
+    meta = runner.get_input_metadata().get(input_name(runner))
+    dims = [d for d in (meta.shape[2:] if meta is not None else ()) if isinstance(d, (int, np.integer)) and d > 0]
+    size = int(max(dims)) if dims else 1
+    check_memory(batch_memory_bytes(fixed, size), "{}: its fixed batch of {} images at {}x{}".format(
+        runner.name, fixed, size, size), "export the model with a smaller or a dynamic batch")
+
+
 def batch_plan(runner, batch_size: int) -> Tuple[int, Optional[int]]:
     """(rows per call, pad_to): a fixed-batch model takes exactly its batch, an engine at most its profile's."""
     fixed = fixed_batch_size(runner)
     if fixed:
+        check_fixed_batch_memory(runner, fixed)
         return fixed, fixed
     limit = max_batch_size(runner)
     return (min(batch_size, limit) if limit else batch_size), None

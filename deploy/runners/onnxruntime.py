@@ -5,7 +5,7 @@ CPU with only a log line. This runner therefore reports ``session.get_providers(
 ``require_requested=True`` turns a silent fallback into an error.
 """
 import os
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -41,6 +41,50 @@ def import_onnxruntime():
 
 def resolve_providers(providers: Sequence[str]):
     return [PROVIDER_ALIASES.get(p.lower(), p) for p in providers]
+
+
+# -- the one place ONNX Runtime's own errors become one line ------------------------------------------------------
+
+def ort_errors(ort=None) -> Tuple[type, ...]:
+    """What ONNX Runtime raises for a model it cannot load or run: its pybind exception types (Fail,
+    InvalidArgument, InvalidGraph, RuntimeException, ...; none derives from a Python error type), plus
+    RuntimeError and MemoryError, which it raises for a failed allocation. A programming error (TypeError,
+    KeyError) is not among them and still shows its traceback."""
+    found = [RuntimeError, MemoryError]
+    try:
+        from onnxruntime.capi import onnxruntime_pybind11_state as state
+        found += [kind for kind in vars(state).values() if isinstance(kind, type) and issubclass(kind, Exception)]
+    except ImportError:  # a build without the pybind module: its errors are RuntimeErrors
+        pass
+    return tuple(found)
+
+
+def _ort_reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def create_session(model, options=None, providers: Sequence[str] = ("CPUExecutionProvider",), name=None):
+    """``ort.InferenceSession`` of a path or serialized ModelProto; a model ONNX Runtime refuses (a cycle, an op
+    it lacks, an initializer it cannot allocate) is a UserError naming ``name`` (default: the path)."""
+    ort = import_onnxruntime()
+    label = name or (os.fspath(model) if isinstance(model, (str, os.PathLike)) else "the model")
+    if isinstance(model, (str, os.PathLike)):
+        from ..validate import check_onnx_file
+        check_onnx_file(model)  # capped before ONNX Runtime reads it whole
+    try:
+        return ort.InferenceSession(model, options, providers=list(providers))
+    except ort_errors() as exc:
+        raise UserError("ONNX Runtime cannot load {}: {}".format(label, _ort_reason(exc))) from None
+
+
+def run_session(session, names, feeds, name: str):
+    """``session.run``; what ONNX Runtime raises while running (a Gather index out of range, a batch of 0, a
+    shape the graph cannot take) is a UserError naming the model ``name``."""
+    try:
+        return session.run(names, feeds)
+    except ort_errors() as exc:
+        raise UserError("ONNX Runtime failed to run {}: {}".format(name, _ort_reason(exc))) from None
 
 
 class OnnxRuntimeRunner(BaseRunner):
@@ -96,11 +140,7 @@ class OnnxRuntimeRunner(BaseRunner):
                 ", ".join(unknown), ", ".join(sorted(PROVIDER_ALIASES)), "CUDAExecutionProvider"))
         available = ort.get_available_providers()
         providers = [p for p in self.requested_providers if p in available] or ["CPUExecutionProvider"]
-        try:
-            self.session = ort.InferenceSession(self.model_path, self.session_options(), providers=providers)
-        except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
-            raise UserError("ONNX Runtime cannot load {}: {}".format(
-                self.model_path, str(exc).splitlines()[0])) from None
+        self.session = create_session(self.model_path, self.session_options(), providers, self.model_path)
         fell_back = self.missing_providers
         if fell_back and self.require_requested:
             raise UserError("ONNX Runtime could not start {} for {}; running providers: {}".format(
@@ -130,7 +170,7 @@ class OnnxRuntimeRunner(BaseRunner):
 
     def infer_impl(self, feed_dict):
         names = [node.name for node in self.session.get_outputs()]
-        values = self.session.run(names, feed_dict)
+        values = run_session(self.session, names, feed_dict, self.model_path)
         return dict(zip(names, values))
 
     def describe(self):

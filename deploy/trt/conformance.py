@@ -44,6 +44,13 @@ class ParserRelease:
 
 
 @lru_cache(maxsize=1)
+def min_ir_version() -> int:
+    """The oldest ONNX IR version any parser reads (IR 3 brought opset_import); the data file says why."""
+    with open(PARSERS_FILE, "r", encoding="utf-8") as handle:
+        return int(json.load(handle)["ir_min"])
+
+
+@lru_cache(maxsize=1)
 def parser_releases() -> Tuple[ParserRelease, ...]:
     with open(PARSERS_FILE, "r", encoding="utf-8") as handle:
         entries = json.load(handle)["releases"]
@@ -178,6 +185,10 @@ def conformance_problems(model, version, base_dir: str = "") -> List[str]:
         suggested = min(EXPORT_OPSET, release.opset_max)
         problems.append("opset {} is outside what TensorRT {}'s ONNX parser documents ({}); re-export with "
                         "`eca-deploy export --opset {}`".format(opset, version, _opset_range(release), suggested))
+    if model.ir_version < min_ir_version():
+        problems.append("ONNX IR version {} is older than any TensorRT parser reads (IR {} to {}); it is unset or "
+                        "the file predates ONNX 1.0: export the model again".format(
+                            model.ir_version, min_ir_version(), release.ir_max))
     if model.ir_version > release.ir_max:
         problems.append("ONNX IR version {} is newer than TensorRT {}'s parser reads (IR {} and older); save it "
                         "with ir_version {}".format(model.ir_version, version, release.ir_max, release.ir_max))

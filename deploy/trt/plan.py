@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..errors import UserError
 from ..metadata import sidecar_path
-from ..validate import MAX_BATCH, check_outputs_spare_inputs
+from ..validate import MAX_BATCH, MAX_WORKSPACE_MIB, check_bound, check_outputs_spare_inputs
 from ..onnx_info import OnnxPrecision, inspect_onnx
 from .conformance import check_conformance
 from ..runners.execution import DEFAULT_MAX_BATCH
@@ -46,7 +46,8 @@ BUILD_CLI_OPTIONS = (
     CliOption("--opt-batch", "opt_batch", "int", "Batch TensorRT tunes for (default: the min batch).", "N"),
     CliOption("--max-batch", "max_batch", "int", "Largest batch of the optimization profile (default {}, at most "
               "{}).".format(DEFAULT_MAX_BATCH, MAX_BATCH), "N"),
-    CliOption("--workspace", "workspace_mib", "int", "Builder workspace limit in MiB (default: TensorRT's).", "MIB"),
+    CliOption("--workspace", "workspace_mib", "int", "Builder workspace limit in MiB (default: TensorRT's; at most "
+              "{}).".format(MAX_WORKSPACE_MIB), "MIB"),
     CliOption("--timing-cache", "timing_cache", "path", "Read, and update, this timing cache file.", "FILE"),
     CliOption("--dla-core", "dla_core", "int", "Build for this DLA core (Jetson; FP16/INT8 engines).", "N"),
     CliOption("--gpu-fallback", "gpu_fallback", "flag", "With --dla-core: run layers DLA lacks on the GPU."),
@@ -58,7 +59,7 @@ BUILD_CLI_OPTIONS = (
     CliOption("--dry-run", "dry_run", "flag", "Print the build plan (flags, trtexec and polygraphy lines) and build "
               "nothing; works without TensorRT."),
     CliOption("--trt-version", "trt_version", "text", "TensorRT version to plan for in --dry-run (default: the "
-              "installed one, else {} as on JetPack 6.1/6.2).".format(DEFAULT_TARGET), "X.Y[.Z]"),
+              "installed one, else {} as on JetPack 6.1/6.2; minor and patch below 100).".format(DEFAULT_TARGET), "X.Y[.Z]"),
 )
 
 
@@ -100,6 +101,7 @@ class BuildOptions:
             raise UserError("no such calibration cache: {}".format(self.calib_cache))
         if self.workspace_mib is not None and self.workspace_mib < 1:
             raise UserError("--workspace must be a positive number of MiB, got {}".format(self.workspace_mib))
+        check_bound("--workspace", self.workspace_mib, MAX_WORKSPACE_MIB)
         if self.opt_level is not None and not 0 <= self.opt_level <= 5:
             raise UserError("--opt-level must be between 0 and 5, got {}".format(self.opt_level))
         if self.dla_core is not None and self.dla_core < 0:

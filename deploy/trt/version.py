@@ -24,9 +24,11 @@ class TrtVersion(NamedTuple):
     def parse(cls, text: Union[str, "TrtVersion"]) -> "TrtVersion":
         if isinstance(text, TrtVersion):
             return text
-        match = re.match(r"^\s*(\d+)\.(\d+)(?:\.(\d+))?(?:\.(\d+))?\s*$", str(text))
+        # a bounded number of digits per part: 10.3.99999999999999999999 is a typo, not a release
+        match = re.match(r"^\s*(\d{1,2})\.(\d{1,2})(?:\.(\d{1,2}))?(?:\.(\d{1,6}))?\s*$", str(text)[:64])
         if not match:
-            raise UserError("bad TensorRT version {!r}; give major.minor[.patch], e.g. 8.6 or 10.3.0".format(text))
+            raise UserError("bad TensorRT version {!r}; give major.minor[.patch], e.g. 8.6 or 10.3.0 (minor and patch "
+                            "below 100)".format(str(text)[:40]))
         major, minor, patch, build = match.groups()
         return cls(int(major), int(minor), int(patch or 0), None if build is None else int(build))
 
