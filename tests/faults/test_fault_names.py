@@ -12,6 +12,7 @@ import onnx
 import pytest
 
 from deploy.errors import UserError
+from deploy.runners.execution import DEFAULT_MAX_BATCH
 from deploy.names import (check_label_names, numbered_name, read_label_names, terminal_text, unsafe_character,
                           write_label_file)
 from tests.bundling.ecosystem.bundle_files import glib_key_file, keys_once
@@ -124,7 +125,7 @@ def test_build_engines_sh_runs_exactly_the_commands_it_shows(odd_bundle, tmp_pat
     calls = [call.split("\0") for call in log.read_text().split("\0\n") if call]
     assert [os.path.basename(call[0]) for call in calls] == ["python3"]  # no touch, no trtexec: nothing else ran
     engine = ODD_FILE[:-len(".onnx")] + ".fp32.engine"
-    assert calls[0][1:] == ["-m", "deploy.build", ODD_FILE, "-o", engine, "--max-batch", "32"]
+    assert calls[0][1:] == ["-m", "deploy.build", ODD_FILE, "-o", engine, "--max-batch", str(DEFAULT_MAX_BATCH)]
     assert not any("pwned" == name for _, _, files in os.walk(str(tmp_path)) for name in files)
     assert os.path.exists(os.path.join(odd_bundle, "triton", "my___touch_pwned___x_trt", "1", "model.plan"))
 
