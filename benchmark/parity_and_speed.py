@@ -367,7 +367,9 @@ def chosen_digests(infos) -> set:
 def load_images(data_dir, labels_file, spec: PreprocessSpec, num_images: int, seed: int = 0,
                 progress: bool = True, num_classes: Optional[int] = None, exclude=None) -> EvalImages:
     """Images from ``data_dir``; without ``data_dir``, the sample photos (unlabeled). A given folder must exist.
-    ``exclude``: digests of images that chose a model (``chosen_digests``), left out of a given folder."""
+    ``exclude``: digests of images that chose a model (``chosen_digests``), left out of a given folder. The images
+    come from the end of the order calibrate draws from (data.datasets.measuring_sample), so from a folder with
+    room for both, every model listed gets the same unseen images whatever else is listed."""
     from data.datasets import load_dataset
 
     if data_dir is None:
@@ -380,7 +382,7 @@ def load_images(data_dir, labels_file, spec: PreprocessSpec, num_images: int, se
         if not os.path.isdir(os.fspath(data_dir)):
             raise UserError("data folder not found: {}".format(data_dir))
         loaded = load_dataset(data_dir, spec, labels_file=labels_file, num_images=num_images, seed=seed,
-                              progress=progress, num_classes=num_classes, exclude=exclude)
+                              progress=progress, num_classes=num_classes, exclude=exclude, measuring=True)
         source = os.fspath(data_dir)
         labels = loaded.labels
     if len(loaded.array) == 0:
