@@ -391,6 +391,12 @@ def load_images(data_dir, labels_file, spec: PreprocessSpec, num_images: int, se
                       list(loaded.skipped), loaded)
 
 
+def image_set_name(data_dir) -> str:
+    """The name every figure of a run is given for its images (issue 28: one figure per image set, named):
+    "unseen" for a folder's images that neither calibrated nor judged a listed model, else the sample photos."""
+    return "unseen" if data_dir is not None else "sample photos"
+
+
 # -- runners -----------------------------------------------------------------------------------------------
 
 def make_runner(artifact: Artifact, options: BenchmarkOptions):
@@ -596,6 +602,7 @@ def benchmark_engine(artifact_paths: Sequence[str], arch: Optional[str] = None, 
         reference=ref_result,
         artifacts=results,
         data={"source": images.source, "num_images": int(len(images.array)), "labeled": images.labeled,
+              "image_set": image_set_name(data_dir),
               "skipped": [list(s) for s in images.skipped], "input_size": reference.spec.input_size},
         options={"batch_sizes": list(options.batch_sizes), "warmup": options.warmup,
                  "iterations": options.iterations, "threads": threads, "device": options.device,

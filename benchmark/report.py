@@ -117,6 +117,12 @@ def environment_lines(env: Dict[str, object]) -> List[str]:
     return lines
 
 
+def set_label(data: Dict[str, object]) -> str:
+    """The image set of every figure in the parity table and its size, e.g. "unseen set, N=256"."""
+    name = data.get("image_set", "unseen")
+    return "{}{}, N={}".format(name, " set" if name == "unseen" else "", data["num_images"])
+
+
 def _weights_phrase(result: BenchmarkResult) -> str:
     if str(result.weights).startswith("random"):
         return "random weights ({}; agreement is meaningful, accuracy is not)".format(result.weights.split(" ", 1)[1]
@@ -137,7 +143,7 @@ def to_markdown(result: BenchmarkResult, title: Optional[str] = None, plots: Opt
             "labeled" if data["labeled"] else "unlabeled: accuracy cannot be measured, agreement can",
             data["input_size"], data["input_size"]),
         "",
-        "## Parity with the PyTorch reference",
+        "## Parity with the PyTorch reference ({})".format(set_label(data)),
         "",
         parity_table(result),
         "",
