@@ -12,7 +12,7 @@ from calibration.api import calibrate
 from calibration.fallback import AccuracyGoal, default_max_float_layers, float_layers
 from calibration.layer_report import quantized_layers
 from deploy.metadata import read_model_info
-from tests.cpu_int8 import U8S8_SATURATES
+from tests.int8_bounds import missed, order_flips
 
 
 @pytest.fixture(scope="module")
@@ -44,17 +44,22 @@ def test_float_layers_keep_the_relu6_the_cpu_quantizer_folded(cpu_minmax, digits
     # The CPU target's quantizer drops each ReLU6 and lets the uint8 Q after the conv clip instead; a float layer
     # behind such a Q must still read clipped values. Floating every conv then brings the model nearer FP32.
     from calibration.selection import HeldOut
+    from deploy.reference import FLOORS
     quantized, fp32 = cpu_minmax
     assert sum(n.op_type == "Clip" for n in quantized.graph.node) < sum(n.op_type == "Clip" for n in fp32.graph.node)
-    heldout = HeldOut(fp32, digits_calibration_images.array[:128])
+    images = digits_calibration_images.array[:128]
+    heldout = HeldOut(fp32, images)
     int8 = heldout.score(quantized)
     floated = float_layers(quantized, fp32, quantized_layers(quantized))
     assert quantized_layers(floated) == []
     every = heldout.score(floated)
-    # without VNNI, ORT's u8s8 kernels saturate a little (tests/cpu_int8.py): the floated model stays closer to FP32
-    # than the plain one, by less
-    floor = 97.0 if U8S8_SATURATES else 99.0
-    assert every.agreement >= int8.agreement and every.agreement >= floor and every.kl < 0.75 * int8.kl, (every, int8)
+    # Nearer FP32 is the divergence; a lost clip would multiply it. On images this near-tied (a width-0.25 model),
+    # which class wins may differ by as many images as the order of float operations alone flips here, whatever the
+    # CPU's INT8 rounding; a model that lost its clip would fall below a working INT8 model's floor too.
+    flips = max(order_flips(quantized, images), order_flips(floated, images))
+    assert every.kl < 0.75 * int8.kl, (every, int8)
+    assert missed(every, len(images)) <= missed(int8, len(images)) + max(1, flips), (every, int8, flips)
+    assert every.agreement >= FLOORS["int8"]["top1"], every
     onnx.checker.check_model(floated, full_check=True)
 
 
