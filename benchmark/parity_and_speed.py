@@ -21,9 +21,9 @@ from deploy.errors import UserError
 from deploy.images import SAMPLES_DIR
 from deploy.metadata import ModelInfo, read_model_info
 from deploy.preprocess import PreprocessSpec
-from deploy.runners.execution import (UNSTABLE_SPREAD, artifact_kind, batch_plan, fixed_batch_size, infer_all,
-                                      latency_record, logits_of, max_batch_size, pad_batch, time_interleaved,
-                                      warm_up)
+from deploy.runners.execution import (DISTURBED_BASELINE, UNSTABLE_SPREAD, artifact_kind, baseline_check,
+                                      batch_plan, fixed_batch_size, infer_all, latency_record, logits_of,
+                                      max_batch_size, pad_batch, time_alone, time_interleaved, warm_up)
 from deploy.validate import (MAX_BATCH, MAX_ITERATIONS, MAX_NUM_IMAGES, check_batch_memory, check_bound,
                              check_threads)
 
@@ -109,6 +109,12 @@ class Timing:
     batch_size: int
     latency: Dict[str, object]
     compute: Optional[Dict[str, object]] = None
+    alone: Optional[Dict[str, object]] = None  # the reference's latency record timed alone, no backend between
+
+    @property
+    def baseline(self) -> Optional[Dict[str, object]]:
+        """The reference's p50 in turns against its p50 alone (execution.baseline_check), where timed alone."""
+        return baseline_check(self.alone, self.latency)
 
     @property
     def images_per_s(self) -> float:
@@ -161,14 +167,21 @@ class BenchmarkResult:
             return []
         return [a for a in self.artifacts if a.top1_drop is not None and a.top1_drop > max_top1_drop]
 
+    def disturbed_batches(self) -> List[int]:
+        """Batch sizes where PyTorch in turns ran more than DISTURBED_BASELINE off its own speed alone: the other
+        backends took its cores, so no speed-up over it is given there."""
+        return [t.batch_size for t in self.reference.timings if t.baseline and t.baseline["disturbed"]]
+
     def speedups(self) -> Dict[str, Dict[int, float]]:
-        """{artifact label: {batch size: reference p50 / artifact p50}}: ratios of medians, never of means. The
-        labels are unique (``short_labels``), so every artifact keeps its entry."""
+        """{artifact label: {batch size: reference p50 / artifact p50}}: ratios of medians, never of means, and
+        none at a batch size whose baseline was disturbed. The labels are unique (``short_labels``), so every
+        artifact keeps its entry."""
         ratios = {}
+        disturbed = set(self.disturbed_batches())
         for backend in self.artifacts:
             for timing in backend.timings:
                 ref = self.reference.timing(timing.batch_size)
-                if ref is not None:
+                if ref is not None and timing.batch_size not in disturbed:
                     ratios.setdefault(backend.name, {})[timing.batch_size] = (
                         float(ref.latency["p50_ms"]) / float(timing.latency["p50_ms"]))
         return ratios
@@ -181,6 +194,7 @@ class BenchmarkResult:
             "artifacts": [asdict(a) for a in self.artifacts],
             "speedups_p50": {name: {str(b): r for b, r in by_batch.items()}
                              for name, by_batch in self.speedups().items()},
+            "baseline": {str(t.batch_size): t.baseline for t in self.reference.timings if t.baseline},
             "data": self.data,
             "options": self.options,
             "environment": self.environment,
@@ -353,7 +367,9 @@ def chosen_digests(infos) -> set:
 def load_images(data_dir, labels_file, spec: PreprocessSpec, num_images: int, seed: int = 0,
                 progress: bool = True, num_classes: Optional[int] = None, exclude=None) -> EvalImages:
     """Images from ``data_dir``; without ``data_dir``, the sample photos (unlabeled). A given folder must exist.
-    ``exclude``: digests of images that chose a model (``chosen_digests``), left out of a given folder."""
+    ``exclude``: digests of images that chose a model (``chosen_digests``), left out of a given folder. The images
+    come from the end of the order calibrate draws from (data.datasets.measuring_sample), so from a folder with
+    room for both, every model listed gets the same unseen images whatever else is listed."""
     from data.datasets import load_dataset
 
     if data_dir is None:
@@ -366,13 +382,19 @@ def load_images(data_dir, labels_file, spec: PreprocessSpec, num_images: int, se
         if not os.path.isdir(os.fspath(data_dir)):
             raise UserError("data folder not found: {}".format(data_dir))
         loaded = load_dataset(data_dir, spec, labels_file=labels_file, num_images=num_images, seed=seed,
-                              progress=progress, num_classes=num_classes, exclude=exclude)
+                              progress=progress, num_classes=num_classes, exclude=exclude, measuring=True)
         source = os.fspath(data_dir)
         labels = loaded.labels
     if len(loaded.array) == 0:
         raise UserError("no readable images in {}".format(source))
     return EvalImages(np.ascontiguousarray(loaded.array, dtype=np.float32), labels, list(loaded.paths), source,
                       list(loaded.skipped), loaded)
+
+
+def image_set_name(data_dir) -> str:
+    """The name every figure of a run is given for its images (issue 28: one figure per image set, named):
+    "unseen" for a folder's images that neither calibrated nor judged a listed model, else the sample photos."""
+    return "unseen" if data_dir is not None else "sample photos"
 
 
 # -- runners -----------------------------------------------------------------------------------------------
@@ -407,7 +429,8 @@ def compute_logits(runner, images: np.ndarray, options: BenchmarkOptions, bar=No
 
 def time_backends(runners: Sequence, results: Sequence[BackendResult], images: np.ndarray,
                   options: BenchmarkOptions, bar=None) -> None:
-    """Per batch size, time every runner that can take it, the runners taking turns (A, B, A, B, ...)."""
+    """Per batch size, time every runner that can take it, the runners taking turns (A, B, A, B, ...); the
+    first runner (the reference) is also timed alone first, to show whether the others disturbed it."""
     on_call = bar.update if bar is not None else None
     for batch_size in options.batch_sizes:
         batch = pad_batch(images[:batch_size], batch_size)
@@ -425,11 +448,23 @@ def time_backends(runners: Sequence, results: Sequence[BackendResult], images: n
             timed.append((runner, result))
         if not timed:
             continue
+        alone = None
+        if timed[0][0] is runners[0] and len(timed) > 1:
+            alone = latency_record(time_alone(runners[0], batch, options.iterations), batch_size)
         clocks = time_interleaved([r for r, _ in timed], [batch] * len(timed), options.iterations, warmup=0,
                                   on_call=on_call)
-        for (_, result), (wall, compute) in zip(timed, clocks):
+        for (runner, result), (wall, compute) in zip(timed, clocks):
             result.timings.append(Timing(batch_size, latency_record(wall, batch_size),
-                                         latency_record(compute, batch_size)))
+                                         latency_record(compute, batch_size),
+                                         alone if runner is runners[0] else None))
+
+
+def disturbed_note(name: str, timing: Timing) -> str:
+    check = timing.baseline
+    return ("{} batch {}: p50 {:.2f} ms in turns with the other backends against {:.2f} ms alone ({:.2f}x, beyond "
+            "{:.2f}x): the baseline is disturbed, so no speed-up is given at this batch size; rerun on a quieter "
+            "machine".format(name, timing.batch_size, check["interleaved_p50_ms"], check["alone_p50_ms"],
+                             check["ratio"], DISTURBED_BASELINE))
 
 
 # -- parity ------------------------------------------------------------------------------------------------
@@ -553,10 +588,12 @@ def benchmark_engine(artifact_paths: Sequence[str], arch: Optional[str] = None, 
     notes.extend("{} batch {}: timing unstable (p90/p50 {:.2f} > {}); rerun on a quieter machine".format(
         result.name, timing.batch_size, timing.latency["spread"], UNSTABLE_SPREAD)
         for result in [ref_result] + results for timing in result.timings if timing.unstable)
+    notes.extend(disturbed_note(ref_result.name, timing) for timing in ref_result.timings
+                 if timing.baseline and timing.baseline["disturbed"])
 
     ort = next((r.runner for r in results if r.runner.get("backend") == "onnxruntime"), {})
-    ort_settings = {k: ort[k] for k in ("providers", "threads", "graph_optimization_level", "enable_mem_arena")
-                    if k in ort}
+    ort_settings = {k: ort[k] for k in ("providers", "threads", "graph_optimization_level", "enable_mem_arena",
+                                        "allow_spinning") if k in ort}
     if ort_settings:
         ort_settings["inter_op_num_threads"] = 1
     return BenchmarkResult(
@@ -565,6 +602,7 @@ def benchmark_engine(artifact_paths: Sequence[str], arch: Optional[str] = None, 
         reference=ref_result,
         artifacts=results,
         data={"source": images.source, "num_images": int(len(images.array)), "labeled": images.labeled,
+              "image_set": image_set_name(data_dir),
               "skipped": [list(s) for s in images.skipped], "input_size": reference.spec.input_size},
         options={"batch_sizes": list(options.batch_sizes), "warmup": options.warmup,
                  "iterations": options.iterations, "threads": threads, "device": options.device,

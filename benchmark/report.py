@@ -6,7 +6,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from deploy.fileio import atomic_path, write_json, write_text
 
-from .parity_and_speed import BackendResult, BenchmarkResult
+from .parity_and_speed import DISTURBED_BASELINE, BackendResult, BenchmarkResult
 
 # the keys of deploy.runners.execution.latency_record, prefixed by which clock they come from
 LATENCY_KEYS = ("runs", "mean_ms", "min_ms", "p50_ms", "p90_ms", "p99_ms", "images_per_s", "spread", "unstable")
@@ -75,6 +75,12 @@ def speed_table(result: BenchmarkResult) -> str:
                 row += [_fmt(timing.compute["images_per_s"] if timing.compute else None, "{:.1f}"),
                         _fmt(timing.compute["p50_ms"] if timing.compute else None)]
             rows.append(row)
+            if timing.alone:  # the reference timed alone, beside its figure in turns
+                alone = timing.alone
+                rows.append([backend.name + " (alone)", timing.batch_size, _fmt(alone["images_per_s"], "{:.1f}"),
+                             _fmt(alone["mean_ms"]), _fmt(alone["p50_ms"]), _fmt(alone["p90_ms"]),
+                             _fmt(alone["p99_ms"]), _fmt(alone["spread"]) + (" unstable" if alone["unstable"] else "")]
+                            + [""] * (len(header) - 8))
         for batch_size, reason in sorted(backend.skipped_batches.items()):
             rows.append([backend.name, batch_size, "skipped: " + reason] + [""] * (len(header) - 3))
     return markdown_table(header, rows)
@@ -83,9 +89,13 @@ def speed_table(result: BenchmarkResult) -> str:
 def speedups(result: BenchmarkResult) -> List[str]:
     """Speed of each artifact relative to the PyTorch reference, per batch size: a ratio of p50 latencies."""
     lines = []
+    disturbed = result.disturbed_batches()
     for name, by_batch in result.speedups().items():
         parts = ["batch {}: {:.2f}x".format(batch, ratio) for batch, ratio in sorted(by_batch.items())]
         lines.append("- {} vs PyTorch (p50): {}".format(name, ", ".join(parts)))
+    if disturbed:
+        lines.append("- no speed-up at batch {}: PyTorch in turns ran off its own speed alone (see the notes)".format(
+            ", ".join(str(b) for b in disturbed)))
     return lines
 
 
@@ -105,6 +115,12 @@ def environment_lines(env: Dict[str, object]) -> List[str]:
     if mode:
         lines.append("- Jetson power mode: {}".format(mode.get("name", mode) if isinstance(mode, dict) else mode))
     return lines
+
+
+def set_label(data: Dict[str, object]) -> str:
+    """The image set of every figure in the parity table and its size, e.g. "unseen set, N=256"."""
+    name = data.get("image_set", "unseen")
+    return "{}{}, N={}".format(name, " set" if name == "unseen" else "", data["num_images"])
 
 
 def _weights_phrase(result: BenchmarkResult) -> str:
@@ -127,7 +143,7 @@ def to_markdown(result: BenchmarkResult, title: Optional[str] = None, plots: Opt
             "labeled" if data["labeled"] else "unlabeled: accuracy cannot be measured, agreement can",
             data["input_size"], data["input_size"]),
         "",
-        "## Parity with the PyTorch reference",
+        "## Parity with the PyTorch reference ({})".format(set_label(data)),
         "",
         parity_table(result),
         "",
@@ -139,9 +155,11 @@ def to_markdown(result: BenchmarkResult, title: Optional[str] = None, plots: Opt
             "; compute-only where the backend reports it" if opts["device"] != "cpu" else ""),
         "",
         "{} at {}x{} with {}. Timing: {} iterations after 1 + {} warm-up runs per batch size, {} threads, "
-        "device {}; the backends take turns (A, B, A, B, ...), and img/s and speed-ups come from p50 latency."
-        .format(result.arch, data["input_size"], data["input_size"], _weights_phrase(result),
-                            opts["iterations"], opts["warmup"], opts["threads"], opts["device"]),
+        "device {}; the backends take turns (A, B, A, B, ...), and img/s and speed-ups come from p50 latency. "
+        "PyTorch is also timed alone first (its `(alone)` row): a speed-up is given only where its p50 in turns "
+        "stays within {:.0f}% of that.".format(result.arch, data["input_size"], data["input_size"], _weights_phrase(result),
+                            opts["iterations"], opts["warmup"], opts["threads"], opts["device"],
+                            100 * (DISTURBED_BASELINE - 1)),
         "",
         speed_table(result),
         "",

@@ -63,11 +63,13 @@ def holdout_sample_size(holdout_dir, requested: Optional[int]) -> int:
 
 
 def judged_on(heldout_source: Optional[str], images: int) -> str:
-    """Where an agreement was measured, said beside every figure: only images the model never saw (trained on or
-    calibrated with) give a figure that holds; held out from the calibration images it reads high."""
+    """Where an agreement was measured, said beside every figure, by the name of its set: calibration images,
+    judging images (they chose the method and the float layers, so they flatter the choice a little), unseen images
+    (what benchmark-engine and the bundle measure on; the headline figure). Held out from the calibration images
+    it reads high."""
     if heldout_source == HOLDOUT_SEPARATE:
-        return "on {} unseen images".format(images)
-    return "on {} calibration images; reads high".format(images)
+        return "on {} judging images (they chose it; unseen images measure it)".format(images)
+    return "on {} judging images held out of the calibration images; reads high".format(images)
 
 
 def describe_calibration(metadata: Dict[str, str]) -> Optional[str]:

@@ -361,6 +361,36 @@ def stratified_sample(images: ImageSet, num_images: int, seed: int = 0) -> Image
     return images.subset(sorted(chosen))
 
 
+def measuring_sample(images: ImageSet, num_images: int, seed: int = 0,
+                     keep: Optional[Sequence[bool]] = None) -> ImageSet:
+    """The images that measure a model: like :func:`stratified_sample`, but each class draws from the END of the
+    same seeded permutation whose prefix calibrate takes (calibration images, judging images). From one folder
+    with room for both, the two never overlap, so leaving out what judged a model (``keep`` False) changes
+    nothing: a model shows one figure whichever other models are measured beside it (issue 28)."""
+    if int(num_images) <= 0:
+        raise UserError("the number of images must be positive, got {}".format(num_images))
+    if not 0 <= int(seed) < 2 ** 32:
+        raise UserError("seed must be in [0, 2**32), got {}".format(seed))
+    allowed = [True] * len(images) if keep is None else [bool(k) for k in keep]
+    if images.labels is None:
+        order = np.random.RandomState(seed).permutation(len(images))[::-1]
+        chosen = [int(i) for i in order if allowed[i]][:num_images]
+        return images.subset(sorted(chosen))
+    members: Dict[int, List[int]] = {}
+    for position, label in enumerate(images.labels):
+        members.setdefault(label, []).append(position)
+    backwards = {label: [m[i] for i in np.random.RandomState([seed, label]).permutation(len(m))[::-1]
+                         if allowed[m[i]]] for label, m in members.items()}
+    backwards = {label: order for label, order in backwards.items() if order}
+    total = sum(len(order) for order in backwards.values())
+    if not total:
+        return images.subset([])
+    if num_images >= total:
+        return images.subset(sorted(i for order in backwards.values() for i in order))
+    quotas = _class_quotas({label: len(order) for label, order in backwards.items()}, num_images, seed)
+    return images.subset(sorted(i for label, quota in quotas.items() for i in backwards[label][:quota]))
+
+
 def _class_quotas(counts: Dict[int, int], total: int, seed: int) -> Dict[int, int]:
     """Split ``total`` (< sum of counts) evenly over classes; small classes give their unused share to others."""
     quotas = {label: 0 for label in sorted(counts)}
@@ -616,15 +646,40 @@ def without_digests(images: ImageSet, digests) -> Tuple[ImageSet, int]:
     return images.subset(keep), len(images) - len(keep)
 
 
+def _load_measuring(found: ImageSet, data_dir, spec, num_images, seed, exclude, workers, cache_dir, use_cache,
+                    progress, executor) -> LoadedImages:
+    kept, left_out = without_digests(found, exclude)
+    if left_out and not len(kept):
+        raise UserError("every image in {} calibrated or judged the model, so none can measure it; give other "
+                        "images".format(os.fspath(data_dir)))
+    kept_paths = set(kept.paths)
+    images = measuring_sample(found, num_images, seed, [p in kept_paths for p in found.paths])
+    if left_out:
+        images.notes.append("left out {} image(s) of {} that calibrated or judged the INT8 model(s): a figure "
+                            "measured on them would read high".format(left_out, os.fspath(data_dir)))
+    loaded = load_images(images, spec, workers=workers, cache_dir=cache_dir, use_cache=use_cache,
+                         progress=progress, executor=executor)
+    if not len(loaded):
+        path, reason = loaded.skipped[0]
+        raise UserError("none of the {} images sampled from {} could be decoded (e.g. {}: {})".format(
+            len(images), os.fspath(data_dir), path, reason))
+    return loaded
+
+
 def load_dataset(data_dir, spec: PreprocessSpec, labels_file=None, num_images: int = DEFAULT_NUM_IMAGES,
                  seed: int = 0, workers: int = 2, cache_dir=None, progress: bool = True, use_cache: bool = True,
-                 executor: str = "thread", num_classes: Optional[int] = None, exclude=None) -> LoadedImages:
+                 executor: str = "thread", num_classes: Optional[int] = None, exclude=None,
+                 measuring: bool = False) -> LoadedImages:
     """discover + stratified_sample + load_images; UserError when no image could be decoded, or (given
     ``num_classes``) when a label is not a class of the model. ``exclude``: image digests left out before the
-    sample (``without_digests``), said in a note."""
+    sample (``without_digests``), said in a note. ``measuring``: images that measure models (benchmark-engine,
+    the bundle), drawn by :func:`measuring_sample` from the other end of what calibrates and judges."""
     found = discover(data_dir, labels_file)
     if num_classes is not None:
         found.check_fits(num_classes)  # all of them, before sampling: a bad line is a bad file
+    if measuring:
+        return _load_measuring(found, data_dir, spec, num_images, seed, exclude, workers, cache_dir, use_cache,
+                               progress, executor)
     found, left_out = without_digests(found, exclude)
     if left_out:
         if not len(found):

@@ -13,7 +13,7 @@ import sys
 
 GOALS = (("ORT FP32 / PyTorch eager", "fp32", "pytorch", 1.5), ("CPU INT8 / ORT FP32", "int8_cpu", "fp32", 3.0))
 # The bench scripts live in benchmark/; this driver runs the pipeline first, so it lives beside the pipeline.
-EXTRA_BENCHMARKS = ("benchmark.bench_attention_cost", "benchmark.bench_precision", "benchmark.bench_preprocess",
+EXTRA_BENCHMARKS = ("benchmark.bench_baseline", "benchmark.bench_attention_cost", "benchmark.bench_precision", "benchmark.bench_preprocess",
                     "benchmark.bench_calibration")
 
 
@@ -38,15 +38,29 @@ def _throughputs(benchmark: dict, batch: int) -> dict:
     return by_path
 
 
+def baseline_line(benchmark: dict, batch: int):
+    """PyTorch's p50 alone and in turns with the other backends (benchmark-engine times both), or None."""
+    check = (benchmark.get("baseline") or {}).get(str(batch))
+    if not check:
+        return None
+    return "PyTorch eager p50: {:.2f} ms alone, {:.2f} ms in turns with the other backends ({:.2f}x{})".format(
+        check["alone_p50_ms"], check["interleaved_p50_ms"], check["ratio"],
+        "; disturbed: no speed-up over it is given" if check["disturbed"] else "")
+
+
 def goal_lines(report: dict, batch: int):
     rates = _throughputs(report["benchmark"], batch)
     keyed = {"pytorch": rates.get("pytorch")}
     keyed.update({key: rates.get(path) for key, path in report["artifacts"].items()})
-    lines = []
+    check = (report["benchmark"].get("baseline") or {}).get(str(batch)) or {}
+    lines = [line for line in [baseline_line(report["benchmark"], batch)] if line]
     for label, numerator, denominator, goal in GOALS:
         top, bottom = keyed.get(numerator), keyed.get(denominator)
         if not top or not bottom:
             lines.append("{}: not measured".format(label))
+            continue
+        if "pytorch" in (numerator, denominator) and check.get("disturbed"):
+            lines.append("{}: not given (PyTorch's baseline was disturbed in this run; rerun)".format(label))
             continue
         ratio = top["images_per_s"] / bottom["images_per_s"]  # both at p50 latency
         unstable = " (timing unstable: p90/p50 above 1.5, rerun)" if top["unstable"] or bottom["unstable"] else ""

@@ -57,11 +57,13 @@ def test_pipeline_runs_reports_and_skips_what_is_unchanged(digits_eca_checkpoint
     assert ("note: the 30 evaluation images split deterministically (seed 0, stratified by class): 15 judge the "
             "calibration, 15 measure every reported figure") in stderr
     assert steps["int8"]["summary"]["num_images"] == 30
-    assert steps["int8"]["summary"]["judged_on"] == "on 15 unseen images"
+    assert steps["int8"]["summary"]["judged_on"] == "on 15 judging images (they chose it; unseen images measure it)"
     markdown = open(payload["report"]["markdown"], encoding="utf-8").read()
     # What was measured comes first (parity, then speed, each with its plot); what was not, at the end.
     headings = [line for line in markdown.splitlines() if line.startswith("## ")]
-    assert headings[:2] == ["## Parity with the PyTorch reference", "## Throughput and latency (end to end)"]
+    # every figure names its image set: the 15 unseen images, never the 15 that judged
+    assert headings[:2] == ["## Parity with the PyTorch reference (unseen set, N=15)",
+                            "## Throughput and latency (end to end)"]
     assert headings[-1] == "## Not measured in this run" and "eca-deploy pipeline --baselines" in markdown
     assert "![Accuracy against throughput](benchmark/benchmark_accuracy_throughput.png)" in markdown
     assert "![Latency against batch size](benchmark/benchmark_latency.png)" in markdown.split(

@@ -220,3 +220,32 @@ def time_interleaved(runners: Sequence, batches: Sequence[np.ndarray], iteration
                     on_call(len(batches[index]))
     return [(clock.wall(), clock.compute()) for clock in clocks]
 
+
+
+# -- the baseline, timed alone -------------------------------------------------------------------------------
+
+# PyTorch's p50 in turns with the other backends against its p50 alone: beyond this the other backends took its
+# cores (ONNX Runtime's spinning threads did, 2-62x on 2 cores), and a speed-up over it would not be PyTorch's.
+DISTURBED_BASELINE = 1.15
+
+
+def time_alone(runner, batch: np.ndarray, iterations: int, warmup: int = 1) -> List[float]:
+    """Wall seconds of ``iterations`` consecutive calls of one runner, no other backend between them: its own
+    speed, to hold the same runner's p50 in :func:`time_interleaved` against. ``warmup`` calls come first (they
+    also outlast whatever another backend's threads still do from its last call)."""
+    warm_up(runner, batch, warmup)
+    clock = Clocks(runner)
+    for _ in range(iterations):
+        infer_batch(runner, batch)
+    return clock.wall()
+
+
+def baseline_check(alone: Optional[Dict[str, object]], interleaved: Optional[Dict[str, object]]
+                   ) -> Optional[Dict[str, object]]:
+    """How one runner's p50 in turns compares with its p50 alone (two latency records): ``ratio`` (in turns /
+    alone) and ``disturbed`` (off by more than DISTURBED_BASELINE either way); None when either is missing."""
+    if not alone or not interleaved or not alone["p50_ms"] or not interleaved["p50_ms"]:
+        return None
+    ratio = float(interleaved["p50_ms"]) / float(alone["p50_ms"])
+    return {"alone_p50_ms": float(alone["p50_ms"]), "interleaved_p50_ms": float(interleaved["p50_ms"]),
+            "ratio": ratio, "disturbed": bool(max(ratio, 1.0 / ratio) > DISTURBED_BASELINE)}

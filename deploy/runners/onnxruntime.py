@@ -31,6 +31,10 @@ _ORT_DTYPES = {
 }
 
 
+# Session config key of ONNX Runtime's thread spinning (onnxruntime_session_options_config_keys.h).
+SPINNING_ENTRY = "session.intra_op.allow_spinning"
+
+
 def import_onnxruntime():
     try:
         import onnxruntime
@@ -100,6 +104,7 @@ class OnnxRuntimeRunner(BaseRunner):
         optimized_model_path: Optional[str] = None,
         require_requested: bool = False,
         name: Optional[str] = None,
+        allow_spinning: bool = False,
     ):
         super().__init__(name or os.path.basename(os.fspath(model_path)))
         self.model_path = os.fspath(model_path)
@@ -109,6 +114,7 @@ class OnnxRuntimeRunner(BaseRunner):
         self.enable_mem_arena = enable_mem_arena
         self.optimized_model_path = optimized_model_path
         self.require_requested = require_requested
+        self.allow_spinning = allow_spinning
         self.session = None
 
     def session_options(self):
@@ -125,6 +131,10 @@ class OnnxRuntimeRunner(BaseRunner):
             options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1
         options.enable_cpu_mem_arena = self.enable_mem_arena
+        # ORT's intra-op threads spin-wait after each run by default; while PyTorch (or another session) is timed
+        # next, they take its cores (measured: PyTorch 4.8x slower in turns with a spinning session on 2 cores).
+        # Off, ORT's own latency moved within noise (docs/PERFORMANCE.md, "An honest PyTorch baseline").
+        options.add_session_config_entry(SPINNING_ENTRY, "1" if self.allow_spinning else "0")
         options.log_severity_level = 3  # the provider fallback is reported through describe(), not the log
         if self.optimized_model_path:
             options.optimized_model_filepath = self.optimized_model_path
@@ -182,5 +192,6 @@ class OnnxRuntimeRunner(BaseRunner):
             "threads": self.threads,
             "graph_optimization_level": self.graph_optimization_level,
             "enable_mem_arena": self.enable_mem_arena,
+            "allow_spinning": self.allow_spinning,
         })
         return info

@@ -13,7 +13,6 @@ from deploy.images import walk_images
 from deploy.preprocess import PreprocessSpec, preprocess_file
 from deploy.runners import OnnxRuntimeRunner
 from tests.digits import INPUT_SIZE
-from tests.cpu_int8 import U8S8_SATURATES
 
 RESNET18_LABELS = ["conv_2_1", "conv_2_2", "conv_3_1", "conv_3_2", "conv_4_1", "conv_4_2", "conv_5_1", "conv_5_2"]
 
@@ -160,8 +159,9 @@ def test_int8_attention_differs_but_boundedly(calibrated, digits_eca_checkpoint,
     assert precision == "int8 (Q/DQ)"
     worst = max(r.max_abs_diff for r in rows)
     assert 1e-4 < worst < 0.15, worst                       # INT8 moves the weights, but only a little
-    # the CPU target's u8s8 kernels saturate a little without VNNI (tests/cpu_int8.py)
-    assert max(r.mean_abs_diff for r in rows) < (0.02 if target == "cpu" and U8S8_SATURATES else 0.01)
+    # A gate in [0, 1] moves 2% on average at most, on every CPU: measured 0.015 at worst (the CPU target on an
+    # AVX2-only EPYC, whose u8s8 kernels saturate: docs/INT8.md) and under 0.01 with VNNI.
+    assert max(r.mean_abs_diff for r in rows) < 0.02
     assert rows[0].mean_abs_diff >= rows[-1].mean_abs_diff  # ranked worst first
     assert agreement >= 0.95
 

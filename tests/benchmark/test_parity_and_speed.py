@@ -3,7 +3,7 @@ timing, checks before timing."""
 import numpy as np
 import pytest
 
-from benchmark import parity_and_speed
+from benchmark import parity_and_speed, report
 from benchmark.parity_and_speed import BenchmarkOptions, benchmark_engine, load_images, load_reference
 from deploy.errors import UserError
 from deploy.images import sample_images
@@ -240,9 +240,62 @@ def test_backends_take_turns_at_each_batch_size():
     for runner in runners:
         runner.activate()
     parity_and_speed.time_backends(runners, results, images, options)
-    timed = [name for name, _ in calls[2:]]  # after one warm-up call each
-    assert calls[:2] == [("a", 2), ("b", 2)] and timed == ["a", "b", "b", "a", "a", "b", "b", "a"]
+    timed = [name for name, _ in calls[2 + 1 + 4:]]  # after one warm-up call each, then the reference alone
+    assert calls[:2] == [("a", 2), ("b", 2)] and [name for name, _ in calls[2:7]] == ["a"] * 5
+    assert timed == ["a", "b", "b", "a", "a", "b", "b", "a"]
     assert [r.timings[0].latency["runs"] for r in results] == [4, 4]
+    assert results[0].timings[0].alone["runs"] == 4 and results[1].timings[0].alone is None
+
+
+def test_a_reference_the_others_slow_down_gets_no_speedup():
+    # The first runner stands in for PyTorch: 1 ms alone, 3 ms right after another backend's call (what ONNX
+    # Runtime's spinning threads did to it on 2 cores). Its speed-up would be a figure of the machine, not of it.
+    import time
+
+    from deploy.runners.base import BaseRunner
+    last = []
+
+    class Sleeper(BaseRunner):
+        def __init__(self, name, seconds, disturbed_seconds):
+            super().__init__(name)
+            self.seconds, self.disturbed_seconds = seconds, disturbed_seconds
+
+        def activate_impl(self):
+            pass
+
+        def deactivate_impl(self):
+            pass
+
+        def get_input_metadata(self):
+            return {"input": TensorMeta(("batch", 3, 2, 2), np.dtype(np.float32))}
+
+        def infer_impl(self, feed):
+            time.sleep(self.disturbed_seconds if last and last[-1] != self.name else self.seconds)
+            last.append(self.name)
+            return {"logits": feed["input"].reshape(len(feed["input"]), -1)}
+
+    images = np.zeros((2, 3, 2, 2), np.float32)
+    options = BenchmarkOptions(batch_sizes=(1,), warmup=0, iterations=6, progress=False)
+
+    def run(disturbed_seconds):
+        runners = [Sleeper("pytorch", 0.001, disturbed_seconds), Sleeper("onnx", 0.0005, 0.0005)]
+        results = [parity_and_speed.BackendResult(r.name, "", "onnx", "fp32", {}) for r in runners]
+        for runner in runners:
+            runner.activate()
+        parity_and_speed.time_backends(runners, results, images, options)
+        return parity_and_speed.BenchmarkResult("a", "random", results[0], results[1:], {}, {}, {})
+
+    # on a machine this loaded, a slept millisecond can take much longer: the bars below leave it room
+    disturbed = run(0.004)
+    check = disturbed.reference.timing(1).baseline
+    assert check["disturbed"] and check["ratio"] > 1.15 and disturbed.disturbed_batches() == [1]
+    assert disturbed.speedups() == {} and disturbed.to_dict()["baseline"]["1"] == check
+    assert "no speed-up at batch 1" in "\n".join(report.speedups(disturbed))
+    note = parity_and_speed.disturbed_note("pytorch", disturbed.reference.timing(1))
+    assert "the baseline is disturbed" in note and "alone" in note
+    quiet = run(0.001)
+    if not quiet.reference.timing(1).baseline["disturbed"]:  # sleep itself can be late on a busy machine
+        assert set(quiet.speedups()["onnx"]) == {1}
 
 
 def test_short_labels_name_files_and_as_many_folders_as_tell_them_apart():

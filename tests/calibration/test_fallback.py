@@ -12,7 +12,6 @@ from calibration.api import calibrate
 from calibration.fallback import AccuracyGoal, default_max_float_layers, float_layers
 from calibration.layer_report import quantized_layers
 from deploy.metadata import read_model_info
-from tests.cpu_int8 import U8S8_SATURATES
 
 
 @pytest.fixture(scope="module")
@@ -44,17 +43,21 @@ def test_float_layers_keep_the_relu6_the_cpu_quantizer_folded(cpu_minmax, digits
     # The CPU target's quantizer drops each ReLU6 and lets the uint8 Q after the conv clip instead; a float layer
     # behind such a Q must still read clipped values. Floating every conv then brings the model nearer FP32.
     from calibration.selection import HeldOut
+    from deploy.reference import FLOORS
     quantized, fp32 = cpu_minmax
     assert sum(n.op_type == "Clip" for n in quantized.graph.node) < sum(n.op_type == "Clip" for n in fp32.graph.node)
-    heldout = HeldOut(fp32, digits_calibration_images.array[:128])
+    images = digits_calibration_images.array[:128]
+    heldout = HeldOut(fp32, images)
     int8 = heldout.score(quantized)
     floated = float_layers(quantized, fp32, quantized_layers(quantized))
     assert quantized_layers(floated) == []
     every = heldout.score(floated)
-    # without VNNI, ORT's u8s8 kernels saturate a little (tests/cpu_int8.py): the floated model stays closer to FP32
-    # than the plain one, by less
-    floor = 97.0 if U8S8_SATURATES else 99.0
-    assert every.agreement >= int8.agreement and every.agreement >= floor and every.kl < 0.75 * int8.kl, (every, int8)
+    # "Nearer FP32" is read in the divergence, which a lost clip would multiply. Not in top-1 agreement: this
+    # width-0.25 model is so near-tied that which of two models nearer FP32 keeps more images is the CPU's rounding
+    # (AVX-512 VNNI: the floated model 5 of 128 missed at half the KL, the plain one 3; AVX2-only the other way).
+    # Its agreement must still be that of a working INT8 model (deploy.reference's floor).
+    assert every.kl < 0.75 * int8.kl, (every, int8)
+    assert every.agreement >= FLOORS["int8"]["top1"], every
     onnx.checker.check_model(floated, full_check=True)
 
 
@@ -67,7 +70,9 @@ def test_fallback_reaches_a_target_the_plain_model_misses(digits_mobilenet_onnx,
                       progress=False, fp16=False, goal=AccuracyGoal(min_agreement=0.0))
     base = plain.targets["tensorrt"].score["agreement"]
     assert base < 100.0
-    target = min(100.0, base + 5.0)
+    # one judging image more than the plain model agrees on: a target it misses on every CPU (5 points more, the
+    # old target, was 100% on an AVX-512 VNNI CPU, which no fallback reaches on a model this near-tied)
+    target = min(100.0, base + 100.0 / plain.heldout_images)
     result = calibrate(model, targets=("tensorrt",), images=digits_calibration_images, method="entropy",
                        progress=False, fp16=False, goal=AccuracyGoal(min_agreement=target), max_float_layers=8)
     outcome = result.targets["tensorrt"]

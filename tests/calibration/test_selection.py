@@ -129,10 +129,10 @@ def test_reports_say_which_images_judged_the_calibration():
     meta = {"quant_target": "cpu", "calibration_method": "mse", "calibration_selection": "auto",
             "calibration_heldout_agreement": "99.49", "calibration_heldout_images": "197",
             "float_layers": '["/conv1/Conv"]'}
-    assert describe_calibration(meta) == ("mse (auto, 99.49% agreement on 197 calibration images; reads high), 1 float "
-                                          "layer(s): /conv1/Conv")
+    assert describe_calibration(meta) == ("mse (auto, 99.49% agreement on 197 judging images held out of the "
+                                          "calibration images; reads high), 1 float layer(s): /conv1/Conv")
     meta["calibration_heldout_source"] = "separate"
-    assert "99.49% agreement on 197 unseen images" in describe_calibration(meta)
+    assert "99.49% agreement on 197 judging images (they chose it" in describe_calibration(meta)
 
 
 def test_run_logits_unoptimized_runs_the_same_arithmetic_in_another_order(auto_mobilenet,

@@ -383,3 +383,22 @@ def test_imagenet_synset_folders_keep_their_imagenet_index(tmp_path):
     found = discover(str(tmp_path))
     assert sorted(set(found.labels)) == [281, 967]
     assert found.class_names == imagenet_synsets()
+
+
+def test_measuring_images_come_from_the_other_end_so_leaving_out_the_judges_changes_nothing():
+    # issue 28: benchmark-engine gave one FP32 model 96.88% or 99.22% depending on whether an INT8 model whose
+    # judging images it had to leave out was listed beside it
+    from data.datasets import ImageSet, measuring_sample
+    labeled = ImageSet(["img{:03d}".format(i) for i in range(200)], [i % 10 for i in range(200)], None)
+    unlabeled = ImageSet(list(labeled.paths), None, None)
+    for images in (labeled, unlabeled):
+        judges = set(data.stratified_sample(images, 90, seed=0).paths)  # what calibrate --holdout-data takes
+        measured = measuring_sample(images, 100, seed=0)
+        assert len(measured) == 100 and not judges & set(measured.paths)
+        keep = [p not in judges for p in images.paths]
+        assert measuring_sample(images, 100, seed=0, keep=keep).paths == measured.paths
+        if images.labels is not None:
+            assert set(collections.Counter(measured.labels).values()) == {10}
+        # without room for both, the judges are still never measured
+        crowded = measuring_sample(images, 150, seed=0, keep=keep)
+        assert len(crowded) == 110 and not judges & set(crowded.paths)

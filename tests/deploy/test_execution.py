@@ -131,3 +131,26 @@ def test_a_real_onnx_model_through_the_core(tiny_imagenet_onnx):
         batched = infer_all(runner, images, batch_size=2)["logits"]
         whole = runner.infer({"input": images})["logits"]
     np.testing.assert_allclose(batched, whole, rtol=1e-4, atol=1e-5)
+
+
+def test_time_alone_and_the_baseline_check():
+    from deploy.runners.execution import DISTURBED_BASELINE, baseline_check, time_alone
+    a = Doubler("a")
+    x = np.zeros((2, 3, 2, 2), np.float32)
+    with a:
+        wall = time_alone(a, x, iterations=5, warmup=2)
+    assert len(wall) == 5 and len(a.calls) == 7
+    alone, turns = latency_record([0.010] * 5, 1), latency_record([0.0487] * 5, 1)
+    check = baseline_check(alone, turns)  # the measurement: 10.1 ms alone, 48.7 ms in turns
+    assert check["ratio"] == pytest.approx(4.87) and check["disturbed"]
+    assert not baseline_check(alone, latency_record([0.0110] * 5, 1))["disturbed"]
+    assert baseline_check(alone, latency_record([0.010 / (DISTURBED_BASELINE + 0.01)] * 5, 1))["disturbed"]
+    assert baseline_check(None, turns) is None
+
+
+def test_onnx_runtime_sessions_do_not_spin_unless_asked():
+    # spinning threads take the cores of whatever is timed next (PyTorch in benchmark-engine)
+    from deploy.runners.onnxruntime import SPINNING_ENTRY
+    assert OnnxRuntimeRunner("m.onnx").session_options().get_session_config_entry(SPINNING_ENTRY) == "0"
+    spinning = OnnxRuntimeRunner("m.onnx", allow_spinning=True)
+    assert spinning.session_options().get_session_config_entry(SPINNING_ENTRY) == "1"
