@@ -303,9 +303,44 @@ def _fill(staging: str, models, caches, labels, max_batch, notes, proof=None) ->
     os.chmod(os.path.join(staging, "build_engines.sh"), 0o755)
     write_text(os.path.join(staging, "README.md"), _readme(models, caches, labels, commands, samples, proof)
                + ecosystem.readme_text())
+    files = bound_files(staging)
+    if proof is not None:
+        _seal_proof(staging, proof, files)
     write_json(os.path.join(staging, MANIFEST), {"producer": "eca-deploy", "models": [
-        os.path.basename(m) for m in models], "data_files": sorted(carried)})
+        os.path.basename(m) for m in models], "data_files": sorted(carried), "files": files})
     return commands
+
+
+# What deploy.check does not hold to its bytes: the runtime that does the checking, the sample images, the README
+# and build script (instructions a user reads and may adapt), and the manifest and proof that hold the sha256s.
+UNBOUND_FOLDERS = ("deploy", SAMPLES_FOLDER)
+UNBOUND_FILES = ("README.md", "build_engines.sh", MANIFEST, REFERENCE_FILE)
+
+
+def bound_files(staging: str) -> Dict[str, str]:
+    """Path inside the bundle ('/'-separated) -> sha256 of every file deploy.check binds: the models with their
+    external data and sidecars, calibration caches, label files, the probe images, and the DeepStream, Triton and
+    jetson-inference files (their label copies and model copies included)."""
+    files = {}
+    for relative in _list_files(staging):
+        name = "/".join(relative.split(os.sep))
+        if ("/" in name and name.split("/", 1)[0] in UNBOUND_FOLDERS) or name in UNBOUND_FILES:
+            continue
+        files[name] = sha256_file(os.path.join(staging, relative))
+    return files
+
+
+def _seal_proof(staging: str, proof, files: Dict[str, str]) -> None:
+    """reference.npz, written last so it records every bound file: deleting or editing the manifest then frees
+    nothing, since the proof alone names each model and file and its sha256."""
+    from .proof import save_reference
+
+    changed = [bar.name for bar in proof.data.bars if files.get(bar.name) != bar.sha256]
+    if changed:
+        raise UserError("{} changed while the bundle was made (its sha256 is not the one its bar was measured "
+                        "on); bundle again".format(", ".join(changed)))
+    proof.data.files = dict(files)
+    save_reference(os.path.join(staging, REFERENCE_FILE), proof.data)
 
 
 def _ships_photos(models: Sequence[str]) -> bool:
@@ -315,17 +350,15 @@ def _ships_photos(models: Sequence[str]) -> bool:
 
 
 def _write_proof(staging: str, proof, labels: List[str], photos: bool) -> Tuple[str, List[str]]:
-    """reference.npz, the held-out sample images (class folders) and their class names; returns the samples
-    folder the README runs on and the label files the bundle now has."""
-    from .proof import save_reference
-
+    """The probe images, the held-out sample images (class folders) and their class names (reference.npz is
+    written last, _seal_proof); returns the samples folder the README runs on and the label files the bundle
+    now has."""
     samples = "deploy/samples" if photos else "YOUR_IMAGES/"
     if proof is None:
         return samples, labels
     for name, source in zip(proof.data.probe_files, proof.probe_sources):
         os.makedirs(os.path.dirname(os.path.join(staging, name)), exist_ok=True)
         shutil.copy2(source, os.path.join(staging, name))
-    save_reference(os.path.join(staging, REFERENCE_FILE), proof.data)
     for index, (path, folder) in enumerate(proof.samples):
         target = os.path.join(staging, SAMPLES_FOLDER, *([folder] if folder else []))
         os.makedirs(target, exist_ok=True)
