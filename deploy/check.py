@@ -9,7 +9,12 @@ the bar of the model it was built from. NaN or infinite outputs, a model the man
 and an artifact made from other weights fail too. Exit 1 when any fails, 0 when all that could run pass; an
 artifact whose runtime is missing here is SKIP, with the reason.
 
-Before any of that, the device's own decoding and resizing (its Pillow and numpy) preprocess the probe images the
+A PASS means these bytes: every file the proof (or the manifest) records, from the models and their sidecars to
+the labels and probe images, must have the sha256 recorded when the bundle was made, and an engine's sidecar must
+name a bundled model as its source. Only near ties may change class: an image a model decided on the CPU by more
+than its kernel noise must keep that class here (deploy.reference.ArtifactBar.near_ties).
+
+Before any model runs, the device's own decoding and resizing (its Pillow and numpy) preprocess the probe images the
 bundle carries, and the largest difference from what the project's preprocessing made of them is a verdict of its
 own: it needs no runtime at all (``--preprocessing-only``).
 
@@ -545,8 +550,8 @@ def run(args: argparse.Namespace) -> int:
         + (["bundled files"] if report.files and report.files.status == FAIL else [])
     if failed:
         raise CheckFailedError("{} failed the check against PyTorch: {}".format(
-            "{} of {} artifacts".format(len(report.failed), len(report.artifacts)) if report.failed else "this device",
-            escape_controls(", ".join(failed))))
+            "{} of {} artifacts".format(len(report.failed), len(report.artifacts)) if report.failed else
+            "this device" if report.preprocessing.status == FAIL else "this bundle", escape_controls(", ".join(failed))))
     if args.preprocessing_only:
         if report.preprocessing.status != PASS:
             raise UserError("nothing to check: {}".format("; ".join(report.preprocessing.reasons)))
