@@ -275,7 +275,7 @@ def _check_section(proof) -> List[str]:
         "Measured on the CPU (the bar the device is held to):", "",
     ] + ["    {name}: top-1 agreement {measured_top1_agreement:.2f}% (allowed {required_top1_agreement:.2f}%: "
          "{allowance_images} image(s) for the kernels), cosine {measured_cosine:.5f} (allowed {required_cosine:.5f})"
-         .format(**bar.to_dict())
+         .format(**bar.to_dict()) + "; {} near-tie image(s) may change class".format(_near_ties(bar, proof.data))
          for bar in proof.data.bars] + [
         "",
         "deploy.check runs every `.engine` (TensorRT) and `.onnx` model (ONNX Runtime, when installed) here on",
@@ -283,6 +283,11 @@ def _check_section(proof) -> List[str]:
         "that fails is not the model you bundled: do not deploy it.",
         "",
     ]
+
+
+def _near_ties(bar, data) -> int:
+    near = bar.near_ties(data.logits)
+    return 0 if near is None else int(near.sum())
 
 
 def _fill(staging: str, models, caches, labels, max_batch, notes, proof=None) -> List[str]:
