@@ -107,10 +107,10 @@ def held_out_samples(data_dir, labels_file, used: Sequence[str], count: int, see
 
 
 def kernel_order_spread(path: str, data: ReferenceData,
-                        checked: Optional[np.ndarray] = None) -> Tuple[int, float, float]:
-    """(images whose class differs, cosine with PyTorch of the other order, kernel noise): the model run in ONNX
-    Runtime as optimized and as written, the same arithmetic in two orders of float operations. The noise is the
-    largest logit change between the orders, and between them and ``checked`` (deploy.check's own run, batch 1).
+                        checked: Optional[np.ndarray] = None) -> Tuple[int, float, np.ndarray]:
+    """(images whose class differs, cosine with PyTorch of the other order, kernel noise per image): the model run
+    in ONNX Runtime as optimized and as written, the same arithmetic in two orders of float operations. The noise
+    is each image's largest logit change between the orders and ``checked`` (deploy.check's own run, batch 1).
     What the order alone changes on this CPU, another backend's kernels may change on the device
     (deploy.reference)."""
     import onnx
@@ -122,7 +122,7 @@ def kernel_order_spread(path: str, data: ReferenceData,
     optimized, as_written = run_logits(model, data.inputs), run_logits(model, data.inputs, optimize=False)
     flips = int(np.sum(np.argmax(optimized, axis=1) != np.argmax(as_written, axis=1)))
     runs = [optimized, as_written] + ([np.asarray(checked, dtype=np.float64)] if checked is not None else [])
-    noise = max(float(np.max(np.abs(a - b))) for i, a in enumerate(runs) for b in runs[i + 1:])
+    noise = np.max([np.max(np.abs(a - b), axis=1) for i, a in enumerate(runs) for b in runs[i + 1:]], axis=0)
     return flips, compare_logits(data.logits, as_written).cosine_similarity, noise
 
 

@@ -51,12 +51,12 @@ def save_reference(path: str, reference: ReferenceData) -> str:
         "bar_required_cosine": np.array([b.required_cosine for b in bars], dtype=np.float64),
         "bar_allowance_images": np.array([b.allowance_images for b in bars], dtype=np.int64),
         "bar_kernel_flips": np.array([b.kernel_flips for b in bars], dtype=np.int64),
-        "bar_kernel_noise": np.array([b.kernel_noise for b in bars], dtype=np.float64),
         "bar_other_order_cosine": np.array([np.nan if b.other_order_cosine is None else b.other_order_cosine
                                             for b in bars], dtype=np.float64),
         "bar_cpu_classes": np.array([_per_image(b.cpu_classes, reference, b.name) for b in bars], dtype=np.int64),
         "bar_cpu_margins": np.array([_per_image(b.cpu_margins, reference, b.name) for b in bars],
                                     dtype=np.float32),
+        "bar_image_noise": np.array([_per_image(b.image_noise, reference, b.name) for b in bars], dtype=np.float32),
         "file_names": np.array(sorted(reference.files), dtype=str),
         "file_sha256": np.array([reference.files[name] for name in sorted(reference.files)], dtype=str),
         "probe_files": np.array(list(reference.probe_files), dtype=str),

@@ -110,9 +110,10 @@ class ArtifactBar:
     kernel_flips: int = 0      # images whose class the order of operations alone changed on the CPU
     floor_only: bool = False   # FLOORS alone (floor_bar), before anything was measured; never stored
     other_order_cosine: Optional[float] = None  # the cosine of the other order of operations, when measured
-    kernel_noise: float = 0.0  # the largest logit change the orders of operations caused on the CPU
+    kernel_noise: float = 0.0  # the largest logit change the orders of operations caused on the CPU, any image
     cpu_classes: Optional[np.ndarray] = None   # (N,) the class this model gave each image on the CPU
     cpu_margins: Optional[np.ndarray] = None   # (N,) and its top-1 margin there (top1_margins)
+    image_noise: Optional[np.ndarray] = None   # (N,) the largest logit change the orders caused on each image
 
     def to_dict(self) -> Dict[str, object]:
         return {"name": self.name, "precision": self.precision, "measured_top1_agreement": self.measured_top1,
@@ -122,8 +123,11 @@ class ArtifactBar:
 
     def near_tie_tolerance(self, reference_logits: np.ndarray) -> np.ndarray:
         """Per image, the top-1 margin within which the device's kernels alone may change this model's class:
-        NEAR_TIE_FACTOR times the kernel noise measured on the CPU, or the noise floor, whichever is more."""
-        return NEAR_TIE_FACTOR * np.maximum(self.kernel_noise, noise_floor(self.precision, reference_logits))
+        NEAR_TIE_FACTOR times the kernel noise the CPU measured on that image, or the noise floor, whichever is
+        more. Per image, because a kernel's rounding moves a logit in proportion to the activations that made it:
+        the largest change on any image would make near ties of images decided far above their own noise."""
+        noise = self.kernel_noise if self.image_noise is None else self.image_noise
+        return NEAR_TIE_FACTOR * np.maximum(noise, noise_floor(self.precision, reference_logits))
 
     def near_ties(self, reference_logits: np.ndarray) -> Optional[np.ndarray]:
         """(N,) bool: the images this model decided on the CPU within the noise; None when nothing was stored."""
@@ -134,28 +138,30 @@ class ArtifactBar:
 
 def bar_from_measured(name: str, sha256: str, precision: str, top1_percent: float, cosine: float,
                       num_images: int, min_agreement: Optional[float] = None, kernel_flips: int = 0,
-                      other_order_cosine: Optional[float] = None, kernel_noise: float = 0.0,
+                      other_order_cosine: Optional[float] = None, kernel_noise=0.0,
                       cpu_logits: Optional[np.ndarray] = None) -> ArtifactBar:
     """The device's bar for a model that measured ``top1_percent`` and ``cosine`` on ``num_images`` images: the
     measured agreement less the kernel allowance (``kernel_flips``: images the other order of operations changed),
     and the logit error at most double the larger of the two orders' (COSINE_SLACK at least); never below the
     user's ``min_agreement`` nor the precision's FLOORS. ``cpu_logits`` (what the model gave on the CPU) and
-    ``kernel_noise`` (the largest logit change between the orders) let the device tell a near tie that its
-    kernels may flip from a decided image, which must keep its class (ArtifactBar.near_ties)."""
+    ``kernel_noise`` (the largest logit change between the orders, per image or one for all) let the device tell a
+    near tie that its kernels may flip from a decided image, which must keep its class (ArtifactBar.near_ties)."""
     floor = FLOORS[precision_class(precision)]
     allowed = allowance_images(num_images, kernel_flips)
     required = max(top1_percent - 100.0 * allowed / num_images, floor["top1"],
                    float(min_agreement) if min_agreement is not None else 0.0)
     worst = min(cosine, cosine if other_order_cosine is None else other_order_cosine)
     error = max(ALLOWANCE_FACTOR * (1.0 - worst), COSINE_SLACK[precision_class(precision)])
-    classes = margins = None
+    classes = margins = image_noise = None
     if cpu_logits is not None:
         classes = np.argmax(cpu_logits, axis=1).astype(np.int64)
         margins = top1_margins(cpu_logits).astype(np.float32)
+        image_noise = np.broadcast_to(np.asarray(kernel_noise, dtype=np.float32), (len(cpu_logits),)).copy()
     return ArtifactBar(name, sha256, precision, float(top1_percent), float(cosine), float(required),
                        float(max(1.0 - error, floor["cosine"])), allowed, int(kernel_flips),
                        other_order_cosine=None if other_order_cosine is None else float(other_order_cosine),
-                       kernel_noise=float(kernel_noise), cpu_classes=classes, cpu_margins=margins)
+                       kernel_noise=float(np.max(kernel_noise)), cpu_classes=classes, cpu_margins=margins,
+                       image_noise=image_noise)
 
 
 def floor_bar(name: str, precision: str) -> ArtifactBar:
@@ -281,10 +287,9 @@ def _bars(fields: _Fields, num_images: int, num_classes: int) -> List[ArtifactBa
         "bar_measured_top1", "bar_measured_cosine", "bar_required_top1", "bar_required_cosine")}
     texts = {name: fields.array(name, "U", 1) for name in ("bar_sha256", "bar_precisions")}
     counts = {name: fields.array(name, "iu", 1) for name in ("bar_allowance_images", "bar_kernel_flips")}
-    noise = fields.finite("bar_kernel_noise", "f", 1)
     other = fields.array("bar_other_order_cosine", "f", 1)  # NaN where the other order was not measured
     for name, column in list(columns.items()) + list(texts.items()) + list(counts.items()) + [
-            ("bar_kernel_noise", noise), ("bar_other_order_cosine", other)]:
+            ("bar_other_order_cosine", other)]:
         if len(column) != len(names):
             raise fields.fail(name, "has {} entries for {} models".format(len(column), len(names)))
     if not len(names):
@@ -297,24 +302,25 @@ def _bars(fields: _Fields, num_images: int, num_classes: int) -> List[ArtifactBa
             raise fields.fail(name, "must be cosines from -1 to 1")
     if np.any(counts["bar_allowance_images"] < 1) or np.any(counts["bar_kernel_flips"] < 0):
         raise fields.fail("bar_allowance_images", "must count images (at least 1)")
-    if np.any(noise < 0) or np.any(np.abs(other[~np.isnan(other)]) > 1):
-        raise fields.fail("bar_kernel_noise", "must be a logit change (0 or more), with cosines from -1 to 1")
+    if np.any(np.abs(other[~np.isnan(other)]) > 1):
+        raise fields.fail("bar_other_order_cosine", "must be cosines from -1 to 1")
     classes = fields.array("bar_cpu_classes", "iu", 2)
     margins = fields.finite("bar_cpu_margins", "f", 2)
-    for name, table in (("bar_cpu_classes", classes), ("bar_cpu_margins", margins)):
+    noise = fields.finite("bar_image_noise", "f", 2)
+    for name, table in (("bar_cpu_classes", classes), ("bar_cpu_margins", margins), ("bar_image_noise", noise)):
         if table.shape != (len(names), num_images):
             raise fields.fail(name, "has shape {} for {} models and {} images".format(
                 table.shape, len(names), num_images))
-    if np.any(classes >= num_classes) or np.any(margins < 0):
-        raise fields.fail("bar_cpu_classes", "must hold class indices below {} and margins of 0 or more".format(
-            num_classes))
+    if np.any(classes >= num_classes) or np.any(margins < 0) or np.any(noise < 0):
+        raise fields.fail("bar_cpu_classes", "must hold class indices below {}, and margins and logit changes of 0 "
+                          "or more".format(num_classes))
     return [ArtifactBar(str(names[i]), str(texts["bar_sha256"][i]), str(texts["bar_precisions"][i]),
                         float(columns["bar_measured_top1"][i]), float(columns["bar_measured_cosine"][i]),
                         float(columns["bar_required_top1"][i]), float(columns["bar_required_cosine"][i]),
                         int(counts["bar_allowance_images"][i]), int(counts["bar_kernel_flips"][i]),
                         other_order_cosine=None if np.isnan(other[i]) else float(other[i]),
-                        kernel_noise=float(noise[i]), cpu_classes=classes[i].astype(np.int64),
-                        cpu_margins=margins[i].astype(np.float32))
+                        kernel_noise=float(np.max(noise[i])), cpu_classes=classes[i].astype(np.int64),
+                        cpu_margins=margins[i].astype(np.float32), image_noise=noise[i].astype(np.float32))
             for i in range(len(names))]
 
 

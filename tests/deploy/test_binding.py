@@ -239,7 +239,7 @@ EDITED = {
 }
 DUPLICATED = ("bar_names", "bar_sha256", "bar_precisions", "bar_measured_top1", "bar_measured_cosine",
               "bar_required_top1", "bar_required_cosine", "bar_allowance_images", "bar_kernel_flips",
-              "bar_kernel_noise", "bar_other_order_cosine", "bar_cpu_classes", "bar_cpu_margins")
+              "bar_other_order_cosine", "bar_cpu_classes", "bar_cpu_margins", "bar_image_noise")
 
 
 @pytest.mark.parametrize("edit", sorted(EDITED) + ["duplicate bar at 0%"])

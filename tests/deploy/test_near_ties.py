@@ -55,44 +55,44 @@ def test_the_measured_noise_widens_the_near_ties():
     torch_logits = np.array([[5.0, 3.0, 0.0]] * 10)
     bar = bar_from_measured("m.onnx", "x", "fp32", 100.0, 1.0, 10, kernel_noise=0.0, cpu_logits=torch_logits)
     assert not bar.near_ties(torch_logits).any()  # a margin of 2 is far above FP32's floor (0.06 here)
-    noisy = dataclasses.replace(bar, kernel_noise=1.0)
-    assert noisy.near_ties(torch_logits).all()  # two logits moving by 1 each can close a margin of 2
+    noisy = dataclasses.replace(bar, kernel_noise=1.0, image_noise=np.array([1.0] + [0.0] * 9))
+    # two logits moving by 1 each can close a margin of 2, on the image the orders moved that far only
+    assert noisy.near_ties(torch_logits).tolist() == [True] + [False] * 9
 
 
 # -- end to end: a model with many near ties -----------------------------------------------------------------------
 
-def _activation_scales(model):
-    """Names of the scale initializers of the Q/DQ pairs on activations, in graph order."""
-    initializers = {init.name for init in model.graph.initializer}
-    weights = {node.input[0] for node in model.graph.node if node.op_type == "DequantizeLinear"
-               and node.input[0] in initializers}
-    names = []
-    for node in model.graph.node:
-        if node.op_type == "QuantizeLinear" and node.input[0] not in weights and node.input[1] in initializers \
-                and node.input[1] not in names:
-            names.append(node.input[1])
-    return names
+def _classifier_weights(model):
+    """The float initializer behind the Gemm's weight input (through its Q/DQ pair)."""
+    initializers = {init.name: init for init in model.graph.initializer}
+    producers = {output: node for node in model.graph.node for output in node.output}
+    name = next(node for node in model.graph.node if node.op_type == "Gemm").input[1]
+    while name not in initializers:
+        name = producers[name].input[0]
+    return initializers[name]
 
 
 def _worse_copy(path, reference, measured_top1, folder):
-    """(path, agreement) of a copy of the INT8 model with one activation scale made 4x coarser (an edit the issue
-    found passing), the first in graph order that agrees at least 2 points less with PyTorch."""
+    """(path, agreement) of a copy of the INT8 model whose classifier weights carry Gaussian noise (an edit the
+    issue found passing on ResNet-50), the least noise in steps of 0.1 sigma that costs 2 points (5 of 256 images)
+    of agreement with PyTorch."""
     import onnx
     from onnx import numpy_helper
 
     from calibration.selection import run_logits
-    model = onnx.load(path)
-    for index, name in enumerate(_activation_scales(model)):
-        edited = onnx.load(path)
-        scale = next(init for init in edited.graph.initializer if init.name == name)
-        scale.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(scale) * np.float32(4.0), name))
-        logits = run_logits(edited, reference.inputs)
-        agreement = 100.0 * np.mean(np.argmax(logits, 1) == np.argmax(reference.logits, 1))
-        if measured_top1 - agreement >= 2.0:
-            target = os.path.join(folder, "worse{}.onnx".format(index))
-            onnx.save(edited, target)
+    torch_classes = np.argmax(reference.logits, axis=1)
+    for sigma in np.arange(0.1, 1.01, 0.1):
+        model = onnx.load(path)
+        weights = _classifier_weights(model)
+        values = numpy_helper.to_array(weights)
+        noise = np.random.default_rng(0).normal(size=values.shape) * sigma * values.std()
+        weights.CopyFrom(numpy_helper.from_array((values + noise).astype(values.dtype), weights.name))
+        agreement = 100.0 * np.mean(np.argmax(run_logits(model, reference.inputs), axis=1) == torch_classes)
+        if measured_top1 - agreement >= 100.0 * 5 / 256 - 1e-9:
+            target = os.path.join(folder, "worse.onnx")
+            onnx.save(model, target)
             return target, agreement
-    pytest.fail("no activation scale made 4x coarser costs 2 points on this model")
+    pytest.fail("noise of up to 1 sigma on the classifier weights did not cost 2 points on this model")
 
 
 @pytest.fixture(scope="module")
@@ -143,5 +143,9 @@ def test_a_two_points_worse_model_fails_the_originals_bar(near_tie_bundle, tmp_p
     result = check.check_artifact(worse, reference, bar=held)
     assert result.top1_agreement == pytest.approx(agreement)
     assert result.status == check.FAIL, (result.top1_agreement, bar.required_top1, bar.allowance_images)
-    assert result.changed_above_noise >= 1, result.reasons
-    assert any("above the kernel noise changed class" in reason for reason in result.reasons)
+    assert not any("bundled model" in reason for reason in result.reasons)  # judged on the numbers alone
+    # both counts are reported: what changed class within the kernel noise, and above it
+    lost = int(round((bar.measured_top1 - result.top1_agreement) * reference.num_images / 100))
+    assert result.changed_within_noise + result.changed_above_noise >= lost
+    assert any(reason.startswith("top-1 agreement") or "above the kernel noise changed class" in reason
+               for reason in result.reasons)
