@@ -15,7 +15,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from deploy.check import ArtifactCheck, check_artifact
+from deploy.check import ArtifactCheck, measure_artifact
 from deploy.errors import CheckFailedError, UserError
 from deploy.metadata import ModelInfo, read_model_info
 from deploy.names import numbered_name
@@ -107,10 +107,13 @@ def held_out_samples(data_dir, labels_file, used: Sequence[str], count: int, see
             for path, label in zip(chosen.paths, chosen.labels)], names
 
 
-def kernel_order_spread(path: str, data: ReferenceData) -> Tuple[int, float]:
-    """(images whose class differs, cosine with PyTorch of the other order): the model run in ONNX Runtime as
-    optimized and as written, the same arithmetic in two orders of float operations. What the order alone
-    changes on this CPU, another backend's kernels may change on the device (deploy.reference)."""
+def kernel_order_spread(path: str, data: ReferenceData,
+                        checked: Optional[np.ndarray] = None) -> Tuple[int, float, np.ndarray]:
+    """(images whose class differs, cosine with PyTorch of the other order, kernel noise per image): the model run
+    in ONNX Runtime as optimized and as written, the same arithmetic in two orders of float operations. The noise
+    is each image's largest logit change between the orders and ``checked`` (deploy.check's own run, batch 1).
+    What the order alone changes on this CPU, another backend's kernels may change on the device
+    (deploy.reference)."""
     import onnx
 
     from calibration.selection import run_logits
@@ -120,7 +123,9 @@ def kernel_order_spread(path: str, data: ReferenceData) -> Tuple[int, float]:
     optimized = run_logits(model, data.inputs, source=path)
     as_written = run_logits(model, data.inputs, optimize=False, source=path)
     flips = int(np.sum(np.argmax(optimized, axis=1) != np.argmax(as_written, axis=1)))
-    return flips, compare_logits(data.logits, as_written).cosine_similarity
+    runs = [optimized, as_written] + ([np.asarray(checked, dtype=np.float64)] if checked is not None else [])
+    noise = np.max([np.max(np.abs(a - b), axis=1) for i, a in enumerate(runs) for b in runs[i + 1:]], axis=0)
+    return flips, compare_logits(data.logits, as_written).cosine_similarity, noise
 
 
 def make_bundle_reference(models: Sequence[str], weights=None, data_dir=None, labels_file=None,
@@ -151,8 +156,9 @@ def make_bundle_reference(models: Sequence[str], weights=None, data_dir=None, la
                          probe_files=["{}/{}".format(PROBE_FOLDER, numbered_name(i, os.path.basename(
                                           images.paths[index]))) for i, index in enumerate(probes)],
                          probe_inputs=array[probes] if probes else None)
-    cpu_checks = [check_artifact(path, data, bar=floor_bar(os.path.basename(path), read_model_info(path).precision))
-                  for path in models]
+    measured = [measure_artifact(path, data, bar=floor_bar(os.path.basename(path), read_model_info(path).precision))
+                for path in models]
+    cpu_checks = [check for check, _ in measured]
     failed = [c for c in cpu_checks if c.status != "PASS"]
     if failed and reference.random_weights:
         raise UserError("the models have random weights (no checkpoint), and {} rebuilt with the recorded seed does "
@@ -169,8 +175,9 @@ def make_bundle_reference(models: Sequence[str], weights=None, data_dir=None, la
                                    ", ".join("{:.2f}%".format(c.top1_agreement) for c in below), len(array),
                                    min_agreement))
     data.bars = [bar_from_measured(c.name, sha256_file(path), c.precision, c.top1_agreement, c.cosine_similarity,
-                                   len(array), min_agreement, *kernel_order_spread(path, data))
-                 for c, path in zip(cpu_checks, models)]
+                                   len(array), min_agreement, *kernel_order_spread(path, data, logits),
+                                   cpu_logits=logits)
+                 for (c, logits), path in zip(measured, models)]
     for check, bar in zip(cpu_checks, data.bars):
         check.bar = bar.to_dict()
     samples, class_names = [], None

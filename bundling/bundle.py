@@ -287,10 +287,21 @@ def _check_section(proof) -> List[str]:
         "per model, the top-1 agreement and logit cosine it measured on the CPU before bundling. Each engine must",
         "reach the measured figures of the model it was built from, less an allowance of whole images for another",
         "backend's kernels: twice the one flip in 400 images that the order of operations alone caused in the",
-        "kernel-order study, or the images it changed for this model on the CPU, whichever is more. Its logit",
-        "error (1 - cosine) may at most double. NaN outputs, or a model the manifest lists but this",
-        "folder lacks, fail too. First, this device's Pillow and numpy preprocess the probe images in `{}/`".format(
-            PROBE_FOLDER),
+        "kernel-order study, or the images it changed for this model on the CPU, whichever is more. Only near",
+        "ties may change class: an image the model decided on the CPU by more than twice its kernel noise (the",
+        "largest logit change the order of operations caused there) must keep its class. Its logit error",
+        "(1 - cosine) may at most double. NaN outputs, or a model the proof or manifest names but this folder",
+        "lacks, fail too.",
+        "",
+        "A PASS means these bytes: the check first compares the sha256 of every model, its data and sidecar, each",
+        "calibration cache, labels file (the DeepStream, Triton and jetson-inference copies too) and probe image",
+        "with the one recorded when the bundle was made (in `{}` and the manifest). A renamed, re-saved,".format(
+            REFERENCE_FILE),
+        "swapped or edited file fails, naming both digests; an engine must name a bundled model as its source.",
+        "Not bound: `deploy/`, `samples/`, this README and `build_engines.sh`. An edited bar (below the floors,",
+        "or not what the measured figures give) is refused.",
+        "",
+        "First, this device's Pillow and numpy preprocess the probe images in `{}/`".format(PROBE_FOLDER),
         "and must match what the project made of them within {:g} pixel level; that needs no runtime".format(
             PREPROCESS_TOLERANCE_LEVELS),
         "(`python3 -m deploy.check --preprocessing-only`).",
@@ -298,7 +309,7 @@ def _check_section(proof) -> List[str]:
         "Measured on the CPU (the bar the device is held to):", "",
     ] + ["    {name}: top-1 agreement {measured_top1_agreement:.2f}% (allowed {required_top1_agreement:.2f}%: "
          "{allowance_images} image(s) for the kernels), cosine {measured_cosine:.5f} (allowed {required_cosine:.5f})"
-         .format(**bar.to_dict())
+         .format(**bar.to_dict()) + "; {} near-tie image(s) may change class".format(_near_ties(bar, proof.data))
          for bar in proof.data.bars] + [
         "",
         "deploy.check runs every `.engine` (TensorRT) and `.onnx` model (ONNX Runtime, when installed) here on",
@@ -306,6 +317,11 @@ def _check_section(proof) -> List[str]:
         "that fails is not the model you bundled: do not deploy it.",
         "",
     ]
+
+
+def _near_ties(bar, data) -> int:
+    near = bar.near_ties(data.logits)
+    return 0 if near is None else int(near.sum())
 
 
 def _fill(staging: str, models, caches, labels, max_batch, notes, proof=None) -> List[str]:
@@ -337,9 +353,44 @@ def _fill(staging: str, models, caches, labels, max_batch, notes, proof=None) ->
     os.chmod(os.path.join(staging, "build_engines.sh"), 0o755)
     write_text(os.path.join(staging, "README.md"), _readme(models, caches, labels, commands, samples, proof)
                + ecosystem.readme_text())
+    files = bound_files(staging)
+    if proof is not None:
+        _seal_proof(staging, proof, files)
     write_json(os.path.join(staging, MANIFEST), {"producer": "eca-deploy", "models": [
-        os.path.basename(m) for m in models], "data_files": sorted(carried)})
+        os.path.basename(m) for m in models], "data_files": sorted(carried), "files": files})
     return commands
+
+
+# What deploy.check does not hold to its bytes: the runtime that does the checking, the sample images, the README
+# and build script (instructions a user reads and may adapt), and the manifest and proof that hold the sha256s.
+UNBOUND_FOLDERS = ("deploy", SAMPLES_FOLDER)
+UNBOUND_FILES = ("README.md", "build_engines.sh", MANIFEST, REFERENCE_FILE)
+
+
+def bound_files(staging: str) -> Dict[str, str]:
+    """Path inside the bundle ('/'-separated) -> sha256 of every file deploy.check binds: the models with their
+    external data and sidecars, calibration caches, label files, the probe images, and the DeepStream, Triton and
+    jetson-inference files (their label copies and model copies included)."""
+    files = {}
+    for relative in _list_files(staging):
+        name = "/".join(relative.split(os.sep))
+        if ("/" in name and name.split("/", 1)[0] in UNBOUND_FOLDERS) or name in UNBOUND_FILES:
+            continue
+        files[name] = sha256_file(os.path.join(staging, relative))
+    return files
+
+
+def _seal_proof(staging: str, proof, files: Dict[str, str]) -> None:
+    """reference.npz, written last so it records every bound file: deleting or editing the manifest then frees
+    nothing, since the proof alone names each model and file and its sha256."""
+    from .proof import save_reference
+
+    changed = [bar.name for bar in proof.data.bars if files.get(bar.name) != bar.sha256]
+    if changed:
+        raise UserError("{} changed while the bundle was made (its sha256 is not the one its bar was measured "
+                        "on); bundle again".format(", ".join(changed)))
+    proof.data.files = dict(files)
+    save_reference(os.path.join(staging, REFERENCE_FILE), proof.data)
 
 
 def _ships_photos(models: Sequence[str]) -> bool:
@@ -349,17 +400,15 @@ def _ships_photos(models: Sequence[str]) -> bool:
 
 
 def _write_proof(staging: str, proof, labels: List[str], photos: bool) -> Tuple[str, List[str]]:
-    """reference.npz, the held-out sample images (class folders) and their class names; returns the samples
-    folder the README runs on and the label files the bundle now has."""
-    from .proof import save_reference
-
+    """The probe images, the held-out sample images (class folders) and their class names (reference.npz is
+    written last, _seal_proof); returns the samples folder the README runs on and the label files the bundle
+    now has."""
     samples = "deploy/samples" if photos else "YOUR_IMAGES/"
     if proof is None:
         return samples, labels
     for name, source in zip(proof.data.probe_files, proof.probe_sources):
         os.makedirs(os.path.dirname(os.path.join(staging, name)), exist_ok=True)
         shutil.copy2(source, os.path.join(staging, name))
-    save_reference(os.path.join(staging, REFERENCE_FILE), proof.data)
     for index, (path, folder) in enumerate(proof.samples):
         target = os.path.join(staging, SAMPLES_FOLDER, *([folder] if folder else []))
         os.makedirs(target, exist_ok=True)

@@ -23,7 +23,15 @@ def _image_arrays(reference: ReferenceData) -> Dict[str, np.ndarray]:
     return {"inputs": inputs}
 
 
+def _per_image(values, reference: ReferenceData, name: str) -> np.ndarray:
+    """A bar's per-image record; every stored bar has one (bar_from_measured with the model's CPU logits)."""
+    if values is None or len(values) != reference.num_images:
+        raise ValueError("the bar of {} holds no per-image record of its CPU run".format(name))
+    return np.asarray(values)
+
+
 def save_reference(path: str, reference: ReferenceData) -> str:
+    """Write ``reference``; its ``files`` must already hold the sha256 of every file the bundle binds."""
     bars = reference.bars
     arrays = dict(_image_arrays(reference), **{
         "format": np.array(REFERENCE_FORMAT),
@@ -43,6 +51,14 @@ def save_reference(path: str, reference: ReferenceData) -> str:
         "bar_required_cosine": np.array([b.required_cosine for b in bars], dtype=np.float64),
         "bar_allowance_images": np.array([b.allowance_images for b in bars], dtype=np.int64),
         "bar_kernel_flips": np.array([b.kernel_flips for b in bars], dtype=np.int64),
+        "bar_other_order_cosine": np.array([np.nan if b.other_order_cosine is None else b.other_order_cosine
+                                            for b in bars], dtype=np.float64),
+        "bar_cpu_classes": np.array([_per_image(b.cpu_classes, reference, b.name) for b in bars], dtype=np.int64),
+        "bar_cpu_margins": np.array([_per_image(b.cpu_margins, reference, b.name) for b in bars],
+                                    dtype=np.float32),
+        "bar_image_noise": np.array([_per_image(b.image_noise, reference, b.name) for b in bars], dtype=np.float32),
+        "file_names": np.array(sorted(reference.files), dtype=str),
+        "file_sha256": np.array([reference.files[name] for name in sorted(reference.files)], dtype=str),
         "probe_files": np.array(list(reference.probe_files), dtype=str),
     })
     if reference.probe_inputs is not None:

@@ -9,7 +9,12 @@ the bar of the model it was built from. NaN or infinite outputs, a model the man
 and an artifact made from other weights fail too. Exit 1 when any fails, 0 when all that could run pass; an
 artifact whose runtime is missing here is SKIP, with the reason.
 
-Before any of that, the device's own decoding and resizing (its Pillow and numpy) preprocess the probe images the
+A PASS means these bytes: every file the proof (or the manifest) records, from the models and their sidecars to
+the labels and probe images, must have the sha256 recorded when the bundle was made, and an engine's sidecar must
+name a bundled model as its source. Only near ties may change class: an image a model decided on the CPU by more
+than its kernel noise must keep that class here (deploy.reference.ArtifactBar.near_ties).
+
+Before any model runs, the device's own decoding and resizing (its Pillow and numpy) preprocess the probe images the
 bundle carries, and the largest difference from what the project's preprocessing made of them is a verdict of its
 own: it needs no runtime at all (``--preprocessing-only``).
 
@@ -20,7 +25,7 @@ import json
 import os
 import sys
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -28,14 +33,18 @@ from .cliutil import add_providers_argument, note, run_main, runner_label
 from .schema import dumps_strict
 from .compare import compare_logits, describe_images, nonfinite_rows, topk_indices
 from .errors import CheckFailedError, UserError
+from .fileio import sha256_file
+from .filekind import file_kind, is_regular_file
 from .metadata import read_model_info, read_sidecar
+from .text import escape_controls
 from .validate import MAX_BATCH, check_bound
-from .reference import (PREPROCESS_TOLERANCE_LEVELS, REFERENCE_FILE, ArtifactBar, ReferenceData, load_reference,
-                        precision_class)
+from .reference import (PREPROCESS_TOLERANCE_LEVELS, REFERENCE_FILE, SHA256_HEX, ArtifactBar, ReferenceData,
+                        bundle_path_ok, load_reference, precision_class)
 from .runners.execution import (ENGINE_SUFFIXES, ONNX_SUFFIXES, Clocks, artifact_kind, batch_plan, infer_all,
                                 latency_record, logits_of, warm_up)
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
+REBUILD = "copy the bundle again as it was made, or rebuild it with `cli.py bundle`"
 
 
 @dataclass
@@ -59,10 +68,25 @@ class ArtifactCheck:
     latency_p99_ms: Optional[float] = None
     bar: Dict[str, object] = field(default_factory=dict)  # ArtifactBar.to_dict(): measured and required
     notes: List[str] = field(default_factory=list)
+    # the near-tie rule (ArtifactBar.near_ties): images this model decided on the CPU within the kernel noise,
+    # and the images whose class changed from the CPU's, within that noise (allowed) and above it (a FAIL)
+    near_tie_images: Optional[int] = None
+    changed_within_noise: Optional[int] = None
+    changed_above_noise: Optional[int] = None
 
     @property
     def passed(self) -> bool:
         return self.status == PASS
+
+
+@dataclass
+class FileCheck:
+    """Every file the proof or the manifest binds against the sha256 recorded when the bundle was made."""
+
+    files: int
+    status: str
+    changed: List[Dict[str, str]] = field(default_factory=list)  # name, recorded, found ("" when missing)
+    reasons: List[str] = field(default_factory=list)
 
 
 @dataclass
@@ -84,6 +108,7 @@ class BundleCheck:
     artifacts: List[ArtifactCheck]
     preprocessing: PreprocessCheck
     notes: List[str] = field(default_factory=list)
+    files: Optional[FileCheck] = None
 
     @property
     def failed(self) -> List[ArtifactCheck]:
@@ -95,8 +120,10 @@ class BundleCheck:
 
     def to_dict(self) -> Dict[str, object]:
         return {"bundle": self.bundle, "reference": self.reference, "preprocessing": asdict(self.preprocessing),
+                "files": asdict(self.files) if self.files else None,
                 "artifacts": [asdict(a) for a in self.artifacts], "units": "percent",
-                "passed": bool(self.ran) and not self.failed and self.preprocessing.status != FAIL,
+                "passed": bool(self.ran) and not self.failed and self.preprocessing.status != FAIL and not (
+                    self.files and self.files.status == FAIL),
                 "notes": list(self.notes)}
 
 
@@ -110,14 +137,55 @@ def bundle_artifacts(bundle_dir: str) -> List[str]:
     return [os.path.join(bundle_dir, n) for n in models + engines]
 
 
-def missing_listed(bundle_dir: str, present: Sequence[str]) -> List[ArtifactCheck]:
-    """A FAIL for every model the manifest lists that is not in the bundle: a check that silently skips a
-    deleted model would pass a device that runs something else."""
+def missing_listed(bundle_dir: str, present: Sequence[str],
+                   reference: Optional[ReferenceData] = None) -> List[ArtifactCheck]:
+    """A FAIL for every model the proof holds a bar for or the manifest lists that is not in the bundle: a check
+    that silently skips a deleted model would pass a device that runs something else. The proof names its
+    models whatever the manifest says, so deleting or emptying the manifest frees nothing."""
     from .manifest import read_manifest
     manifest = read_manifest(bundle_dir)
     names = {os.path.basename(p) for p in present}
-    return [ArtifactCheck(name, "onnx", "?", FAIL, ["the bundle's manifest lists it, but it is not in the bundle"])
-            for name in (manifest or {}).get("models", []) if name not in names]
+    checks = [ArtifactCheck(bar.name, "onnx", bar.precision, FAIL, [
+        "the bundle's proof holds its bar (sha256 {}), but it is not in the bundle; {}".format(bar.sha256, REBUILD)])
+        for bar in (reference.bars if reference else []) if bar.name not in names]
+    named = names | {check.name for check in checks}
+    return checks + [ArtifactCheck(name, "onnx", "?", FAIL, ["the bundle's manifest lists it, but it is not in the "
+                                                             "bundle"])
+                     for name in (manifest or {}).get("models", []) if name not in named]
+
+
+def check_files(bundle_dir: str, reference: ReferenceData, only: Optional[Sequence[str]] = None) -> FileCheck:
+    """Every file the proof or the manifest records (``only``: just these) against the sha256 recorded when the
+    bundle was made: a model renamed, re-saved or swapped, a labels file edited, a probe replaced is a FAIL
+    naming the file and both digests. The proof's record is the one that binds; the manifest may only agree."""
+    from .manifest import read_manifest
+    recorded, reasons = dict(reference.files), []
+    for name, digest in sorted(((read_manifest(bundle_dir) or {}).get("files") or {}).items()):
+        if name in recorded and recorded[name] != digest:
+            reasons.append("{}: the manifest records sha256 {}, the proof {}; the manifest was edited; {}".format(
+                name, digest, recorded[name], REBUILD))
+        elif name not in recorded and (not bundle_path_ok(name) or not SHA256_HEX.fullmatch(digest)):
+            reasons.append("the manifest records {!r} with sha256 {!r}: not a file of the bundle and its digest; "
+                           "{}".format(name, digest, REBUILD))
+        elif name not in recorded:
+            recorded[name] = digest
+    changed = []
+    for name, digest in sorted(recorded.items()):
+        if only is not None and name not in only:
+            continue
+        path = os.path.join(bundle_dir, *name.split("/"))
+        if not is_regular_file(path):
+            changed.append({"name": name, "recorded": digest, "found": ""})
+            reasons.append("{} is {} (sha256 {} when the bundle was made); {}".format(
+                name, file_kind(path), digest, REBUILD))
+            continue
+        found = sha256_file(path)
+        if found != digest:
+            changed.append({"name": name, "recorded": digest, "found": found})
+            reasons.append("{} is not the file that was bundled: sha256 {}, recorded {}; {}".format(
+                name, found, digest, REBUILD))
+    count = len(recorded) if only is None else len([name for name in recorded if name in only])
+    return FileCheck(count, FAIL if reasons else PASS, changed, reasons)
 
 
 def artifact_precision(path: str, info) -> str:
@@ -200,10 +268,38 @@ def run_inputs(runner, inputs: np.ndarray, requested_batch: Optional[int]):
     return logits.reshape(len(inputs), -1), batch, latency_record(clocks.wall(), batch)
 
 
+def binding_problems(path: str, bar: Optional[ArtifactBar], reference: ReferenceData) -> List[str]:
+    """Reasons the artifact is not one the proof binds: a model whose bytes are not the bundled model's (renamed,
+    re-saved, swapped), or an engine whose sidecar names no bundled model as its source."""
+    if bar is not None and bar.floor_only:  # the bundle's own first run, before any bar was measured
+        return []
+    if artifact_kind(path) != "engine":
+        if bar is None or not bar.sha256:
+            return []
+        found = sha256_file(path)
+        if found == bar.sha256:
+            return []
+        return ["it is not the bundled model: sha256 {}, recorded {}; {}".format(found, bar.sha256, REBUILD)]
+    source = str(((read_sidecar(path) or {}).get("source_onnx") or {}).get("sha256", ""))
+    if reference.bar_with_sha256(source) is not None:
+        return []
+    return ["its sidecar names {} as the model it was built from, which is no model of this bundle; build it from "
+            "a bundled model with `sh build_engines.sh` (python3 -m deploy.build)".format(
+                "sha256 " + source if source else "nothing")]
+
+
 def check_artifact(path: str, reference: ReferenceData, providers: Sequence[str] = ("cpu",),
                    batch: Optional[int] = None, bar: Optional[ArtifactBar] = None) -> ArtifactCheck:
     """Run one model or engine on the reference inputs and judge it against ``bar`` (default: the one the
     reference holds for it); a broken artifact is a FAIL, not an error."""
+    return measure_artifact(path, reference, providers, batch, bar)[0]
+
+
+def measure_artifact(path: str, reference: ReferenceData, providers: Sequence[str] = ("cpu",),
+                     batch: Optional[int] = None,
+                     bar: Optional[ArtifactBar] = None) -> Tuple[ArtifactCheck, Optional[np.ndarray]]:
+    """check_artifact, and the logits the artifact gave (None when it did not run): the bundle keeps what each
+    model gave on the CPU, so the device can tell a near tie from a decided image."""
     from .infer import warn_missing_providers
 
     name = os.path.basename(path)
@@ -211,18 +307,19 @@ def check_artifact(path: str, reference: ReferenceData, providers: Sequence[str]
     try:
         info = read_model_info(path)
     except UserError as exc:
-        return ArtifactCheck(name, kind, "?", FAIL, ["cannot read its metadata: {}".format(exc)])
+        return ArtifactCheck(name, kind, "?", FAIL, ["cannot read its metadata: {}".format(exc)]), None
     precision = artifact_precision(path, info)
     bar = bar or bar_for(path, precision, reference)
     result = ArtifactCheck(name, kind, precision, FAIL, bar=bar.to_dict() if bar else {})
-    problems = provenance_problems(info, reference)
+    binding = binding_problems(path, bar, reference)
+    problems = provenance_problems(info, reference) + binding
     if any("classes" in p or "input" in p or "normalization" in p for p in problems):  # it cannot even run
         result.reasons = problems
-        return result
+        return result, None
     runner, missing = make_runner(path, providers)
-    if runner is None:
-        result.status, result.reasons = SKIP, [missing]
-        return result
+    if runner is None:  # what the bytes say fails here; the numbers wait for a runtime
+        result.status, result.reasons = (FAIL, binding + [missing]) if binding else (SKIP, [missing])
+        return result, None
     try:
         with runner:
             warn_missing_providers(runner)
@@ -230,14 +327,14 @@ def check_artifact(path: str, reference: ReferenceData, providers: Sequence[str]
             result.runner = runner.describe()
     except UserError as exc:
         result.reasons = problems + ["it did not run: {}".format(exc)]
-        return result
+        return result, None
     if logits.shape != reference.logits.shape:
         result.reasons = problems + ["it gave logits of shape {}, the reference {}".format(
             logits.shape, reference.logits.shape)]
-        return result
+        return result, None
     judge(result, reference, logits, problems, bar)
     result.latency_p50_ms, result.latency_p99_ms = latency["p50_ms"], latency["p99_ms"]
-    return result
+    return result, logits
 
 
 def judge(result: ArtifactCheck, reference: ReferenceData, logits: np.ndarray, problems: List[str],
@@ -269,8 +366,31 @@ def judge(result: ArtifactCheck, reference: ReferenceData, logits: np.ndarray, p
         if not comparison.cosine_similarity >= bar.required_cosine:
             reasons.append("cosine {:.5f} is below the {:.5f} allowed ({:.5f} measured on the CPU)".format(
                 comparison.cosine_similarity, bar.required_cosine, bar.measured_cosine))
+        reasons += _near_tie_rule(result, reference, np.where(finite, logits, -np.inf), bar)
     result.reasons = reasons
     result.status = FAIL if reasons else PASS
+
+
+def _near_tie_rule(result: ArtifactCheck, reference: ReferenceData, logits: np.ndarray,
+                   bar: ArtifactBar) -> List[str]:
+    """Only near ties may change class: an image this model decided on the CPU by more than the kernel noise
+    (ArtifactBar.near_ties) that gets another class here is not another order of operations but another model."""
+    near = bar.near_ties(reference.logits)
+    if near is None:
+        return []
+    changed = np.argmax(logits, axis=1) != bar.cpu_classes
+    above = np.flatnonzero(changed & ~near)
+    result.near_tie_images = int(np.sum(near))
+    result.changed_within_noise = int(np.sum(changed & near))
+    result.changed_above_noise = int(len(above))
+    if not len(above):
+        return []
+    tolerance = bar.near_tie_tolerance(reference.logits)
+    shown = ", ".join("#{} (margin {:.3g} > {:.3g})".format(i, float(bar.cpu_margins[i]), float(tolerance[i]))
+                      for i in above[:5])
+    return ["{} image(s) that this model decided on the CPU above the kernel noise changed class here: {}{}; only "
+            "the {} near-tie image(s) may".format(len(above), shown, ", ..." if len(above) > 5 else "",
+                                                  result.near_tie_images)]
 
 
 def _below_floor(result: ArtifactCheck, bar: ArtifactBar) -> List[str]:
@@ -330,11 +450,12 @@ def check_bundle(bundle_dir: str = ".", providers: Sequence[str] = ("cpu",), bat
     if not os.path.isdir(bundle_dir):
         raise UserError("no such bundle folder: {}".format(bundle_dir))
     reference = load_reference(os.path.join(bundle_dir, REFERENCE_FILE))
+    files = check_files(bundle_dir, reference, only=reference.probe_files if preprocessing_only else None)
     preprocessing = check_preprocessing(bundle_dir, reference)
     if preprocessing_only:
-        return BundleCheck(os.path.abspath(bundle_dir), reference.summary(), [], preprocessing)
+        return BundleCheck(os.path.abspath(bundle_dir), reference.summary(), [], preprocessing, files=files)
     paths = bundle_artifacts(bundle_dir)
-    checks = missing_listed(bundle_dir, paths)
+    checks = missing_listed(bundle_dir, paths, reference)
     if not paths and not checks:
         raise UserError("{} holds no ONNX models or TensorRT engines".format(bundle_dir))
     for path in paths:
@@ -345,7 +466,7 @@ def check_bundle(bundle_dir: str = ".", providers: Sequence[str] = ("cpu",), bat
     if not any(c.kind == "engine" for c in checks):
         notes.append("no TensorRT engines here yet, so only the ONNX models were checked; `sh build_engines.sh` "
                      "builds them{}".format("" if _importable("tensorrt") else " where TensorRT is installed"))
-    return BundleCheck(os.path.abspath(bundle_dir), reference.summary(), checks, preprocessing, notes)
+    return BundleCheck(os.path.abspath(bundle_dir), reference.summary(), checks, preprocessing, notes, files)
 
 
 # -- the command ---------------------------------------------------------------------------------------------
@@ -371,12 +492,17 @@ def format_preprocessing(check: PreprocessCheck) -> str:
                                    check.max_level_difference or 0.0, check.tolerance_levels))
 
 
+def format_files(check: FileCheck) -> str:
+    return "files: {} ({} file(s) {} the sha256 recorded when the bundle was made)".format(
+        check.status, check.files, "match" if check.status == PASS else "against")
+
+
 def format_report(report: BundleCheck) -> str:
     ref = report.reference
     lines = ["reference: {} images from {} ({}), PyTorch {} logits, {} classes{}".format(
                  ref["images"], ref["source"] or "?", "labeled" if ref["labeled"] else "unlabeled", ref["arch"] or "?",
                  ref["classes"], "" if ref["min_agreement"] is None else "; floor {:.2f}%".format(ref["min_agreement"])),
-             format_preprocessing(report.preprocessing)]
+             format_preprocessing(report.preprocessing)] + ([format_files(report.files)] if report.files else [])
     if report.artifacts:
         rows = [("artifact", "runner", "precision", "top-1 measured", "allowed", "reached", "cosine measured",
                  "allowed", "reached", "kernels", "p50 ms", "verdict")]
@@ -394,15 +520,22 @@ def format_report(report: BundleCheck) -> str:
         if a.top1_accuracy is not None:
             lines.append("{}: top-1 accuracy {} on the labeled reference images".format(a.name,
                                                                                        _percent(a.top1_accuracy)))
+        if a.near_tie_images is not None:
+            lines.append("{}: {} image(s) changed class from the CPU's within the kernel noise (allowed: {} near "
+                         "tie(s)), {} above it (allowed: none)".format(a.name, a.changed_within_noise,
+                                                                     a.near_tie_images, a.changed_above_noise))
         for reason in a.reasons:
             lines.append("{} {}: {}".format(a.status, a.name, reason))
     for reason in report.preprocessing.reasons if report.preprocessing.status == FAIL else []:
         lines.append("FAIL preprocessing: {}".format(reason))
+    for reason in report.files.reasons if report.files else []:
+        lines.append("FAIL files: {}".format(reason))
     counts = {status: sum(a.status == status for a in report.artifacts) for status in (PASS, FAIL, SKIP)}
     lines += ["note: " + message for message in report.notes]
     if report.artifacts:
         lines.append("{} passed, {} failed, {} skipped".format(counts[PASS], counts[FAIL], counts[SKIP]))
-    return "\n".join(lines)
+    # names and reasons carry text from models, proofs and folders: printed as data, never as terminal control
+    return "\n".join(escape_controls(line) for line in lines)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -416,11 +549,12 @@ def run(args: argparse.Namespace) -> int:
         print(dumps_strict(report.to_dict(), note))
     else:
         print(format_report(report))
-    failed = [a.name for a in report.failed] + (["preprocessing"] if report.preprocessing.status == FAIL else [])
+    failed = [a.name for a in report.failed] + (["preprocessing"] if report.preprocessing.status == FAIL else []) \
+        + (["bundled files"] if report.files and report.files.status == FAIL else [])
     if failed:
         raise CheckFailedError("{} failed the check against PyTorch: {}".format(
-            "{} of {} artifacts".format(len(report.failed), len(report.artifacts)) if report.failed else "this device",
-            ", ".join(failed)))
+            "{} of {} artifacts".format(len(report.failed), len(report.artifacts)) if report.failed else
+            "this device" if report.preprocessing.status == FAIL else "this bundle", escape_controls(", ".join(failed))))
     if args.preprocessing_only:
         if report.preprocessing.status != PASS:
             raise UserError("nothing to check: {}".format("; ".join(report.preprocessing.reasons)))

@@ -5,12 +5,13 @@ bundling.bundle writes these files on the host; deploy.check, deploy.infer and d
 import os
 from typing import Dict, Optional
 
-from .schema import load_checked_json
+from .schema import MapOf, load_checked_json
 
 # Every bundle carries this file; `--force` replaces only a folder (or tarball) that has it, so a mistyped
 # -o (".", "~", the folder the models came from) can never be emptied.
 MANIFEST = "eca-deploy-bundle.json"
-MANIFEST_SCHEMA = {"producer": str, "models": [str], "data_files?": [str]}
+# files: path inside the bundle -> sha256 of every file deploy.check binds (reference.npz records them too)
+MANIFEST_SCHEMA = {"producer": str, "models": [str], "data_files?": [str], "files?": MapOf(str)}
 CLASS_NAMES_FILE = "labels.txt"
 
 

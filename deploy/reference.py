@@ -15,6 +15,7 @@ damage into one UserError naming the file and the field.
 import json
 import math
 import os
+import re
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -24,9 +25,12 @@ import numpy as np
 
 from .errors import UserError
 from .preprocess import PreprocessSpec, input_from_pixels
+from .text import escape_controls
 
 REFERENCE_FILE = "reference.npz"
-REFERENCE_FORMAT = 2
+# 3: the sha256 of every bundled file (file_names, file_sha256) and, per model, its kernel noise and the class and
+# margin it gave each image on the CPU (the near-tie rule); a format-2 proof binds neither, so it is refused.
+REFERENCE_FORMAT = 3
 DEFAULT_REFERENCE_IMAGES = 256
 PROBE_FOLDER = "proof"        # the source images of the preprocessing check, inside the bundle
 PROBE_IMAGES = 8
@@ -63,6 +67,10 @@ FLOORS = {"fp32": {"top1": 98.0, "cosine": 0.999}, "fp16": {"top1": 95.0, "cosin
 # The device's preprocessing of the probe images may differ from the project's by at most one pixel level (a
 # JPEG decoder's rounding); more means the device feeds the engines other inputs than the ones it was checked on.
 PREPROCESS_TOLERANCE_LEVELS = 1.0
+# Two logits that each move by up to the kernel noise change their difference (the top-1 margin) by up to twice it:
+# an image whose margin on the CPU exceeds that cannot change class by the order of operations alone.
+NEAR_TIE_FACTOR = 2.0
+SHA256_HEX = re.compile("[0-9a-f]{64}")
 
 
 def precision_class(precision: str) -> str:
@@ -80,6 +88,23 @@ def allowance_images(num_images: int, kernel_flips: int = 0) -> int:
     return max(1, int(math.ceil(ALLOWANCE_FACTOR * KERNEL_ORDER_FLIP_RATE * num_images)), int(kernel_flips))
 
 
+def top1_margins(logits: np.ndarray) -> np.ndarray:
+    """Per image, the top-1 logit less the second: how far the decision is from a tie."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.shape[1] < 2:
+        return np.full(len(logits), np.inf)
+    top = np.partition(logits, -2, axis=1)
+    return top[:, -1] - top[:, -2]
+
+
+def noise_floor(precision: str, reference_logits: np.ndarray) -> np.ndarray:
+    """Per image, the least logit change a device is granted: the one its cosine slack (COSINE_SLACK) allows.
+    The CPU cannot show TF32 or FP16 accumulation, so its measured noise may be far below a correct engine's.
+    Two logits moving by a each change 1 - cosine by at most a^2 / |x|^2, so a = sqrt(slack) * |x|."""
+    norms = np.linalg.norm(np.asarray(reference_logits, dtype=np.float64), axis=1)
+    return math.sqrt(COSINE_SLACK[precision_class(precision)]) * norms
+
+
 @dataclass
 class ArtifactBar:
     """What one bundled model measured on the CPU (percent, cosine) and what the device must reach."""
@@ -94,29 +119,59 @@ class ArtifactBar:
     allowance_images: int = 1  # images the device may lose for its kernels (allowance_images())
     kernel_flips: int = 0      # images whose class the order of operations alone changed on the CPU
     floor_only: bool = False   # FLOORS alone (floor_bar), before anything was measured; never stored
+    other_order_cosine: Optional[float] = None  # the cosine of the other order of operations, when measured
+    kernel_noise: float = 0.0  # the largest logit change the orders of operations caused on the CPU, any image
+    cpu_classes: Optional[np.ndarray] = None   # (N,) the class this model gave each image on the CPU
+    cpu_margins: Optional[np.ndarray] = None   # (N,) and its top-1 margin there (top1_margins)
+    image_noise: Optional[np.ndarray] = None   # (N,) the largest logit change the orders caused on each image
 
     def to_dict(self) -> Dict[str, object]:
         return {"name": self.name, "precision": self.precision, "measured_top1_agreement": self.measured_top1,
                 "measured_cosine": self.measured_cosine, "required_top1_agreement": self.required_top1,
                 "required_cosine": self.required_cosine, "allowance_images": self.allowance_images,
-                "kernel_flips": self.kernel_flips}
+                "kernel_flips": self.kernel_flips, "kernel_noise": self.kernel_noise}
+
+    def near_tie_tolerance(self, reference_logits: np.ndarray) -> np.ndarray:
+        """Per image, the top-1 margin within which the device's kernels alone may change this model's class:
+        NEAR_TIE_FACTOR times the kernel noise the CPU measured on that image, or the noise floor, whichever is
+        more. Per image, because a kernel's rounding moves a logit in proportion to the activations that made it:
+        the largest change on any image would make near ties of images decided far above their own noise."""
+        noise = self.kernel_noise if self.image_noise is None else self.image_noise
+        return NEAR_TIE_FACTOR * np.maximum(noise, noise_floor(self.precision, reference_logits))
+
+    def near_ties(self, reference_logits: np.ndarray) -> Optional[np.ndarray]:
+        """(N,) bool: the images this model decided on the CPU within the noise; None when nothing was stored."""
+        if self.cpu_margins is None:
+            return None
+        return self.cpu_margins <= self.near_tie_tolerance(reference_logits)
 
 
 def bar_from_measured(name: str, sha256: str, precision: str, top1_percent: float, cosine: float,
                       num_images: int, min_agreement: Optional[float] = None, kernel_flips: int = 0,
-                      other_order_cosine: Optional[float] = None) -> ArtifactBar:
+                      other_order_cosine: Optional[float] = None, kernel_noise=0.0,
+                      cpu_logits: Optional[np.ndarray] = None) -> ArtifactBar:
     """The device's bar for a model that measured ``top1_percent`` and ``cosine`` on ``num_images`` images: the
     measured agreement less the kernel allowance (``kernel_flips``: images the other order of operations changed),
     and the logit error at most double the larger of the two orders' (COSINE_SLACK at least); never below the
-    user's ``min_agreement`` nor the precision's FLOORS."""
+    user's ``min_agreement`` nor the precision's FLOORS. ``cpu_logits`` (what the model gave on the CPU) and
+    ``kernel_noise`` (the largest logit change between the orders, per image or one for all) let the device tell a
+    near tie that its kernels may flip from a decided image, which must keep its class (ArtifactBar.near_ties)."""
     floor = FLOORS[precision_class(precision)]
     allowed = allowance_images(num_images, kernel_flips)
     required = max(top1_percent - 100.0 * allowed / num_images, floor["top1"],
                    float(min_agreement) if min_agreement is not None else 0.0)
     worst = min(cosine, cosine if other_order_cosine is None else other_order_cosine)
     error = max(ALLOWANCE_FACTOR * (1.0 - worst), COSINE_SLACK[precision_class(precision)])
+    classes = margins = image_noise = None
+    if cpu_logits is not None:
+        classes = np.argmax(cpu_logits, axis=1).astype(np.int64)
+        margins = top1_margins(cpu_logits).astype(np.float32)
+        image_noise = np.broadcast_to(np.asarray(kernel_noise, dtype=np.float32), (len(cpu_logits),)).copy()
     return ArtifactBar(name, sha256, precision, float(top1_percent), float(cosine), float(required),
-                       float(max(1.0 - error, floor["cosine"])), allowed, int(kernel_flips))
+                       float(max(1.0 - error, floor["cosine"])), allowed, int(kernel_flips),
+                       other_order_cosine=None if other_order_cosine is None else float(other_order_cosine),
+                       kernel_noise=float(np.max(kernel_noise)), cpu_classes=classes, cpu_margins=margins,
+                       image_noise=image_noise)
 
 
 def floor_bar(name: str, precision: str) -> ArtifactBar:
@@ -141,6 +196,9 @@ class ReferenceData:
     min_agreement: Optional[float] = None  # the user's floor (percent), part of every bar
     probe_files: List[str] = field(default_factory=list)   # relative to the bundle, the preprocessing check's
     probe_inputs: Optional[np.ndarray] = None               # (K, 3, S, S): what the project made of them
+    # every file the bundle binds (models, their data and sidecars, caches, labels, probes, the consumers' copies):
+    # its path inside the bundle -> its sha256 when the bundle was made; deploy.check holds the files to it
+    files: Dict[str, str] = field(default_factory=dict)
 
     @property
     def num_images(self) -> int:
@@ -156,7 +214,7 @@ class ReferenceData:
         return {"images": self.num_images, "input_shape": list(self.inputs.shape[1:]),
                 "classes": int(self.logits.shape[1]), "labeled": self.labels is not None, "arch": self.arch,
                 "checkpoint_sha256": self.checkpoint_sha256, "source": self.source,
-                "min_agreement": self.min_agreement,
+                "min_agreement": self.min_agreement, "bound_files": len(self.files),
                 "bars": [bar.to_dict() for bar in self.bars]}
 
 
@@ -170,7 +228,12 @@ class _Fields:
 
     def fail(self, name: str, problem: str) -> UserError:
         return UserError("{} is damaged: field {} {}; rebuild the bundle with `eca-deploy bundle`".format(
-            self.path, name, problem))
+            self.path, name, escape_controls(problem)))
+
+    def refuse(self, name: str, problem: str) -> UserError:
+        """A field that reads well but breaks the proof's own rules (docs/PROOF.md): an edited bar."""
+        return UserError("{}: field {} {}, against the proof's own rules (docs/PROOF.md); rebuild the bundle with "
+                         "`eca-deploy bundle`".format(self.path, name, escape_controls(problem)))
 
     def array(self, name: str, kinds: str, ndim: int, optional: bool = False) -> Optional[np.ndarray]:
         if name not in self.arrays:
@@ -277,13 +340,15 @@ def _images(fields: _Fields, spec: PreprocessSpec) -> np.ndarray:
     return inputs
 
 
-def _bars(fields: _Fields) -> List[ArtifactBar]:
+def _bars(fields: _Fields, num_images: int, num_classes: int) -> List[ArtifactBar]:
     names = fields.array("bar_names", "U", 1)
     columns = {name: fields.finite(name, "f", 1) for name in (
         "bar_measured_top1", "bar_measured_cosine", "bar_required_top1", "bar_required_cosine")}
     texts = {name: fields.array(name, "U", 1) for name in ("bar_sha256", "bar_precisions")}
     counts = {name: fields.array(name, "iu", 1) for name in ("bar_allowance_images", "bar_kernel_flips")}
-    for name, column in list(columns.items()) + list(texts.items()) + list(counts.items()):
+    other = fields.array("bar_other_order_cosine", "f", 1)  # NaN where the other order was not measured
+    for name, column in list(columns.items()) + list(texts.items()) + list(counts.items()) + [
+            ("bar_other_order_cosine", other)]:
         if len(column) != len(names):
             raise fields.fail(name, "has {} entries for {} models".format(len(column), len(names)))
     if not len(names):
@@ -296,11 +361,89 @@ def _bars(fields: _Fields) -> List[ArtifactBar]:
             raise fields.fail(name, "must be cosines from -1 to 1")
     if np.any(counts["bar_allowance_images"] < 1) or np.any(counts["bar_kernel_flips"] < 0):
         raise fields.fail("bar_allowance_images", "must count images (at least 1)")
+    if np.any(np.abs(other[~np.isnan(other)]) > 1):
+        raise fields.fail("bar_other_order_cosine", "must be cosines from -1 to 1")
+    classes = fields.array("bar_cpu_classes", "iu", 2)
+    margins = fields.finite("bar_cpu_margins", "f", 2)
+    noise = fields.finite("bar_image_noise", "f", 2)
+    for name, table in (("bar_cpu_classes", classes), ("bar_cpu_margins", margins), ("bar_image_noise", noise)):
+        if table.shape != (len(names), num_images):
+            raise fields.fail(name, "has shape {} for {} models and {} images".format(
+                table.shape, len(names), num_images))
+    if np.any(classes >= num_classes) or np.any(margins < 0) or np.any(noise < 0):
+        raise fields.fail("bar_cpu_classes", "must hold class indices below {}, and margins and logit changes of 0 "
+                          "or more".format(num_classes))
     return [ArtifactBar(str(names[i]), str(texts["bar_sha256"][i]), str(texts["bar_precisions"][i]),
                         float(columns["bar_measured_top1"][i]), float(columns["bar_measured_cosine"][i]),
                         float(columns["bar_required_top1"][i]), float(columns["bar_required_cosine"][i]),
-                        int(counts["bar_allowance_images"][i]), int(counts["bar_kernel_flips"][i]))
+                        int(counts["bar_allowance_images"][i]), int(counts["bar_kernel_flips"][i]),
+                        other_order_cosine=None if np.isnan(other[i]) else float(other[i]),
+                        kernel_noise=float(np.max(noise[i])), cpu_classes=classes[i].astype(np.int64),
+                        cpu_margins=margins[i].astype(np.float32), image_noise=noise[i].astype(np.float32))
             for i in range(len(names))]
+
+
+def bundle_path_ok(name: str) -> bool:
+    """Whether ``name`` is a relative path inside the bundle written with '/', free of '..' and control
+    characters: a name read from a proof or manifest is opened, so it must not leave the bundle."""
+    parts = name.split("/")
+    return bool(name) and not os.path.isabs(name) and "\\" not in name and ".." not in parts and "" not in parts \
+        and escape_controls(name) == name
+
+
+def _files(fields: _Fields) -> Dict[str, str]:
+    """file_names -> file_sha256: what every bound file of the bundle was when it was made."""
+    names = [str(name) for name in fields.array("file_names", "U", 1)]
+    digests = [str(digest) for digest in fields.array("file_sha256", "U", 1)]
+    if len(digests) != len(names):
+        raise fields.fail("file_sha256", "has {} entries for {} files".format(len(digests), len(names)))
+    if not names:
+        raise fields.fail("file_names", "lists no files")
+    bad = next((name for name in names if not bundle_path_ok(name)), None)
+    if bad is not None:
+        raise fields.fail("file_names", "must name files inside the bundle, not {!r}".format(bad))
+    if len(set(names)) != len(names):
+        raise fields.fail("file_names", "names {} twice".format(next(n for n in names if names.count(n) > 1)))
+    bad = next((digest for digest in digests if not SHA256_HEX.fullmatch(digest)), None)
+    if bad is not None:
+        raise fields.fail("file_sha256", "must hold sha256 digests (64 hex digits), not {!r}".format(bad[:80]))
+    return dict(zip(names, digests))
+
+
+def _check_rules(fields: _Fields, bars: List[ArtifactBar], files: Dict[str, str], min_agreement: Optional[float],
+                 num_images: int) -> None:
+    """The proof obeys the rules it states: each model has one bar, bound to its file's sha256, that is exactly
+    what bar_from_measured derives from what the model measured; nothing below FLOORS (the bundle refuses such a
+    model); and a min_agreement every model measured. An edited bar is refused, never applied."""
+    if min_agreement is not None and not 0.0 <= min_agreement <= 100.0:
+        raise fields.refuse("min_agreement", "is {:g}%, not a percentage".format(min_agreement))
+    seen = set()
+    for bar in bars:
+        if bar.name in seen:
+            raise fields.refuse("bar_names", "names {} twice".format(bar.name))
+        seen.add(bar.name)
+        if not bundle_path_ok(bar.name) or "/" in bar.name:
+            raise fields.fail("bar_names", "must name files of the bundle's top folder, not {!r}".format(bar.name))
+        if files.get(bar.name) != bar.sha256:
+            raise fields.refuse("bar_sha256", "of {} is {}, but file_sha256 records {}".format(
+                bar.name, bar.sha256[:80] or "empty", files.get(bar.name, "no such file")))
+        floor = FLOORS[precision_class(bar.precision)]
+        if bar.measured_top1 < floor["top1"] or bar.measured_cosine < floor["cosine"]:
+            raise fields.refuse("bar_measured_top1", "of {} is {:.2f}% (cosine {:.5f}), below the floor of a working "
+                                "{} model ({:.0f}% / {:g}), which the bundle refuses".format(
+                                    bar.name, bar.measured_top1, bar.measured_cosine, precision_class(bar.precision),
+                                    floor["top1"], floor["cosine"]))
+        if min_agreement is not None and bar.measured_top1 < min_agreement:
+            raise fields.refuse("min_agreement", "is {:g}%, above the {:.2f}% {} measured, which the bundle "
+                                "refuses".format(min_agreement, bar.measured_top1, bar.name))
+        rule = bar_from_measured(bar.name, bar.sha256, bar.precision, bar.measured_top1, bar.measured_cosine,
+                                 num_images, min_agreement, bar.kernel_flips, bar.other_order_cosine)
+        for what, stored, derived in (("bar_required_top1", bar.required_top1, rule.required_top1),
+                                      ("bar_required_cosine", bar.required_cosine, rule.required_cosine),
+                                      ("bar_allowance_images", bar.allowance_images, rule.allowance_images)):
+            if abs(stored - derived) > 1e-9 * max(1.0, abs(derived)):
+                raise fields.refuse(what, "of {} is {:.6g}, but its measured figures give {:.6g}".format(
+                    bar.name, stored, derived))
 
 
 def _spec(fields: _Fields) -> PreprocessSpec:
@@ -343,12 +486,17 @@ def load_reference(path: str) -> ReferenceData:
         raise fields.fail("probe_inputs", "must hold one input per probe image ({})".format(len(probes)))
     if any(os.path.isabs(name) or ".." in name.replace("\\", "/").split("/") for name in probes):
         raise fields.fail("probe_files", "must name files inside the bundle")
+    min_agreement = None if np.isnan(floor) else float(floor)
+    bars, files = _bars(fields, len(inputs), logits.shape[1]), _files(fields)
+    _check_rules(fields, bars, files, min_agreement, len(inputs))
+    unbound = next((name for name in probes if name not in files), None)
+    if unbound is not None:
+        raise fields.refuse("file_names", "lacks the probe image {}".format(unbound))
     return ReferenceData(inputs=inputs, logits=logits.astype(np.float32, copy=False), spec=spec,
                          labels=None if labels is None else labels.astype(np.int64),
                          arch=fields.text("arch"), checkpoint_sha256=fields.text("checkpoint_sha256"),
-                         source=fields.text("source"), bars=_bars(fields),
-                         min_agreement=None if np.isnan(floor) else float(floor), probe_files=probes,
-                         probe_inputs=None if probe_inputs is None else probe_inputs.astype(np.float32))
+                         source=fields.text("source"), bars=bars, min_agreement=min_agreement, probe_files=probes,
+                         probe_inputs=None if probe_inputs is None else probe_inputs.astype(np.float32), files=files)
 
 
 def pick_probes(paths: Sequence[str], count: int = PROBE_IMAGES) -> List[int]:

@@ -20,6 +20,13 @@ _BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "
 # C0 controls but tab, DEL and C1 controls: in a text file they mean a wrong encoding or no text at all
 _CONTROL = re.compile("[\x00-\x08\x0b-\x0c\x0e-\x1f\x7f-\x9f]")
 _LINE_BREAK = re.compile("\r\n|\r|\n")
+_PRINTED_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escape_controls(text) -> str:
+    """``text`` with every control character (and a line break) written as its Python escape: a name read from a
+    model, a proof or a folder is printed as data, so it can neither end a line nor move the terminal's cursor."""
+    return _PRINTED_CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), str(text))
 
 
 def is_ascii_number(text: str) -> bool:

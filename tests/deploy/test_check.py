@@ -73,7 +73,8 @@ def test_text_report(digits_bundle, capsys, monkeypatch):
     assert check.main([]) == 0
     out = capsys.readouterr().out
     assert out.startswith("reference: 32 images from val (labeled), PyTorch eca_resnet18 logits, 10 classes\n")
-    header = out.splitlines()[2].split()
+    assert out.splitlines()[2].startswith("files: PASS (")  # every bound file is the one that was bundled
+    header = out.splitlines()[3].split()
     assert header == ["artifact", "runner", "precision", "top-1", "measured", "allowed", "reached", "cosine",
                       "measured", "allowed", "reached", "kernels", "p50", "ms", "verdict"]
     assert out.splitlines()[1].startswith("preprocessing: PASS on 8 probe images decoded here")
@@ -127,7 +128,11 @@ def test_corrupted_weights_fail_on_the_numbers_alone(digits_bundle, tmp_path):
 def test_engine_without_tensorrt_is_skipped_with_the_reason(digits_bundle, tmp_path):
     root = digits_bundle[0]
     device = copy_bundle(root, tmp_path)
-    shutil.copy(os.path.join(device, "eca_digits.onnx.json"), os.path.join(device, "eca_digits.engine.json"))
+    with open(os.path.join(device, "eca_digits.onnx.json")) as handle:
+        sidecar = json.load(handle)
+    sidecar["source_onnx"] = {"sha256": sidecar["sha256"]}  # what deploy.build records: built from a bundled model
+    with open(os.path.join(device, "eca_digits.engine.json"), "w") as handle:
+        json.dump(sidecar, handle)
     open(os.path.join(device, "eca_digits.engine"), "wb").close()
     proc = run_check(device, tmp_path, blocked=BLOCKED + ["tensorrt"])
     assert proc.returncode == 0, proc.stderr

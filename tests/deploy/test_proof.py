@@ -134,7 +134,7 @@ def test_text_report_says_measured_allowed_and_reached(mobilenet_bundle, capsys)
     assert check.main([root]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[1].startswith("preprocessing: PASS on 8 probe images decoded here")
-    header = out.splitlines()[2]
+    header = out.splitlines()[3]
     for column in ("top-1 measured", "allowed", "reached", "cosine measured", "kernels", "verdict"):
         assert column in header
 
@@ -173,7 +173,10 @@ def test_a_listed_model_that_is_missing_fails(digits_bundle, tmp_path):
     assert proc.returncode == 1, proc.stderr
     missing = next(a for a in json.loads(proc.stdout)["artifacts"] if a["name"] == "eca_digits.fp16.onnx")
     assert missing["status"] == "FAIL"
-    assert missing["reasons"] == ["the bundle's manifest lists it, but it is not in the bundle"]
+    assert len(missing["reasons"]) == 1
+    assert missing["reasons"][0].startswith("the bundle's proof holds its bar (sha256 ")
+    assert missing["reasons"][0].endswith("), but it is not in the bundle; copy the bundle again as it was made, or "
+                                          "rebuild it with `cli.py bundle`")
 
 
 def _rewrite(path, **changes):
