@@ -44,7 +44,7 @@ from .runners.execution import (ENGINE_SUFFIXES, ONNX_SUFFIXES, Clocks, artifact
                                 latency_record, logits_of, warm_up)
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
-REBUILD = "copy the bundle again as it was made, or rebuild it with `cli.py bundle`"
+REBUILD = "copy the bundle again as it was made, or rebuild it with `eca-deploy bundle`"
 
 
 @dataclass
