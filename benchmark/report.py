@@ -85,7 +85,7 @@ def speedups(result: BenchmarkResult) -> List[str]:
     lines = []
     for name, by_batch in result.speedups().items():
         parts = ["batch {}: {:.2f}x".format(batch, ratio) for batch, ratio in sorted(by_batch.items())]
-        lines.append("- {} vs PyTorch (p50): {}".format(name, ", ".join(parts)))
+        lines.append("- {} vs {} (p50): {}".format(name, _origin(result), ", ".join(parts)))
     return lines
 
 
@@ -107,6 +107,17 @@ def environment_lines(env: Dict[str, object]) -> List[str]:
     return lines
 
 
+def _origin(result: BenchmarkResult) -> str:
+    """PyTorch, or the FP32 ONNX where an ONNX model from elsewhere had no PyTorch program."""
+    return "FP32 ONNX" if result.reference.kind == "onnx" else "PyTorch"
+
+
+def _reference_phrase(result: BenchmarkResult) -> str:
+    if result.reference.kind == "onnx":
+        return "the FP32 ONNX of {} (no PyTorch program was given, so it stands in for PyTorch)".format(result.arch)
+    return "PyTorch {}".format(result.arch)
+
+
 def _weights_phrase(result: BenchmarkResult) -> str:
     if str(result.weights).startswith("random"):
         return "random weights ({}; agreement is meaningful, accuracy is not)".format(result.weights.split(" ", 1)[1]
@@ -122,12 +133,12 @@ def to_markdown(result: BenchmarkResult, title: Optional[str] = None, plots: Opt
     parts = [
         "# {}".format(title or "benchmark-engine: {}".format(result.arch)),
         "",
-        "Reference: PyTorch {} with {}. Data: {} images from {} ({}), {}x{} input.".format(
-            result.arch, _weights_phrase(result), data["num_images"], data["source"],
+        "Reference: {} with {}. Data: {} images from {} ({}), {}x{} input.".format(
+            _reference_phrase(result), _weights_phrase(result), data["num_images"], data["source"],
             "labeled" if data["labeled"] else "unlabeled: accuracy cannot be measured, agreement can",
             data["input_size"], data["input_size"]),
         "",
-        "## Parity with the PyTorch reference",
+        "## Parity with the {} reference".format(_origin(result)),
         "",
         parity_table(result),
         "",
@@ -319,7 +330,8 @@ def accuracy_throughput_figure(result: BenchmarkResult):
                                                                 ", unstable" if best.unstable else "", y))
         if reference is not None:
             axes.axhline(reference, color="0.3", linestyle="--", linewidth=1, zorder=2,
-                         label="FP32 PyTorch reference: {:.2f}%".format(reference))
+                         label="FP32 {} reference: {:.2f}%".format(
+                             "ONNX" if result.reference.kind == "onnx" else "PyTorch", reference))
             axes.set_ylim(accuracy_floor([y for _, _, y in points], reference), 100.5)
         if spans_decade([best.images_per_s for _, best, _ in points]):
             axes.set_xscale("log")
@@ -327,7 +339,7 @@ def accuracy_throughput_figure(result: BenchmarkResult):
             axes.set_xlabel("throughput (images/s at p50 latency, best batch size, log scale)")
         else:
             axes.set_xlabel("throughput (images/s at p50 latency, best batch size)")
-        axes.set_ylabel("top-1 accuracy (%)" if labeled else "top-1 agreement with PyTorch (%)")
+        axes.set_ylabel("top-1 accuracy (%)" if labeled else "top-1 agreement with {} (%)".format(_origin(result)))
         axes.set_title("{}: {} against throughput".format(result.arch, "accuracy" if labeled else "agreement"),
                        fontsize=10)
         axes.grid(True, which="both", alpha=0.3)

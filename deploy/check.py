@@ -27,7 +27,7 @@ import numpy as np
 from .cliutil import add_providers_argument, run_main, runner_label
 from .compare import compare_logits, topk_indices
 from .errors import CheckFailedError, UserError
-from .metadata import read_model_info, read_sidecar
+from .metadata import SOURCE_ZOO, read_model_info, read_sidecar, reference_origin
 from .validate import MAX_BATCH, check_bound
 from .reference import (PREPROCESS_TOLERANCE_LEVELS, REFERENCE_FILE, ArtifactBar, ReferenceData, load_reference,
                         precision_class)
@@ -341,10 +341,21 @@ def check_bundle(bundle_dir: str = ".", providers: Sequence[str] = ("cpu",), bat
             progress("checking {}".format(os.path.basename(path)))
         checks.append(check_artifact(path, reference, providers, batch))
     notes = []
+    summary = dict(reference.summary(), origin=reference_origin(_source_kind(paths)))
     if not any(c.kind == "engine" for c in checks):
         notes.append("no TensorRT engines here yet, so only the ONNX models were checked; `sh build_engines.sh` "
                      "builds them{}".format("" if _importable("tensorrt") else " where TensorRT is installed"))
-    return BundleCheck(os.path.abspath(bundle_dir), reference.summary(), checks, preprocessing, notes)
+    return BundleCheck(os.path.abspath(bundle_dir), summary, checks, preprocessing, notes)
+
+
+def _source_kind(paths: Sequence[str]) -> str:
+    """What the bundled models were exported from (their metadata's source_kind), for the report's wording."""
+    for path in paths:
+        try:
+            return read_model_info(path).source_kind
+        except UserError:
+            continue
+    return SOURCE_ZOO
 
 
 # -- the command ---------------------------------------------------------------------------------------------
@@ -372,8 +383,10 @@ def format_preprocessing(check: PreprocessCheck) -> str:
 
 def format_report(report: BundleCheck) -> str:
     ref = report.reference
-    lines = ["reference: {} images from {} ({}), PyTorch {} logits, {} classes{}".format(
-                 ref["images"], ref["source"] or "?", "labeled" if ref["labeled"] else "unlabeled", ref["arch"] or "?",
+    origin = ref.get("origin", "PyTorch")
+    lines = ["reference: {} images from {} ({}), {} {} logits, {} classes{}".format(
+                 ref["images"], ref["source"] or "?", "labeled" if ref["labeled"] else "unlabeled", origin,
+                 ref["arch"] or "?",
                  ref["classes"], "" if ref["min_agreement"] is None else "; floor {:.2f}%".format(ref["min_agreement"])),
              format_preprocessing(report.preprocessing)]
     if report.artifacts:
@@ -387,7 +400,7 @@ def format_report(report: BundleCheck) -> str:
                          _number(a.cosine_similarity, "{:.5f}"), _number(bar.get("allowance_images"), "{} img"),
                          _number(a.latency_p50_ms, "{:.2f}"), a.status))
         lines += _table(rows)
-        lines.append("(top-1: agreement with PyTorch; measured: on the CPU before bundling; kernels: the images the "
+        lines.append("(top-1: agreement with " + origin + "; measured: on the CPU before bundling; kernels: the images the "
                      "device may lose to another backend's kernels; latency per batch, end to end)")
     for a in report.artifacts:
         if a.top1_accuracy is not None:
@@ -415,9 +428,9 @@ def run(args: argparse.Namespace) -> int:
         print(format_report(report))
     failed = [a.name for a in report.failed] + (["preprocessing"] if report.preprocessing.status == FAIL else [])
     if failed:
-        raise CheckFailedError("{} failed the check against PyTorch: {}".format(
+        raise CheckFailedError("{} failed the check against {}: {}".format(
             "{} of {} artifacts".format(len(report.failed), len(report.artifacts)) if report.failed else "this device",
-            ", ".join(failed)))
+            report.reference.get("origin", "PyTorch"), ", ".join(failed)))
     if args.preprocessing_only:
         if report.preprocessing.status != PASS:
             raise UserError("nothing to check: {}".format("; ".join(report.preprocessing.reasons)))

@@ -27,6 +27,13 @@ SOURCE_TORCHSCRIPT = "torchscript"
 SOURCE_ONNX = "onnx"
 SOURCES = (SOURCE_ZOO, SOURCE_EXPORT, SOURCE_TORCHSCRIPT, SOURCE_ONNX)
 PROGRAM_SOURCES = (SOURCE_EXPORT, SOURCE_TORCHSCRIPT)
+
+
+def reference_origin(source_kind: str) -> str:
+    """What the reference logits came from, in every report: PyTorch, or the FP32 ONNX of a model from elsewhere."""
+    return "the FP32 ONNX" if source_kind == SOURCE_ONNX else "PyTorch"
+
+
 # arch is data that reaches file names, reports and device configs: a short name of plain characters.
 _ARCH_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 
@@ -80,12 +87,6 @@ class ModelInfo:
     @property
     def from_program(self) -> bool:
         return self.source_kind in PROGRAM_SOURCES
-
-    def reference_label(self) -> str:
-        """What the reference of this model is, for every report: PyTorch, or the FP32 ONNX where there was none."""
-        if self.source_kind == SOURCE_ONNX:
-            return "fp32 onnx {} (no PyTorch program given: the FP32 ONNX is the reference)".format(self.arch)
-        return "pytorch {}".format(self.arch)
 
     def to_metadata(self) -> Dict[str, str]:
         meta = dict(self.extra or {})
