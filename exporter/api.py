@@ -15,6 +15,7 @@ from deploy.validate import MAX_INPUT_SIZE, check_batch_memory, check_bound, che
 from models.info import num_classes_of, preprocess_for
 
 from .attention_forms import DEFAULT_FORM, METADATA_KEY, FormReport, check_form, convert
+from .gates import drop_gate_expands, find_eca_gates
 from .input_normalization import add_input_normalization
 from .onnx_graph import full_check, op_histogram, set_metadata, simplify, trace_to_onnx
 from .parity import ParityReport, check_parity
@@ -125,9 +126,11 @@ def export_model(
 
 
 def finish_export(graph, reference, spec: PreprocessSpec, metadata: Dict[str, str], output, batch_sizes, do_simplify,
-                  attention_form: str, arch: str, random_weights: bool, notes=None) -> ExportResult:
+                  attention_form: str, arch: str, random_weights: bool, notes=None, foreign: bool = False
+                  ) -> ExportResult:
     """Check, simplify, spell the attention gates, stamp the metadata and write ``graph`` to ``output`` only when
-    ONNX Runtime agrees with ``reference`` (a callable: the PyTorch model, the program, or the original ONNX)."""
+    ONNX Runtime agrees with ``reference`` (a callable: the PyTorch model, the program, or the original ONNX).
+    ``foreign``: a graph whose modules the zoo does not name; its ECA gates are found by their computation."""
     full_check(graph)
     notes = list(notes or [])
     simplified = False
@@ -136,8 +139,17 @@ def finish_export(graph, reference, spec: PreprocessSpec, metadata: Dict[str, st
         simplified = problem is None
         if problem:
             notes.append(problem)
+    gates = None
+    if foreign:
+        gates = len(find_eca_gates(graph))
+        drop_gate_expands(graph)  # the gate's Mul broadcasts (N, C, 1, 1) itself: the lean form
+        notes.append("{} ECA gates found (global pool -> 1-D conv -> sigmoid -> multiply)".format(gates) if gates else
+                     "no ECA gates found (global pool -> 1-D conv -> sigmoid -> multiply): the graph is exported as "
+                     "it is, and the attention analysis has nothing to record")
     # After onnxsim, which would otherwise be free to fold the inserted convs of ones back into a broadcast.
     form = convert(graph, attention_form)
+    if gates is not None:
+        form.eca_gates = gates
     if spec.normalize_in_graph:  # after onnxsim too: nothing may fold it into the zero-padded first conv
         add_input_normalization(graph, spec)
     metadata = dict(metadata)

@@ -99,7 +99,7 @@ def export_program(path, output, input_size: Optional[int] = None, opset: int = 
         graph = trace_to_onnx(program.module.program, spec.input_size, opset, batch)
     metadata = _metadata(program.name, program.kind, program.sha256, spec, num_classes, opset, "program")
     return finish_export(graph, program.module, spec, metadata, output, batch_sizes, do_simplify, attention_form,
-                         program.name, False, notes)
+                         program.name, False, notes, foreign=True)
 
 
 def _dynamo_to_onnx(program: Program, input_size: int, opset: int, batch: Optional[int]) -> onnx.ModelProto:
@@ -231,7 +231,7 @@ def export_onnx_file(path, output, input_size: Optional[int] = None, opset: int 
              "reference of every later stage".format(path)]
     batch_sizes = [batch] if batch else list(parity_batch_sizes)
     return finish_export(graph, OnnxReference(path), spec, metadata, output, batch_sizes, do_simplify,
-                         attention_form, program_name(path), False, notes)
+                         attention_form, program_name(path), False, notes, foreign=True)
 
 
 def _opset(graph: onnx.ModelProto) -> int:
