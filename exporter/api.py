@@ -150,6 +150,9 @@ def finish_export(graph, reference, spec: PreprocessSpec, metadata: Dict[str, st
     form = convert(graph, attention_form)
     if gates is not None:
         form.eca_gates = gates
+        if attention_form == "nchwc" and gates and not form.channel_gates:
+            notes.append("nchwc: shape inference cannot show any ECA gate to be (N, C, 1, 1) in this graph, so the "
+                         "gates stay lean")
     if spec.normalize_in_graph:  # after onnxsim too: nothing may fold it into the zero-padded first conv
         add_input_normalization(graph, spec)
     metadata = dict(metadata)
