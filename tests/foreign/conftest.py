@@ -35,8 +35,7 @@ def calibrated_program(exported_program, digits_split):
     """FP32, FP16 and TensorRT-target INT8 models of the program, calibrated on the training digits."""
     fp32 = exported_program[0]
     result = run_cli(["calibrate", fp32, "--data", digits_split[0], "--holdout-data", digits_split[1],
-                      "--num-images", 64, "--holdout-images", 64, "--target", "tensorrt", "--trt-version", "10.3",
-                      "--method", "entropy"])
+                      "--num-images", 64, "--holdout-images", 64, "--target", "tensorrt", "--trt-version", "10.3"])
     assert result.exit_code == 0, result.output
     stem = os.path.splitext(fp32)[0]
     return {"fp32": fp32, "fp16": stem + ".fp16.onnx", "int8": stem + ".int8.tensorrt.onnx",
