@@ -233,8 +233,10 @@ def from_timm_config(path, test_size: bool = False, input_size: Optional[int] = 
     """The preprocessing a timm ``pretrained_cfg`` (saved as JSON) describes, as timm's eval transform applies it:
     resize the shorter side to floor(size / crop_pct) with its filter, center crop, normalize. ``input_size``
     replaces the config's size (the resize follows by the same rule)."""
-    from .schema import load_checked_json
-    cfg = load_checked_json(path, TIMM_CONFIG_SCHEMA, "timm config")
+    from .schema import check_schema, load_checked_json
+    cfg = load_checked_json(path, dict, "timm config")
+    cfg = {key: value for key, value in cfg.items() if value is not None}  # timm writes null for unset fields
+    check_schema(cfg, TIMM_CONFIG_SCHEMA, os.fspath(path))
     size_key, pct_key = ("test_input_size", "test_crop_pct") if test_size else ("input_size", "crop_pct")
     if size_key not in cfg:
         raise UserError("timm config {} has no {}{}".format(path, size_key, "; drop --timm-test-size" if test_size

@@ -23,7 +23,7 @@ from deploy.metadata import SOURCE_KEY, SOURCE_ONNX, ModelInfo
 from deploy.preprocess import PreprocessSpec, resolve_spec
 from deploy.metadata import check_image_input
 from deploy.validate import check_batch_memory, graph_io_shapes
-from models.program import Program, has_dynamic_batch, load_program, output_classes, program_name
+from models.program import Program, has_dynamic_batch, load_program, output_classes, program_name, static_batch
 
 from .api import DEFAULT_OPSET, ExportResult, check_export_options, finish_export
 from .onnx_graph import INPUT_NAME, OUTPUT_NAME, simplify, trace_to_onnx
@@ -31,6 +31,8 @@ from .onnx_graph import INPUT_NAME, OUTPUT_NAME, simplify, trace_to_onnx
 # The ONNX IR version every exported model carries: ONNX Runtime on the device and TensorRT 8.5/8.6 read no newer.
 EXPORT_IR_VERSION = 8
 DYNAMO_OPSET = 18  # the oldest opset torch's dynamo exporter writes
+# A MODEL argument with one of these suffixes (or a path separator) names a file, never a zoo model.
+MODEL_FILE_SUFFIXES = (".pt2", ".pt", ".pth", ".jit", ".ts", ".torchscript", ".onnx")
 
 
 def source_kind(model: str) -> str:
@@ -38,6 +40,8 @@ def source_kind(model: str) -> str:
     model by its content (a .pt2 or TorchScript archive, else an ONNX protobuf); anything else is a zoo name."""
     from models.program import archive_kind
     if not os.path.isfile(model):
+        if os.sep in model or os.path.splitext(model)[1].lower() in MODEL_FILE_SUFFIXES:
+            raise UserError("no such model file: {}".format(model))
         return "zoo"
     kind = archive_kind(model)
     if kind in ("torch.export", "torchscript"):
@@ -86,8 +90,7 @@ def export_program(path, output, input_size: Optional[int] = None, opset: int = 
     check_export_options(attention_form, opset, spec.input_size, batch)
     notes = []
     if batch is None and not has_dynamic_batch(program):
-        from models.program import _static_batch
-        batch = _static_batch(program)
+        batch = static_batch(program)
         notes.append("{} was exported with a fixed batch of {}; so is the ONNX model (save it with a dynamic batch "
                      "dimension for any batch)".format(program.path, batch))
     batch_sizes = [batch] if batch else list(parity_batch_sizes)

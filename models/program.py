@@ -93,9 +93,12 @@ MAX_NAME = 64
 def program_name(path) -> str:
     """The file name without its suffixes, reduced to [A-Za-z0-9._+-] (``ecaresnet50d.pt2`` -> ``ecaresnet50d``)."""
     base = os.path.basename(os.fspath(path))
-    for suffix in (".pt2", ".torchscript", ".pt", ".pth", ".jit", ".onnx"):
-        if base.lower().endswith(suffix) and len(base) > len(suffix):
-            base = base[:-len(suffix)]
+    stripped = True
+    while stripped:  # ecaresnet50d.torchscript.pt -> ecaresnet50d
+        stripped = False
+        for suffix in (".pt2", ".torchscript", ".pt", ".pth", ".jit", ".onnx"):
+            if base.lower().endswith(suffix) and len(base) > len(suffix):
+                base, stripped = base[:-len(suffix)], True
     name = _NAME_CHARS.sub("_", base).strip("._-")[:MAX_NAME]
     return name or "program"
 
@@ -166,7 +169,7 @@ def output_classes(program: Program, input_size: int) -> int:
     """The classifier's width, read by running the program once on a zero batch of two."""
     with torch.no_grad():
         try:
-            logits = program.module(torch.zeros(2 if has_dynamic_batch(program) else _static_batch(program), 3,
+            logits = program.module(torch.zeros(2 if has_dynamic_batch(program) else static_batch(program), 3,
                                                 input_size, input_size))
         except Exception as exc:  # noqa: BLE001
             raise UserError("{} does not run on a {}x{} image batch: {}".format(
@@ -177,7 +180,8 @@ def output_classes(program: Program, input_size: int) -> int:
     return int(logits.shape[1])
 
 
-def _static_batch(program: Program) -> int:
+def static_batch(program: Program) -> int:
+    """The batch size a .pt2 without a dynamic batch dimension was exported with."""
     users = list(program.exported.graph_signature.user_inputs)
     node = next(n for n in program.exported.graph.nodes if n.op == "placeholder" and n.name in users)
     return int(node.meta["val"].shape[0])

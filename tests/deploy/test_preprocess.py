@@ -358,6 +358,8 @@ def test_timm_config_uses_timms_floor(tmp_path):
     assert (small.input_size, small.resize_size) == (32, 36)
     # explicit flags override the config
     assert resolve_spec(PreprocessSpec(), timm_config=_timm_config(tmp_path), resize=300).resize_size == 300
+    # timm writes null for what a model does not set; that is as good as absent
+    assert from_timm_config(_timm_config(tmp_path, test_input_size=None, url=None)).input_size == 224
 
 
 @pytest.mark.parametrize("fields,message", [
