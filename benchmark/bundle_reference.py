@@ -25,7 +25,7 @@ from deploy.reference import (DEFAULT_REFERENCE_IMAGES, PROBE_FOLDER, ReferenceD
                               pick_probes)
 
 from .parity_and_speed import (Artifact, Reference, check_artifact as check_against_reference, chosen_digests,
-                               load_images)
+                               load_images, original_reference)
 
 IMAGENET_CLASSES = 1000
 SAMPLE_IMAGES = 20   # held-out images shipped from --data, for the README's deploy.infer example
@@ -58,11 +58,15 @@ def common_model_info(models: Sequence[str]) -> ModelInfo:
     return first
 
 
-def reference_model(info: ModelInfo, weights) -> Reference:
-    """The PyTorch original of ``info``: its arch with ``weights`` (or the recorded random seed)."""
+def reference_model(info: ModelInfo, weights, candidates: Sequence[str] = ()) -> Reference:
+    """The PyTorch original of ``info``: its arch with ``weights`` (or the recorded random seed), the program the
+    models were exported from, or, for an ONNX model from elsewhere, its FP32 ONNX."""
     import models
     from models.info import num_classes_of, preprocess_for
 
+    original = original_reference(info, weights, candidates)
+    if original is not None:
+        return original
     if info.checkpoint_sha256 and weights is None:
         raise UserError("the models were exported from checkpoint {}...; give it with --weights so the bundle can "
                         "carry PyTorch's logits (or pass --no-reference)".format(info.checkpoint_sha256[:12]))
@@ -89,6 +93,16 @@ def torch_logits(model, inputs: np.ndarray) -> np.ndarray:
         for start in range(0, len(inputs), TORCH_BATCH):
             rows.append(model(torch.from_numpy(inputs[start:start + TORCH_BATCH])).float().numpy())
     return np.concatenate(rows).astype(np.float32)
+
+
+def reference_logits(reference: Reference, inputs: np.ndarray, info: ModelInfo) -> np.ndarray:
+    """The reference's logits: PyTorch on the network's input, or ONNX Runtime on the FP32 ONNX's own input."""
+    if reference.onnx_path:
+        import onnx
+
+        from calibration.selection import run_logits
+        return run_logits(onnx.load(reference.onnx_path), inputs).astype(np.float32)
+    return torch_logits(reference.model, network_input(inputs, info.preprocess))
 
 
 def held_out_samples(data_dir, labels_file, used: Sequence[str], count: int, seed: int):
@@ -140,7 +154,7 @@ def make_bundle_reference(models: Sequence[str], weights=None, data_dir=None, la
         raise UserError("the models have {} classes, so the ImageNet sample photos prove nothing about them; give "
                         "--data DIR with the images they were checked on (or pass --no-reference)".format(
                             info.num_classes))
-    reference = reference_model(info, weights)
+    reference = reference_model(info, weights, models)
     notes = check_against_reference(Artifact(models[0], "onnx", info), reference)
     if images is None:
         images = load_images(data_dir, labels_file, info.preprocess, num_images, seed=seed, progress=progress,
@@ -148,7 +162,7 @@ def make_bundle_reference(models: Sequence[str], weights=None, data_dir=None, la
         notes.extend(images.loaded.notes if images.loaded is not None else [])
     array = np.ascontiguousarray(images.array, dtype=np.float32)
     probes = pick_probes(images.paths)
-    data = ReferenceData(inputs=array, logits=torch_logits(reference.model, network_input(array, info.preprocess)),
+    data = ReferenceData(inputs=array, logits=reference_logits(reference, array, info),
                          spec=info.preprocess, labels=images.labels, arch=info.arch,
                          checkpoint_sha256=info.checkpoint_sha256, min_agreement=min_agreement,
                          source=images.source if data_dir is None else os.path.basename(

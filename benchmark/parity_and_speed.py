@@ -19,7 +19,7 @@ from deploy.reference import DEFAULT_REFERENCE_IMAGES
 from deploy.runners.execution import DEFAULT_BATCH_SIZES, DEFAULT_ITERATIONS, DEFAULT_WARMUP
 from deploy.errors import UserError
 from deploy.images import SAMPLES_DIR
-from deploy.metadata import ModelInfo, read_model_info
+from deploy.metadata import (PROGRAM_SOURCES, SOURCE_ONNX, SOURCE_ZOO, ModelInfo, read_model_info)
 from deploy.preprocess import PreprocessSpec
 from deploy.runners.execution import (DISTURBED_BASELINE, UNSTABLE_SPREAD, artifact_kind, baseline_check,
                                       batch_plan, fixed_batch_size, infer_all, latency_record, logits_of,
@@ -68,6 +68,17 @@ class Reference:
     num_classes: int
     random_weights: bool
     checkpoint_sha256: str = ""
+    # an ONNX model from elsewhere has no PyTorch original: its FP32 ONNX (run in ONNX Runtime) is the reference
+    onnx_path: Optional[str] = None
+    source_kind: str = SOURCE_ZOO
+
+    @property
+    def label(self) -> str:
+        """What every report calls the reference: PyTorch, or the FP32 ONNX where there was no PyTorch program."""
+        if self.onnx_path:
+            return "fp32 onnx {} (reference: no PyTorch program)".format(self.arch)
+        return "pytorch {}{}".format(self.arch, " ({} program)".format(self.source_kind)
+                                    if self.source_kind in PROGRAM_SOURCES else "")
 
 
 @dataclass
@@ -289,10 +300,49 @@ def load_reference(arch: str, weights=None, input_size: Optional[int] = None, nu
                      checkpoint.sha256 if checkpoint else "")
 
 
+def original_reference(info: ModelInfo, weights=None, candidates: Sequence[str] = (), source: str = "the models"
+                       ) -> Optional[Reference]:
+    """The reference of a model exported from a program or an ONNX file (None for a zoo model): the program given
+    as ``weights`` (its sha256 must be the one recorded), or the FP32 ONNX (``weights``, else the first FP32 one
+    among ``candidates``) for an ONNX model from elsewhere. ``arch`` is never looked up as a zoo name here."""
+    if info.from_program:
+        from models.program import load_checked_program, output_classes
+        if weights is None:
+            raise UserError("{} were exported from the {} program {} (sha256 {}); give that file with --weights".format(
+                source, info.source_kind, info.arch, info.checkpoint_sha256[:12]))
+        program = load_checked_program(weights, info.checkpoint_sha256, source)
+        classes = output_classes(program, info.preprocess.input_size)
+        return Reference(info.arch, program.module, info.preprocess, classes, False, program.sha256,
+                         source_kind=info.source_kind)
+    if info.source_kind != SOURCE_ONNX:
+        return None
+    paths = [os.fspath(weights)] if weights is not None else list(candidates)
+    for path in paths:
+        other = read_model_info(path) if path.endswith(".onnx") else None
+        if other is not None and other.source_kind == SOURCE_ONNX and other.precision == "fp32" \
+                and other.checkpoint_sha256 == info.checkpoint_sha256:
+            return Reference(info.arch, None, info.preprocess, other.num_classes, False, other.checkpoint_sha256,
+                             onnx_path=path, source_kind=SOURCE_ONNX)
+        if weights is not None:
+            raise UserError("--weights {} is not the FP32 ONNX model {} were exported from (an `export` of the ONNX "
+                            "file with sha256 {})".format(path, source, info.checkpoint_sha256[:12]))
+    raise UserError("{} come from an ONNX model without a PyTorch program, so their FP32 ONNX is the reference: "
+                    "list it among them or give it with --weights".format(source))
+
+
 def reference_for(artifacts: Sequence[Artifact], arch: Optional[str] = None, weights=None,
                   input_size: Optional[int] = None) -> Reference:
     """The reference the first artifact describes (architecture, classes, preprocessing); flags override."""
     info = artifacts[0].info
+    if info.source_kind != SOURCE_ZOO:
+        if arch is not None and arch != info.arch:
+            raise UserError("--reference names a zoo model, but {} was exported from a {} file; give that file with "
+                            "--weights".format(artifacts[0].name, info.source_kind))
+        if input_size is not None and input_size != info.preprocess.input_size:
+            raise UserError("--input-size {} differs from the {} the program was exported at".format(
+                input_size, info.preprocess.input_size))
+        return original_reference(info, weights, [a.path for a in artifacts if a.kind == "onnx"],
+                                  "the artifacts")
     return load_reference(arch or info.arch, weights, input_size, num_classes=info.num_classes,
                           spec=info.preprocess)
 
@@ -407,6 +457,19 @@ def make_runner(artifact: Artifact, options: BenchmarkOptions):
                                  name=artifact.name)
     from deploy.runners.tensorrt import TensorRTRunner
     return TensorRTRunner(artifact.path, use_cuda_graph=options.cuda_graph)
+
+
+def reference_runner(reference: Reference, options: BenchmarkOptions):
+    """PyTorch (the zoo model or the program), or ONNX Runtime on the FP32 ONNX where there is no PyTorch original."""
+    if reference.onnx_path:
+        if options.reference_precision != "fp32":
+            raise UserError("--reference-precision {}: the reference of an ONNX model from elsewhere is its FP32 "
+                            "ONNX".format(options.reference_precision))
+        return make_runner(Artifact(reference.onnx_path, "onnx", read_model_info(reference.onnx_path)), options)
+    from models.torch_runner import TorchRunner
+    return TorchRunner(reference.model, threads=options.resolved_threads(), device=options.device,
+                       use_cuda_graph=options.cuda_graph, precision=options.reference_precision, spec=reference.spec,
+                       name=reference.label)
 
 
 def skip_reason(runner, batch_size: int) -> Optional[str]:
@@ -533,8 +596,6 @@ def benchmark_engine(artifact_paths: Sequence[str], arch: Optional[str] = None, 
     ``arch`` and ``input_size`` override what the first artifact's metadata says; everything is checked before
     any image is decoded.
     """
-    from models.torch_runner import TorchRunner
-
     options = options or BenchmarkOptions()
     validate_options(options)
     artifacts = read_artifacts(artifact_paths)
@@ -557,12 +618,11 @@ def benchmark_engine(artifact_paths: Sequence[str], arch: Optional[str] = None, 
         notes.append("--cuda-graph applies to TensorRT engines and to PyTorch on --device cuda; nothing used it")
     threads = options.resolved_threads()
 
-    ref_result = BackendResult("pytorch " + reference.arch, "", "pytorch", options.reference_precision, {})
+    ref_result = BackendResult(reference.label, reference.onnx_path or "", "onnx" if reference.onnx_path else "pytorch",
+                               options.reference_precision if not reference.onnx_path else "fp32", {})
     results = [BackendResult(label, a.path, a.kind, a.precision, {})
                for a, label in zip(artifacts, short_labels([a.path for a in artifacts]))]
-    runners = [TorchRunner(reference.model, threads=threads, device=options.device,
-                           use_cuda_graph=options.cuda_graph, precision=options.reference_precision,
-                           spec=reference.spec)]
+    runners = [reference_runner(reference, options)]
     runners += [make_runner(artifact, options) for artifact in artifacts]
     bar = _progress_bar(_work_units(len(runners), len(images.array), options), options.progress)
     # Every backend stays loaded, so the timing can interleave them; memory is the price (one model each).
@@ -598,7 +658,7 @@ def benchmark_engine(artifact_paths: Sequence[str], arch: Optional[str] = None, 
         ort_settings["inter_op_num_threads"] = 1
     return BenchmarkResult(
         arch=reference.arch,
-        weights=os.fspath(weights) if weights else "random (seed 0)",
+        weights=os.fspath(weights) if weights else (reference.onnx_path or "random (seed 0)"),
         reference=ref_result,
         artifacts=results,
         data={"source": images.source, "num_images": int(len(images.array)), "labeled": images.labeled,

@@ -92,10 +92,10 @@ def speedups(result: BenchmarkResult) -> List[str]:
     disturbed = result.disturbed_batches()
     for name, by_batch in result.speedups().items():
         parts = ["batch {}: {:.2f}x".format(batch, ratio) for batch, ratio in sorted(by_batch.items())]
-        lines.append("- {} vs PyTorch (p50): {}".format(name, ", ".join(parts)))
+        lines.append("- {} vs {} (p50): {}".format(name, _origin(result), ", ".join(parts)))
     if disturbed:
-        lines.append("- no speed-up at batch {}: PyTorch in turns ran off its own speed alone (see the notes)".format(
-            ", ".join(str(b) for b in disturbed)))
+        lines.append("- no speed-up at batch {}: {} in turns ran off its own speed alone (see the notes)".format(
+            ", ".join(str(b) for b in disturbed), _origin(result)))
     return lines
 
 
@@ -121,6 +121,15 @@ def set_label(data: Dict[str, object]) -> str:
     """The image set of every figure in the parity table and its size, e.g. "unseen set, N=256"."""
     name = data.get("image_set", "unseen")
     return "{}{}, N={}".format(name, " set" if name == "unseen" else "", data["num_images"])
+def _origin(result: BenchmarkResult) -> str:
+    """PyTorch, or the FP32 ONNX where an ONNX model from elsewhere had no PyTorch program."""
+    return "FP32 ONNX" if result.reference.kind == "onnx" else "PyTorch"
+
+
+def _reference_phrase(result: BenchmarkResult) -> str:
+    if result.reference.kind == "onnx":
+        return "the FP32 ONNX of {} (no PyTorch program was given, so it stands in for PyTorch)".format(result.arch)
+    return "PyTorch {}".format(result.arch)
 
 
 def _weights_phrase(result: BenchmarkResult) -> str:
@@ -138,12 +147,12 @@ def to_markdown(result: BenchmarkResult, title: Optional[str] = None, plots: Opt
     parts = [
         "# {}".format(title or "benchmark-engine: {}".format(result.arch)),
         "",
-        "Reference: PyTorch {} with {}. Data: {} images from {} ({}), {}x{} input.".format(
-            result.arch, _weights_phrase(result), data["num_images"], data["source"],
+        "Reference: {} with {}. Data: {} images from {} ({}), {}x{} input.".format(
+            _reference_phrase(result), _weights_phrase(result), data["num_images"], data["source"],
             "labeled" if data["labeled"] else "unlabeled: accuracy cannot be measured, agreement can",
             data["input_size"], data["input_size"]),
         "",
-        "## Parity with the PyTorch reference ({})".format(set_label(data)),
+        "## Parity with the {} reference ({})".format(_origin(result), set_label(data)),
         "",
         parity_table(result),
         "",
@@ -337,7 +346,8 @@ def accuracy_throughput_figure(result: BenchmarkResult):
                                                                 ", unstable" if best.unstable else "", y))
         if reference is not None:
             axes.axhline(reference, color="0.3", linestyle="--", linewidth=1, zorder=2,
-                         label="FP32 PyTorch reference: {:.2f}%".format(reference))
+                         label="FP32 {} reference: {:.2f}%".format(
+                             "ONNX" if result.reference.kind == "onnx" else "PyTorch", reference))
             axes.set_ylim(accuracy_floor([y for _, _, y in points], reference), 100.5)
         if spans_decade([best.images_per_s for _, best, _ in points]):
             axes.set_xscale("log")
@@ -345,7 +355,7 @@ def accuracy_throughput_figure(result: BenchmarkResult):
             axes.set_xlabel("throughput (images/s at p50 latency, best batch size, log scale)")
         else:
             axes.set_xlabel("throughput (images/s at p50 latency, best batch size)")
-        axes.set_ylabel("top-1 accuracy (%)" if labeled else "top-1 agreement with PyTorch (%)")
+        axes.set_ylabel("top-1 accuracy (%)" if labeled else "top-1 agreement with {} (%)".format(_origin(result)))
         axes.set_title("{}: {} against throughput".format(result.arch, "accuracy" if labeled else "agreement"),
                        fontsize=10)
         axes.grid(True, which="both", alpha=0.3)

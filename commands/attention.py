@@ -9,7 +9,8 @@ from .options import workers_option
 
 @click.command("attention")
 @click.argument("model")
-@click.option("--weights", type=click.Path(dir_okay=False), help="Checkpoint of MODEL.")
+@click.option("--weights", type=click.Path(dir_okay=False), help="Checkpoint of MODEL, or a .pt2 program in its place "
+              "(its ECA gates found in its graph; its preprocessing from --deployed).")
 @click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False),
               help="Labelled images: an ImageFolder tree, or a folder with --labels.")
 @click.option("--labels", "labels_file", type=click.Path(dir_okay=False),
@@ -35,7 +36,11 @@ from .options import workers_option
 def attention_command(model, weights, data_dir, labels_file, classes, num_images, compare_model, compare_weights,
                       deployed, input_size, batch_size, workers, seed, out_dir, as_json):
     """Average the ECA/SE channel weights of MODEL per class over --data and draw them, one cell per block
-    (conv_i_j); with --deployed, rank the blocks by how far the deployed model's weights are from PyTorch's."""
+    (conv_i_j); with --deployed, rank the blocks by how far the deployed model's weights are from PyTorch's.
+
+    MODEL is a zoo name, or a torch.export program (.pt2) whose ECA gates (global pool -> 1-D conv -> sigmoid ->
+    multiply) are found in its graph; it then needs --deployed, the ONNX model exported from it.
+    """
     from deploy.errors import UserError
     from deploy.validate import check_outputs_spare_inputs
 

@@ -29,8 +29,9 @@ def _batch_sizes_callback(ctx, param, value):
 @click.command("benchmark-engine")
 @click.argument("artifacts", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--reference", "arch", help="Zoo model of the reference (default: the arch in the artifact's metadata).")
-@click.option("--weights", type=click.Path(dir_okay=False), help="Checkpoint of the reference (default: random); "
-              "checked against the checkpoint sha256 in the artifact's metadata.")
+@click.option("--weights", type=click.Path(dir_okay=False), help="Checkpoint of the reference (default: random), or "
+              "the program (.pt2, TorchScript) the artifacts were exported from; checked against the sha256 in the "
+              "artifact's metadata. For an ONNX model from elsewhere: its FP32 ONNX (default: the one listed).")
 @click.option("--strict", is_flag=True, help="--weights that are not the artifact's checkpoint: an error, not a warning.")
 @click.option("--input-size", type=click.IntRange(min=32), callback=at_most(MAX_INPUT_SIZE),
               help="Reference input size (default: the artifact's; at most {}).".format(MAX_INPUT_SIZE))
@@ -82,7 +83,9 @@ def benchmark_engine_command(artifacts, arch, weights, strict, input_size, data_
                                strict=strict)
     result = benchmark_engine(artifacts, arch, weights=weights, data_dir=data_dir, labels_file=labels_file,
                               input_size=input_size, options=options)
-    if weights is None:
+    if result.reference.kind == "onnx":
+        note("no PyTorch program: the reference is the FP32 ONNX {}".format(result.reference.path))
+    elif weights is None:
         note("no --weights given: the reference {} has random weights (seed 0)".format(result.arch))
     for message in result.notes:
         note(message)

@@ -18,7 +18,8 @@ from .options import min_agreement_option
               help="Largest batch for the engines built on the target (default {}: every batch benchmark-engine, "
                    "pipeline and deploy.bench time by default; at most {}).".format(DEFAULT_MAX_BATCH, MAX_BATCH))
 @click.option("--weights", type=click.Path(dir_okay=False),
-              help="The checkpoint the models were exported from (PyTorch's logits travel in reference.npz).")
+              help="The checkpoint or program (.pt2, TorchScript) the models were exported from (PyTorch's logits travel "
+                   "in reference.npz).")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False),
               help="Images the models were checked on (ImageFolder tree or flat); default: the sample photos, "
                    "for 1000-class ImageNet models only.")
@@ -35,20 +36,23 @@ from .options import min_agreement_option
 def bundle_command(artifacts, output, max_batch, weights, data_dir, labels_file, reference_images, seed, min_agreement,
                    no_reference, force, as_json):
     """Pack ARTIFACTS (.onnx models, .cache calibration caches, .txt labels) with the deploy/ runtime, a README,
-    build_engines.sh and reference.npz: images, the PyTorch logits for them and what every model measured on
+    build_engines.sh and reference.npz: images, the PyTorch logits for them (of the program --weights names, for a
+    model exported from a .pt2 / TorchScript file; of the FP32 ONNX for an ONNX model from elsewhere) and what every model measured on
     this CPU, the bar `python -m deploy.check` holds the engines to on the target. Images that calibrated or
     judged an INT8 model are left out of --data. Engines are built on the target (python3 -m deploy.build), never
     bundled.
     """
     from benchmark.bundle_reference import make_bundle_reference
     from bundling.bundle import bundle, check_class_folders, check_output, classify_artifacts
+    from deploy.metadata import read_model_info, reference_origin
 
     check_output(artifacts, output, force,
                  inputs=[("--weights", weights), ("--data", data_dir), ("--labels", labels_file)])
     proof = None
+    models = classify_artifacts(artifacts)[0]
+    origin = reference_origin(read_model_info(models[0]).source_kind)  # PyTorch, or the FP32 ONNX of a foreign model
     if not no_reference:
         check_class_folders(data_dir if labels_file is None else None)  # names that become labels, before PyTorch
-        models = classify_artifacts(artifacts)[0]
         proof = make_bundle_reference(models, weights=weights, data_dir=data_dir, labels_file=labels_file,
                                       num_images=reference_images, seed=seed, min_agreement=min_agreement,
                                       progress=stderr_is_tty() and not as_json)
@@ -59,6 +63,10 @@ def bundle_command(artifacts, output, max_batch, weights, data_dir, labels_file,
     result = bundle(artifacts, output, max_batch=max_batch, force=force, proof=proof)
     for message in result.notes:
         note(message)
+    _print(result, proof, origin, as_json)
+
+
+def _print(result, proof, origin, as_json):
     payload = result.to_dict()
     if proof is not None:
         payload["cpu_checks"] = [check_summary(c) for c in proof.cpu_checks]
@@ -68,8 +76,8 @@ def bundle_command(artifacts, output, max_batch, weights, data_dir, labels_file,
     click.echo("wrote {} ({}, {} files): {}".format(result.output, result.kind, len(result.files),
                                                     ", ".join(result.models + result.caches + result.labels)))
     if proof is not None:
-        click.echo("measured on this CPU against PyTorch on {} reference images ({}); the bar the device must "
-                   "reach:".format(proof.data.num_images, proof.data.source))
+        click.echo("measured on this CPU against {} on {} reference images ({}); the bar the device must "
+                   "reach:".format(origin, proof.data.num_images, proof.data.source))
     for check in payload.get("cpu_checks", []):
         click.echo("  {name} ({precision}): top-1 agreement {measured_top1_agreement:.2f}% (device: at least "
                    "{required_top1_agreement:.2f}%, {allowance_images} image(s) for its kernels), cosine "
@@ -78,7 +86,7 @@ def bundle_command(artifacts, output, max_batch, weights, data_dir, labels_file,
     for command in result.build_commands:
         click.echo("  " + command)
     if result.reference:
-        click.echo("then: python3 -m deploy.check   (every model and engine against PyTorch's logits)")
+        click.echo("then: python3 -m deploy.check   (every model and engine against {}'s logits)".format(origin))
 
 
 def check_summary(check):

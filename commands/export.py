@@ -1,4 +1,7 @@
-"""`eca-deploy export`: a zoo model to a checked, simplified ONNX model with its parity report."""
+"""`eca-deploy export`: a zoo model, a program (.pt2, TorchScript) or an ONNX model from elsewhere to a checked,
+simplified ONNX model with its parity report."""
+import os
+
 import click
 
 from exporter.attention_form_options import DEFAULT_FORM, FORMS
@@ -32,7 +35,7 @@ def _parse_k_size(value):
 
 
 @click.command("export")
-@click.argument("model")
+@click.argument("model", metavar="MODEL")
 @click.option("--weights", type=click.Path(dir_okay=False), help="Checkpoint: a state dict or a training dict.")
 @click.option("--num-classes", type=click.IntRange(min=1), callback=at_most(MAX_CLASSES - 1),
               help="Default: read from the checkpoint, else 1000 (at most {}).".format(MAX_CLASSES - 1))
@@ -58,17 +61,25 @@ def _parse_k_size(value):
 @json_option
 def export_command(model, weights, num_classes, input_size, opset, batch, dynamic_batch, k_size, eca_convs,
                    no_simplify, attention_form, precision, output, as_json, **preprocessing):
-    """Export MODEL (a zoo name) to ONNX, check it with onnx.checker and compare it to PyTorch in ONNX Runtime."""
-    from deploy.errors import CheckFailedError, UserError
-    from deploy.preprocess import PreprocessSpec, apply_options, resolve_input_size
-    import os
+    """Export MODEL to ONNX, check it with onnx.checker and compare it to the original in ONNX Runtime.
 
+    MODEL is a zoo name (with --weights), a program file that carries its own code (torch.export .pt2 or
+    TorchScript, e.g. a timm model saved in its own environment; sizes from the program or --timm-config), or an
+    ONNX classifier exported elsewhere (checked, simplified and stamped; its FP32 ONNX is then the reference).
+    """
+    from deploy.errors import CheckFailedError, UserError
     from deploy.names import check_name
+    from deploy.preprocess import PreprocessSpec, resolve_input_size, resolve_spec
     from deploy.validate import check_head_memory, check_outputs_spare_inputs
     from precision.fp16 import fp16_path_for
 
+    from exporter.sources import source_kind
     if batch and dynamic_batch:
         raise UserError("--batch and --dynamic-batch exclude each other")
+    kind = source_kind(model)
+    if kind != "zoo":
+        return _export_file(kind, model, weights, num_classes, input_size, opset, batch, k_size, eca_convs,
+                            no_simplify, attention_form, precision, output, as_json, preprocessing)
     if k_size is not None and weights:  # the checkpoint's (1, 1, k) weights decide; a silent override misleads
         raise UserError("--k-size applies to a model with random weights; with --weights the kernels are read from "
                         "the checkpoint's *.eca.conv.weight shapes, so leave --k-size out")
@@ -78,8 +89,10 @@ def export_command(model, weights, num_classes, input_size, opset, batch, dynami
     check_name(os.path.basename(output), "file name", "-o")  # it will be written into scripts and configs
     if num_classes is not None:
         check_head_memory(num_classes)
-    # a bad --mean, --std or --resize fails here, before torch loads and the model is built
-    apply_options(PreprocessSpec.for_input_size(resolve_input_size(input_size, preprocessing["crop"])), **preprocessing)
+    # a bad --mean, --std, --resize or timm config fails here, before torch loads and the model is built
+    explicit_size = preprocessing["crop"] or input_size
+    resolve_spec(PreprocessSpec.for_input_size(resolve_input_size(input_size, preprocessing["crop"])),
+                 **dict(preprocessing, crop=explicit_size))
     from exporter import export_model
     options = {}
     if k_size is not None:
@@ -89,13 +102,50 @@ def export_command(model, weights, num_classes, input_size, opset, batch, dynami
     result = export_model(model, output, weights=weights, num_classes=num_classes,
                           input_size=resolve_input_size(input_size, preprocessing["crop"]), opset=opset,
                           batch=batch, do_simplify=not no_simplify, attention_form=attention_form,
-                          preprocess_options=preprocessing, **options)
+                          preprocess_options=dict(preprocessing, crop=explicit_size), **options)
+    if result.random_weights:
+        note("no --weights given: {} has random weights (seed 0)".format(model))
+    _report(result, precision, as_json)
+
+
+def _export_file(kind, model, weights, num_classes, input_size, opset, batch, k_size, eca_convs, no_simplify,
+                 attention_form, precision, output, as_json, preprocessing):
+    """A program (.pt2, TorchScript) or an ONNX model: the file is the model, so zoo-only options are refused."""
+    from deploy.errors import UserError
+    from deploy.names import check_name
+    from deploy.preprocess import resolve_input_size
+    from deploy.validate import check_outputs_spare_inputs
+    from exporter.sources import export_onnx_file, export_program
+    from precision.fp16 import fp16_path_for
+
+    for flag, value in (("--weights", weights), ("--num-classes", num_classes), ("--k-size", k_size),
+                        ("--eca-convs", eca_convs)):
+        if value is not None:
+            raise UserError("{} is for zoo models; {} carries its own {}".format(
+                flag, model, "weights" if flag == "--weights" else "architecture"))
+    if kind == "onnx" and batch:
+        raise UserError("--batch is for models exported from PyTorch; {} keeps its own batch dimension".format(model))
+    size = resolve_input_size(input_size, preprocessing["crop"], default=0) or None
+    output = output or os.path.splitext(os.path.basename(model))[0] + ".onnx"
+    fp16_output = fp16_path_for(output) if precision == "fp16" else None
+    check_outputs_spare_inputs([("-o", output), ("the FP16 model", fp16_output)], [("MODEL", model)])
+    check_name(os.path.basename(output), "file name", "-o")  # it will be written into scripts and configs
+    if kind == "program":
+        result = export_program(model, output, input_size=size, opset=opset, batch=batch,
+                                do_simplify=not no_simplify, attention_form=attention_form,
+                                preprocess_options=preprocessing)
+    else:
+        result = export_onnx_file(model, output, input_size=size, opset=opset, do_simplify=not no_simplify,
+                                  attention_form=attention_form, preprocess_options=preprocessing)
+    _report(result, precision, as_json)
+
+
+def _report(result, precision, as_json):
+    from deploy.errors import CheckFailedError
     payload = result.to_dict()
     if precision == "fp16":
         from precision.fp16 import convert_to_fp16_file
         payload["fp16"] = convert_to_fp16_file(result.path).to_dict()
-    if result.random_weights:
-        note("no --weights given: {} has random weights (seed 0)".format(model))
     for message in result.notes:
         note(message)
     if as_json:

@@ -16,9 +16,32 @@ def _batch_sizes_callback(ctx, param, value):
     return parse_batch_sizes(value)
 
 
+def _program_of(model, weights):
+    """The program file among MODEL and --weights, if one of them is one (a zoo name is never a file here)."""
+    import os
+
+    from deploy.errors import UserError
+    from models.program import is_program
+    if os.path.isfile(model):
+        if not is_program(model):
+            raise UserError("{} is not a .pt2 or TorchScript program; give a zoo name, with --weights for a "
+                            "checkpoint".format(model))
+        if weights is not None:
+            raise UserError("{} is a program with its own weights; drop --weights".format(model))
+        return model
+    if weights is not None and is_program(weights):
+        source = click.get_current_context().get_parameter_source("model")
+        if source is not None and source.name != "DEFAULT":
+            raise UserError("--weights {} is a program that carries its own architecture; give it alone (or as "
+                            "MODEL), without the zoo name {}".format(weights, model))
+        return weights
+    return None
+
+
 @click.command("pipeline")
 @click.argument("model", required=False, default="eca_resnet50")
-@click.option("--weights", type=click.Path(dir_okay=False), help="Checkpoint (default: random weights, said so).")
+@click.option("--weights", type=click.Path(dir_okay=False), help="Checkpoint (default: random weights, said so), or a "
+              "program (.pt2, TorchScript) in place of MODEL.")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False),
               help="One image folder, split deterministically into calibration and held-out evaluation images "
                    "(default: the 9 shipped sample photos for both, unlabeled).")
@@ -63,8 +86,8 @@ def pipeline_command(model, weights, data_dir, calib_data, eval_data, labels_fil
                      targets, min_agreement, max_top1_drop, trt_version, bundle, out, input_size, num_images, method,
                      batch_sizes, warmup, iterations, threads, baselines, baselines_weights, force, as_json,
                      **preprocessing):
-    """Run MODEL (default eca_resnet50) through export, FP16, INT8, engines, benchmark-engine, the report and
-    (with --bundle) the bundle for the device.
+    """Run MODEL (default eca_resnet50; or a .pt2 / TorchScript program file) through export, FP16, INT8, engines,
+    benchmark-engine, the report and (with --bundle) the bundle for the device.
 
     Steps whose inputs and options have not changed since the last run in --out are skipped.
     """
@@ -74,7 +97,11 @@ def pipeline_command(model, weights, data_dir, calib_data, eval_data, labels_fil
     input_size = resolve_input_size(input_size, preprocessing.pop("crop", None)) if (
         input_size or preprocessing.get("crop")) else None
     chosen = {k: v for k, v in preprocessing.items() if v not in (None, False)}
-    config = PipelineConfig(arch=model, weights=weights, data_dir=data_dir, calib_data=calib_data,
+    program = _program_of(model, weights)
+    if program:
+        from models.program import program_name
+        model, weights = program_name(program), program
+    config = PipelineConfig(arch=model, weights=weights, program=program, data_dir=data_dir, calib_data=calib_data,
                             holdout_data=holdout_dir, num_holdout_images=num_holdout_images, targets=tuple(targets) or INT8_TARGETS,
                             min_agreement=min_agreement, max_top1_drop=max_top1_drop, preprocess_options=chosen,
                             eval_data=eval_data, trt_version=trt_version, bundle=bundle, labels_file=labels_file,

@@ -35,7 +35,7 @@ from .compare import compare_logits, describe_images, nonfinite_rows, topk_indic
 from .errors import CheckFailedError, UserError
 from .fileio import sha256_file
 from .filekind import file_kind, is_regular_file
-from .metadata import read_model_info, read_sidecar
+from .metadata import SOURCE_ZOO, read_model_info, read_sidecar, reference_origin
 from .text import escape_controls
 from .validate import MAX_BATCH, check_bound
 from .reference import (PREPROCESS_TOLERANCE_LEVELS, REFERENCE_FILE, SHA256_HEX, ArtifactBar, ReferenceData,
@@ -463,10 +463,21 @@ def check_bundle(bundle_dir: str = ".", providers: Sequence[str] = ("cpu",), bat
             progress("checking {}".format(os.path.basename(path)))
         checks.append(check_artifact(path, reference, providers, batch))
     notes = []
+    summary = dict(reference.summary(), origin=reference_origin(_source_kind(paths)))
     if not any(c.kind == "engine" for c in checks):
         notes.append("no TensorRT engines here yet, so only the ONNX models were checked; `sh build_engines.sh` "
                      "builds them{}".format("" if _importable("tensorrt") else " where TensorRT is installed"))
-    return BundleCheck(os.path.abspath(bundle_dir), reference.summary(), checks, preprocessing, notes, files)
+    return BundleCheck(os.path.abspath(bundle_dir), summary, checks, preprocessing, notes, files)
+
+
+def _source_kind(paths: Sequence[str]) -> str:
+    """What the bundled models were exported from (their metadata's source_kind), for the report's wording."""
+    for path in paths:
+        try:
+            return read_model_info(path).source_kind
+        except UserError:
+            continue
+    return SOURCE_ZOO
 
 
 # -- the command ---------------------------------------------------------------------------------------------
@@ -499,8 +510,10 @@ def format_files(check: FileCheck) -> str:
 
 def format_report(report: BundleCheck) -> str:
     ref = report.reference
-    lines = ["reference: {} images from {} ({}), PyTorch {} logits, {} classes{}".format(
-                 ref["images"], ref["source"] or "?", "labeled" if ref["labeled"] else "unlabeled", ref["arch"] or "?",
+    origin = ref.get("origin", "PyTorch")
+    lines = ["reference: {} images from {} ({}), {} {} logits, {} classes{}".format(
+                 ref["images"], ref["source"] or "?", "labeled" if ref["labeled"] else "unlabeled", origin,
+                 ref["arch"] or "?",
                  ref["classes"], "" if ref["min_agreement"] is None else "; floor {:.2f}%".format(ref["min_agreement"])),
              format_preprocessing(report.preprocessing)] + ([format_files(report.files)] if report.files else [])
     if report.artifacts:
@@ -514,7 +527,7 @@ def format_report(report: BundleCheck) -> str:
                          _number(a.cosine_similarity, "{:.5f}"), _number(bar.get("allowance_images"), "{} img"),
                          _number(a.latency_p50_ms, "{:.2f}"), a.status))
         lines += _table(rows)
-        lines.append("(top-1: agreement with PyTorch; measured: on the CPU before bundling; kernels: the images the "
+        lines.append("(top-1: agreement with " + origin + "; measured: on the CPU before bundling; kernels: the images the "
                      "device may lose to another backend's kernels; latency per batch, end to end)")
     for a in report.artifacts:
         if a.top1_accuracy is not None:
@@ -552,9 +565,10 @@ def run(args: argparse.Namespace) -> int:
     failed = [a.name for a in report.failed] + (["preprocessing"] if report.preprocessing.status == FAIL else []) \
         + (["bundled files"] if report.files and report.files.status == FAIL else [])
     if failed:
-        raise CheckFailedError("{} failed the check against PyTorch: {}".format(
+        raise CheckFailedError("{} failed the check against {}: {}".format(
             "{} of {} artifacts".format(len(report.failed), len(report.artifacts)) if report.failed else
-            "this device" if report.preprocessing.status == FAIL else "this bundle", escape_controls(", ".join(failed))))
+            "this device" if report.preprocessing.status == FAIL else "this bundle",
+            report.reference.get("origin", "PyTorch"), escape_controls(", ".join(failed))))
     if args.preprocessing_only:
         if report.preprocessing.status != PASS:
             raise UserError("nothing to check: {}".format("; ".join(report.preprocessing.reasons)))

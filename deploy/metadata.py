@@ -4,6 +4,7 @@ Readers try, in order: the ``onnx`` package, ONNX Runtime's model metadata, and 
 file (``model.onnx.json`` / ``model.engine.json``), so a Jetson with only TensorRT still finds it.
 """
 import os
+import re
 from dataclasses import dataclass
 from typing import Dict, Optional
 
@@ -14,6 +15,27 @@ from .validate import (MAX_CLASSES, check_against_graph, check_metadata_dict, ch
                        graph_io_shapes, parse_int_field)
 
 PRODUCER = "eca-deploy"
+
+# What a model was exported from (metadata key SOURCE_KEY): a zoo name with a checkpoint (models exported before
+# the key existed are zoo models), a program that carries its own code (torch.export or TorchScript, loaded by
+# file), or an ONNX classifier from elsewhere, whose FP32 ONNX is then the reference. Only for a zoo model is
+# ``arch`` ever looked up as a model name; otherwise it is a label.
+SOURCE_KEY = "source_kind"
+SOURCE_ZOO = "zoo"
+SOURCE_EXPORT = "torch.export"
+SOURCE_TORCHSCRIPT = "torchscript"
+SOURCE_ONNX = "onnx"
+SOURCES = (SOURCE_ZOO, SOURCE_EXPORT, SOURCE_TORCHSCRIPT, SOURCE_ONNX)
+PROGRAM_SOURCES = (SOURCE_EXPORT, SOURCE_TORCHSCRIPT)
+
+
+def reference_origin(source_kind: str) -> str:
+    """What the reference logits came from, in every report: PyTorch, or the FP32 ONNX of a model from elsewhere."""
+    return "the FP32 ONNX" if source_kind == SOURCE_ONNX else "PyTorch"
+
+
+# arch is data that reaches file names, reports and device configs: a short name of plain characters.
+_ARCH_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -36,6 +58,12 @@ class ModelInfo:
                 source))
         if not meta["arch"].strip():
             raise UserError("{}: metadata field arch is empty".format(source))
+        if not _ARCH_PATTERN.fullmatch(meta["arch"]):
+            raise UserError("{}: metadata field arch {!r} is not a model name (letters, digits and ._+- only, at "
+                            "most 64)".format(source, meta["arch"][:40]))
+        if meta.get(SOURCE_KEY, SOURCE_ZOO) not in SOURCES:
+            raise UserError("{}: metadata field {} must be one of {}, got {!r}".format(
+                source, SOURCE_KEY, ", ".join(SOURCES), meta[SOURCE_KEY][:40]))
         known = {"arch", "num_classes", "precision", "checkpoint_sha256"}
         try:
             preprocess = PreprocessSpec.from_metadata(meta)
@@ -50,6 +78,15 @@ class ModelInfo:
             checkpoint_sha256=meta.get("checkpoint_sha256", ""),
             extra={k: v for k, v in meta.items() if k not in known},
         )
+
+    @property
+    def source_kind(self) -> str:
+        """zoo, torch.export, torchscript or onnx (checked on load)."""
+        return (self.extra or {}).get(SOURCE_KEY, SOURCE_ZOO)
+
+    @property
+    def from_program(self) -> bool:
+        return self.source_kind in PROGRAM_SOURCES
 
     def to_metadata(self) -> Dict[str, str]:
         meta = dict(self.extra or {})
@@ -68,7 +105,7 @@ def sidecar_path(model_path) -> str:
     return os.fspath(model_path) + ".json"
 
 
-# What readers use of the sidecars (deploy.trt.sidecar writes the engine's, deploy.bundle the model's). Fields are
+# What readers use of the sidecars (deploy.trt.sidecar writes the engine's, bundling.bundle the model's). Fields are
 # optional, as sidecars of older releases lack some, but a field that is there has the type readers rely on.
 ENGINE_SIDECAR_SCHEMA = {
     "format?": str, "engine?": str, "engine_size?": int, "tensorrt_version?": str,

@@ -6,6 +6,7 @@ benchmarks and Jetson inference. On PIL images it equals torchvision's standard 
 resize and the same float32 arithmetic, so the results agree to the last bit.
 """
 import json
+import math
 import os
 import warnings
 from dataclasses import asdict, dataclass, field, replace
@@ -86,7 +87,8 @@ class PreprocessSpec:
 
     @classmethod
     def for_input_size(cls, input_size: int, crop_pct: float = 0.875, **kwargs) -> "PreprocessSpec":
-        """timm's convention: resize to input_size / crop_pct (256 for 224)."""
+        """The zoo's own rule: resize to round(input_size / crop_pct) (256 for 224, 37 for 32). It is not timm's,
+        which floors (36 for 32): a timm model's preprocessing comes from its config (``from_timm_config``)."""
         return cls(input_size=input_size, resize_size=int(round(input_size / crop_pct)), **kwargs)
 
     @property
@@ -148,6 +150,11 @@ PREPROCESS_OPTIONS = (
                      "ImageNet's 0.229,0.224,0.225)."),
     PreprocessOption("--interpolation", "interpolation", "NAME", "Resize filter (default: the model's, bilinear).",
                      tuple(sorted(_INTERPOLATIONS))),
+    PreprocessOption("--timm-config", "timm_config", "FILE", "A timm pretrained_cfg as JSON (json.dump(model."
+                     "pretrained_cfg)): input_size, interpolation, crop_pct, crop_mode, mean and std, with timm's "
+                     "arithmetic (resize floor(size / crop_pct)); the flags above override it."),
+    PreprocessOption("--timm-test-size", "timm_test_size", "", "With --timm-config: its test_input_size and "
+                     "test_crop_pct instead of input_size and crop_pct.", is_flag=True),
     PreprocessOption("--normalize-in-graph", "normalize_in_graph", "", "Put (x/255 - mean)/std into the model as "
                      "explicit nodes before the first convolution: it then takes RGB pixels 0-255 (float32, NCHW), "
                      "which DeepStream feeds exactly (net-scale-factor=1, zero offsets).", is_flag=True),
@@ -183,6 +190,18 @@ def resolve_input_size(input_size: Optional[int], crop: Optional[int], default: 
     return int(crop or input_size or default)
 
 
+def resolve_spec(spec: PreprocessSpec, timm_config=None, timm_test_size: bool = False, crop: Optional[int] = None,
+                 **options) -> PreprocessSpec:
+    """The spec a command's flags ask for: ``spec`` (the model's own), else the timm config's when one is given,
+    then every explicit flag on top (``crop`` is the input size; with a timm config the resize follows it by
+    timm's rule unless --resize is given)."""
+    if timm_config is not None:
+        spec = from_timm_config(timm_config, timm_test_size, crop)
+    elif timm_test_size:
+        raise UserError("--timm-test-size needs --timm-config")
+    return apply_options(spec, **options)
+
+
 def apply_options(spec: PreprocessSpec, resize: Optional[int] = None, mean: Optional[str] = None,
                   std: Optional[str] = None, interpolation: Optional[str] = None, normalize_in_graph: bool = False,
                   **_ignored) -> PreprocessSpec:
@@ -199,6 +218,53 @@ def apply_options(spec: PreprocessSpec, resize: Optional[int] = None, mean: Opti
     if normalize_in_graph:
         changes["normalize_in_graph"] = True
     return replace(spec, **changes) if changes else spec
+
+
+# -- timm's pretrained_cfg ------------------------------------------------------------------------------
+
+# What is read of a pretrained_cfg; timm writes more (hf_hub_id, first_conv, ...), which is ignored.
+TIMM_CONFIG_SCHEMA = {"input_size?": [int], "test_input_size?": [int], "interpolation?": str, "crop_pct?": float,
+                      "test_crop_pct?": float, "crop_mode?": str, "mean?": [float], "std?": [float],
+                      "num_classes?": int}
+# timm's names for Pillow's filters (timm.data.transforms.str_to_pil_interp); "random" is a training choice.
+_TIMM_INTERPOLATIONS = {"nearest": "nearest", "bilinear": "bilinear", "bicubic": "bicubic", "lanczos": "lanczos"}
+
+
+def timm_resize_size(input_size: int, crop_pct: float) -> int:
+    """timm's eval resize (timm.data.transforms_factory.transforms_imagenet_eval): floor(size / crop_pct)."""
+    return int(math.floor(input_size / crop_pct))
+
+
+def from_timm_config(path, test_size: bool = False, input_size: Optional[int] = None) -> PreprocessSpec:
+    """The preprocessing a timm ``pretrained_cfg`` (saved as JSON) describes, as timm's eval transform applies it:
+    resize the shorter side to floor(size / crop_pct) with its filter, center crop, normalize. ``input_size``
+    replaces the config's size (the resize follows by the same rule)."""
+    from .schema import check_schema, load_checked_json
+    cfg = load_checked_json(path, dict, "timm config")
+    cfg = {key: value for key, value in cfg.items() if value is not None}  # timm writes null for unset fields
+    check_schema(cfg, TIMM_CONFIG_SCHEMA, os.fspath(path))
+    size_key, pct_key = ("test_input_size", "test_crop_pct") if test_size else ("input_size", "crop_pct")
+    if size_key not in cfg:
+        raise UserError("timm config {} has no {}{}".format(path, size_key, "; drop --timm-test-size" if test_size
+                                                            else ""))
+    shape = cfg[size_key]
+    if len(shape) != 3 or shape[0] != 3 or shape[1] != shape[2]:
+        raise UserError("timm config {}: {} {} is not a square RGB size [3, S, S]; this tool center-crops squares".format(
+            path, size_key, shape))
+    crop_pct = float(cfg.get(pct_key, cfg.get("crop_pct", 0.875)))
+    if not 0 < crop_pct <= 1:
+        raise UserError("timm config {}: {} {} must be in (0, 1]".format(path, pct_key, crop_pct))
+    mode = cfg.get("crop_mode", "center")
+    if mode != "center":
+        raise UserError("timm config {}: crop_mode {!r} is not supported; the one preprocessing here is timm's "
+                        "'center' (resize the shorter side, center crop)".format(path, mode[:20]))
+    interpolation = _TIMM_INTERPOLATIONS.get(cfg.get("interpolation", "bilinear"))
+    if interpolation is None:
+        raise UserError("timm config {}: interpolation {!r} is not an eval filter; choose one of {}".format(
+            path, cfg["interpolation"][:20], ", ".join(sorted(_TIMM_INTERPOLATIONS))))
+    size = int(input_size or shape[1])
+    return PreprocessSpec(input_size=size, resize_size=timm_resize_size(size, crop_pct), interpolation=interpolation,
+                          mean=tuple(cfg.get("mean", IMAGENET_MEAN)), std=tuple(cfg.get("std", IMAGENET_STD)))
 
 
 def _field_value(meta: Dict[str, str], key: str):

@@ -37,7 +37,7 @@ and in ORT's INT8 (NHWC) path the inserted convolutions are plain extra work (IN
 later stages (INT8 calibration, FP16, TensorRT) can start from the lean graph whatever form a file is in.
 """
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import onnx
@@ -62,10 +62,14 @@ class FormReport:
     spatial_gates: int = 0
     residual_adds: int = 0
     skipped: List[str] = field(default_factory=list)  # gates left lean, with the reason
+    eca_gates: Optional[int] = None  # of a model from elsewhere: ECA gates found by their computation (exporter.gates)
 
     def to_dict(self) -> Dict[str, object]:
-        return {"form": self.form, "channel_gates": self.channel_gates, "spatial_gates": self.spatial_gates,
-                "residual_adds": self.residual_adds, "skipped": list(self.skipped)}
+        payload = {"form": self.form, "channel_gates": self.channel_gates, "spatial_gates": self.spatial_gates,
+                   "residual_adds": self.residual_adds, "skipped": list(self.skipped)}
+        if self.eca_gates is not None:
+            payload["eca_gates"] = self.eca_gates
+        return payload
 
 
 def check_form(form: str) -> str:
@@ -233,6 +237,10 @@ def _copy_batch_in_reshapes(model, graph, gate: str, feature_map: str, shapes) -
             graph.initializers[name] = numpy_helper.from_array(fixed.astype(np.int64), name)
             model.graph.initializer.append(graph.initializers[name])
         node.input[1] = name
+        # allowzero=1 (dynamo's exporter writes it) would read the 0 as a literal zero; the target has no other
+        # zero (checked above), so the default copy-the-dimension meaning is the one wanted
+        for attribute in [a for a in node.attribute if a.name == "allowzero"]:
+            node.attribute.remove(attribute)
 
 
 def _branch(graph, gate: str, feature_map: str) -> List[onnx.NodeProto]:

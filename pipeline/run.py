@@ -75,6 +75,7 @@ class PipelineConfig:
     iterations: int = DEFAULT_ITERATIONS
     threads: Optional[int] = None
     baselines: bool = False
+    program: Optional[str] = None  # a .pt2 / TorchScript file: the model and its weights in one (arch is its name)
     baselines_weights: Optional[str] = None
     baselines_iterations: int = 10
     force: bool = False
@@ -326,8 +327,13 @@ def load_plan_images(plan: DataPlan, spec, num_images: int, progress: bool, echo
 def _export(config: PipelineConfig, path: str):
     from exporter import export_model
 
-    result = export_model(config.arch, path, weights=config.weights, input_size=config.input_size or 224,
-                          preprocess_options=dict(config.preprocess_options) or None)
+    if config.program:
+        from exporter.sources import export_program
+        result = export_program(config.program, path, input_size=config.input_size,
+                                preprocess_options=dict(config.preprocess_options))
+    else:
+        result = export_model(config.arch, path, weights=config.weights, input_size=config.input_size or 224,
+                              preprocess_options=dict(config.preprocess_options) or None)
     if not result.parity:
         raise CheckFailedError("export: ONNX Runtime output differs from PyTorch (max abs error {:.3g})".format(
             result.parity.max_abs_error))
@@ -470,7 +476,7 @@ def _report(config: PipelineConfig, out: str, benchmark_files: Dict[str, str], b
 def check_sizes_and_outputs(config: PipelineConfig) -> None:
     """What fails without torch, first: sizes within deploy.validate's bounds, the memory of the largest batch,
     --mean/--std/--resize, and no output (--out, --bundle) that would change an input or the run's own models."""
-    from deploy.preprocess import PreprocessSpec, apply_options
+    from deploy.preprocess import PreprocessSpec, resolve_spec
     from deploy.validate import (MAX_BATCH, MAX_INPUT_SIZE, MAX_ITERATIONS, MAX_NUM_IMAGES, check_batch_memory,
                                  check_bound, check_outputs_spare_inputs, check_threads)
 
@@ -482,7 +488,7 @@ def check_sizes_and_outputs(config: PipelineConfig) -> None:
     check_bound("--iterations", config.iterations, MAX_ITERATIONS)
     check_threads("--threads", config.threads)
     check_batch_memory(max(config.batch_sizes), input_size, "--batch-sizes")
-    apply_options(PreprocessSpec.for_input_size(input_size), **(config.preprocess_options or {}))
+    resolve_spec(PreprocessSpec.for_input_size(input_size), **(config.preprocess_options or {}))
     out = os.path.abspath(config.out)
     check_outputs_spare_inputs(
         [("--out", out)],
@@ -500,7 +506,13 @@ def check_config(config: PipelineConfig) -> DataPlan:
         check_class_folders(plan.eval_dir)  # they become the bundle's labels: refused now, not after every step
     import models
 
-    models.get_entry(config.arch)  # an unknown name fails here with a suggestion
+    if config.program:
+        from models.program import load_program
+        load_program(config.program)  # a damaged or refused file fails now, not after the steps before it
+        if config.baselines:
+            raise UserError("--baselines measures the zoo's attention modules; it does not apply to a program")
+    else:
+        models.get_entry(config.arch)  # an unknown name fails here with a suggestion
     if config.weights is not None and not os.path.isfile(config.weights):
         raise UserError("weights not found: {}".format(config.weights))
     if config.trt_version is not None:
@@ -538,7 +550,11 @@ def _run_locked(config: PipelineConfig, plan: DataPlan, echo: Optional[Callable[
 
     def reference():
         if "reference" not in cache:
-            cache["reference"] = load_reference(config.arch, config.weights, config.input_size)
+            if config.program:
+                from benchmark.parity_and_speed import original_reference
+                cache["reference"] = original_reference(read_model_info(fp32), config.program, source=fp32)
+            else:
+                cache["reference"] = load_reference(config.arch, config.weights, config.input_size)
         return cache["reference"]
 
     def images(kind: str):

@@ -118,6 +118,8 @@ def analyze_attention(arch: str, data_dir, weights=None, labels_file=None, class
     spec = _resolve_spec(model, arch, input_size, info, primary, notes)
     check_batch_memory(batch_size, spec.input_size, "--batch-size")  # before any image is decoded
     runs = [(primary, model)]
+    if compare and program_file(compare, compare_weights):
+        raise UserError("--compare takes a zoo model (e.g. se_resnet50), drawn beside MODEL on the same images")
     if compare:
         other, other_model = _load(compare, compare_weights, notes)
         _check_same_preprocessing(other_model, compare, spec)
@@ -145,7 +147,31 @@ def analyze_attention(arch: str, data_dir, weights=None, labels_file=None, class
 
 # -- models and preprocessing -----------------------------------------------------------------------------
 
+def program_file(arch: str, weights) -> Optional[str]:
+    """The .pt2 / TorchScript file among MODEL and --weights, when one of them is one."""
+    from models.program import is_program
+    if os.path.isfile(arch) and is_program(arch):
+        if weights is not None:
+            raise UserError("{} is a program with its own weights; drop --weights".format(arch))
+        return arch
+    if weights is not None and is_program(weights):
+        return os.fspath(weights)
+    return None
+
+
+def _load_program(path: str):
+    from models.program import load_program
+
+    from .program import GateRecordingProgram, find_program_gates
+    program = load_program(path)
+    blocks = find_program_gates(program)
+    return ModelAttention(program.name, path, blocks, program.sha256), GateRecordingProgram(program, blocks)
+
+
 def _load(arch: str, weights, notes: List[str]):
+    program = program_file(arch, weights)
+    if program is not None:
+        return _load_program(program)
     model, checkpoint = models.load_model(arch, weights)
     if checkpoint is None:
         notes.append("no weights given for {}: it has random weights (seed 0), so its attention means nothing"
@@ -157,6 +183,8 @@ def _load(arch: str, weights, notes: List[str]):
 
 def _resolve_spec(model, arch: str, input_size: Optional[int], info, run: ModelAttention,
                   notes: List[str]) -> PreprocessSpec:
+    if not hasattr(model, "preprocess"):  # a program records no preprocessing; the ONNX exported from it does
+        return _program_spec(run, input_size, info)
     if info is None:
         if input_size:
             return preprocess_for(model, input_size)
@@ -182,6 +210,19 @@ def _resolve_spec(model, arch: str, input_size: Optional[int], info, run: ModelA
                      "differences may come from the weights, not from its precision".format(
                          info.checkpoint_sha256[:12] or "none (random)", run.checkpoint_sha256[:12] or "none (random)"))
     return spec
+
+
+def _program_spec(run: ModelAttention, input_size: Optional[int], info) -> PreprocessSpec:
+    if info is None:
+        raise UserError("{} records no preprocessing: give --deployed MODEL.onnx, the model exported from it "
+                        "(its metadata carries the preprocessing)".format(run.weights))
+    if info.arch != run.arch or info.checkpoint_sha256 != run.checkpoint_sha256:
+        raise UserError("the deployed model was not exported from {} (sha256 {} vs {})".format(
+            run.weights, info.checkpoint_sha256[:12] or "none", run.checkpoint_sha256[:12]))
+    if input_size and input_size != info.preprocess.input_size:
+        raise UserError("--input-size {} differs from the deployed model's input size {}".format(
+            input_size, info.preprocess.input_size))
+    return info.preprocess
 
 
 def _check_same_preprocessing(model, arch: str, spec: PreprocessSpec) -> None:
@@ -211,7 +252,7 @@ def _stream(runs, images, spec, batch_size, workers, progress, deployed, parity)
     accumulators = [ClassMeanAccumulator([b.name for b in run.blocks]) for run, _ in runs]
     logits_stats = _LogitStats() if deployed else None
     bar = progress_bar(len(images), desc="attention", enabled=progress)
-    recorders = [AttentionRecorder(model, run.blocks) for run, model in runs]
+    recorders = [_recorder(model, run.blocks) for run, model in runs]
     deployed_ctx = _deployed(deployed, runs[0][0].blocks)
     skipped = []
     with bar, deployed_ctx as onnx_model:
@@ -244,6 +285,12 @@ def _check_deployed_finite(path, logits, weights, names) -> None:
     check_finite_outputs(logits, "the deployed model {}'s logits".format(path), names)
     for block, values in (weights.items() if isinstance(weights, dict) else enumerate(weights)):
         check_finite_outputs(values, "the deployed model {}'s attention weights of {}".format(path, block), names)
+def _recorder(model, blocks):
+    """Forward hooks on a zoo model's modules; a program's gates are kept while its graph runs."""
+    from .program import GateRecordingProgram, ProgramRecorder
+    if isinstance(model, GateRecordingProgram):
+        return ProgramRecorder(model)
+    return AttentionRecorder(model, blocks)
 
 
 def _run_models(runs, recorders, accumulators, batch, labels):

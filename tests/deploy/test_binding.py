@@ -81,7 +81,7 @@ def test_a_model_copied_over_another_fails_naming_both_digests(digits_bundle, tm
     report = failed_report(device, tmp_path)
     assert changed_files(report)[target] == {"name": target, "recorded": recorded, "found": found}
     reason = next(r for r in report["files"]["reasons"] if r.startswith(target))
-    assert recorded in reason and found in reason and "rebuild it with `cli.py bundle`" in reason
+    assert recorded in reason and found in reason and "rebuild it with `eca-deploy bundle`" in reason
     swapped = artifact(report, target)
     assert swapped["status"] == "FAIL"
     assert any(r.startswith("it is not the bundled model: sha256 " + found) for r in swapped["reasons"])

@@ -331,3 +331,63 @@ def test_the_export_option_sets_the_field():
     from deploy.preprocess import apply_options
     assert apply_options(PreprocessSpec(), normalize_in_graph=True).normalize_in_graph
     assert not apply_options(PreprocessSpec(), normalize_in_graph=False).normalize_in_graph
+
+
+# -- timm's pretrained_cfg -------------------------------------------------------------------------------------
+
+def _timm_config(tmp_path, **fields):
+    import json
+    cfg = {"input_size": [3, 224, 224], "interpolation": "bicubic", "crop_pct": 0.875, "crop_mode": "center",
+           "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "test_input_size": [3, 288, 288],
+           "test_crop_pct": 0.95, "hf_hub_id": "timm/ecaresnet50d.miil_in1k"}
+    cfg.update(fields)
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(cfg))
+    return str(path)
+
+
+def test_timm_config_uses_timms_floor(tmp_path):
+    from deploy.preprocess import from_timm_config, resolve_spec, timm_resize_size
+    assert timm_resize_size(32, 0.875) == 36 and round(32 / 0.875) == 37  # the issue's case: floor, not round
+    assert timm_resize_size(224, 0.875) == 256 and timm_resize_size(288, 0.95) == 303
+    spec = from_timm_config(_timm_config(tmp_path))
+    assert (spec.input_size, spec.resize_size, spec.interpolation) == (224, 256, "bicubic")
+    test = from_timm_config(_timm_config(tmp_path), test_size=True)
+    assert (test.input_size, test.resize_size) == (288, 303)
+    small = resolve_spec(PreprocessSpec(), timm_config=_timm_config(tmp_path), crop=32)
+    assert (small.input_size, small.resize_size) == (32, 36)
+    # explicit flags override the config
+    assert resolve_spec(PreprocessSpec(), timm_config=_timm_config(tmp_path), resize=300).resize_size == 300
+    # timm writes null for what a model does not set; that is as good as absent
+    assert from_timm_config(_timm_config(tmp_path, test_input_size=None, url=None)).input_size == 224
+
+
+@pytest.mark.parametrize("fields,message", [
+    ({"crop_mode": "squash"}, "crop_mode 'squash' is not supported"),
+    ({"interpolation": "random"}, "interpolation 'random' is not an eval filter"),
+    ({"input_size": [3, 224, 192]}, "not a square RGB size"),
+    ({"crop_pct": 1.5}, "must be in (0, 1]"),
+    ({"mean": "imagenet"}, "field mean must be a list"),
+])
+def test_timm_config_refusals(tmp_path, fields, message):
+    from deploy.preprocess import from_timm_config
+    with pytest.raises(UserError) as caught:
+        from_timm_config(_timm_config(tmp_path, **fields))
+    assert message in str(caught.value)
+
+
+def test_timm_test_size_needs_a_config():
+    from deploy.preprocess import resolve_spec
+    with pytest.raises(UserError, match="--timm-test-size needs --timm-config"):
+        resolve_spec(PreprocessSpec(), timm_test_size=True)
+
+
+def test_bicubic_is_pillows_filter_on_every_path():
+    """The one preprocessing resizes bicubic with Pillow's BICUBIC, the filter timm's and torchvision's PIL path
+    use; the device runs this same function."""
+    from PIL import Image
+    from deploy.preprocess import resize_and_crop
+    image = Image.fromarray((np.arange(48 * 40 * 3) % 251).astype(np.uint8).reshape(48, 40, 3))
+    spec = PreprocessSpec(input_size=32, resize_size=36, interpolation="bicubic")
+    expected = image.resize((36, int(36 * 48 / 40)), Image.BICUBIC).crop((2, 6, 34, 38))  # 36 x 43, centred
+    assert np.array_equal(np.asarray(resize_and_crop(image, spec)), np.asarray(expected))

@@ -176,7 +176,7 @@ def test_a_listed_model_that_is_missing_fails(digits_bundle, tmp_path):
     assert len(missing["reasons"]) == 1
     assert missing["reasons"][0].startswith("the bundle's proof holds its bar (sha256 ")
     assert missing["reasons"][0].endswith("), but it is not in the bundle; copy the bundle again as it was made, or "
-                                          "rebuild it with `cli.py bundle`")
+                                          "rebuild it with `eca-deploy bundle`")
 
 
 def _rewrite(path, **changes):
