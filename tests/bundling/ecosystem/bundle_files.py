@@ -31,3 +31,19 @@ def engine_of(words) -> str:
 
 def max_batch_of(words, default: int = 8) -> int:
     return int(words[words.index("--max-batch") + 1]) if "--max-batch" in words else default
+
+
+def derive_batch1_copies(root: str) -> list:
+    """Run build_engines.sh's `python3 -m deploy.fixed_batch` lines (the jetson-inference copies it derives on
+    the device, with the bundle's own deploy/), as the device would; returns the files written."""
+    import subprocess
+    import sys
+    written = []
+    with open(os.path.join(root, "build_engines.sh"), "r", encoding="utf-8") as handle:
+        for line in handle:
+            if line.startswith("python3 -m deploy.fixed_batch "):
+                words = shlex.split(line)
+                subprocess.run([sys.executable] + words[1:], cwd=root, check=True, stdout=subprocess.DEVNULL,
+                               env=dict(os.environ, PYTHONPATH=root))
+                written.append(words[-1])
+    return written
