@@ -187,7 +187,9 @@ def deepstream_scaling(models: Sequence[str], paths: Sequence[str], own_logits: 
         for geometry in GEOMETRIES:
             key = (geometry, bilinear, scale, tuple(offsets), spec.input_size)
             if key not in inputs_for:
-                inputs_for[key] = np.stack([nvinfer_input(np.asarray(decode_image(source)), spec.input_size,
+                # decoded as the project decodes it (a very large image is reduced, never below 3x the network)
+                inputs_for[key] = np.stack([nvinfer_input(np.asarray(decode_image(source, spec.resize_size)),
+                                                          spec.input_size,
                                                           spec.input_size, geometry, bilinear, scale, offsets)
                                             for source in paths])
             answers = np.argmax(run_logits(model, inputs_for[key]), axis=1)
