@@ -184,6 +184,7 @@ def deepstream_scaling(models: Sequence[str], paths: Sequence[str], own_logits: 
         bilinear = scaling_filter(spec.interpolation) != 0
         row: Dict[str, object] = {}
         model = onnx.load(path)
+        previous = None  # (inputs, answers): square images letterbox exactly as they stretch, so run them once
         for geometry in GEOMETRIES:
             key = (geometry, bilinear, scale, tuple(offsets), spec.input_size)
             if key not in inputs_for:
@@ -192,7 +193,11 @@ def deepstream_scaling(models: Sequence[str], paths: Sequence[str], own_logits: 
                                                           spec.input_size,
                                                           spec.input_size, geometry, bilinear, scale, offsets)
                                             for source in paths])
-            answers = np.argmax(run_logits(model, inputs_for[key]), axis=1)
+            if previous is not None and np.array_equal(previous[0], inputs_for[key]):
+                answers = previous[1]
+            else:
+                answers = np.argmax(run_logits(model, inputs_for[key]), axis=1)
+            previous = (inputs_for[key], answers)
             row[geometry] = 100.0 * float(np.mean(answers == np.argmax(logits, axis=1)))
             if labels is not None:
                 row[geometry + "_top1_accuracy"] = 100.0 * float(np.mean(answers == labels))
