@@ -62,3 +62,33 @@ def store_weights_int8(model) -> List[str]:
 
 def _is_graph_output(model, name: str) -> bool:
     return any(output.name == name for output in model.graph.output)
+
+
+def weights_behind_qdq(model) -> List[str]:
+    """The inverse, for a TensorRT whose parser would refuse INT8 weights: each INT8 initializer feeding a
+    DequantizeLinear becomes FP32 weights (its dequantized values) behind a QuantizeLinear with the same scale, zero
+    point and axis, which computes the same INT8 values again. In place; returns the weight names."""
+    from onnx import TensorProto, helper, numpy_helper
+    initializers = {init.name: init for init in model.graph.initializer}
+    restored = []
+    for position, node in enumerate(list(model.graph.node)):
+        if node.op_type != "DequantizeLinear" or len(node.input) < 3:
+            continue
+        quantized, scale, zero = (initializers.get(name) for name in node.input[:3])
+        if quantized is None or scale is None or zero is None or quantized.data_type != TensorProto.INT8:
+            continue
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        values, scales = numpy_helper.to_array(quantized).astype(np.float32), numpy_helper.to_array(scale)
+        shape = [1] * values.ndim
+        if scales.size > 1:
+            shape[axis] = scales.size
+        zero_point = numpy_helper.to_array(zero).astype(np.float32).reshape(shape if zero.dims else [1] * values.ndim)
+        weight = ((values - zero_point) * scales.astype(np.float32).reshape(shape)).astype(np.float32)
+        name = quantized.name + "_fp32"
+        model.graph.initializer.remove(quantized)
+        model.graph.initializer.append(numpy_helper.from_array(weight, name))
+        model.graph.node.insert(list(model.graph.node).index(node), helper.make_node(
+            "QuantizeLinear", [name, node.input[1], node.input[2]], [quantized.name], name=name + "_QuantizeLinear",
+            axis=axis))
+        restored.append(name)
+    return restored

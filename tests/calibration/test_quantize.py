@@ -229,6 +229,13 @@ def test_tensorrt_weights_are_stored_as_int8_with_the_logits_of_fp32_weights(cal
     float_weights = qdq.quantize(fp32, ranges, "tensorrt", str(tmp_path / "fp32w.onnx")).path
     x = digits_images[1].array[:256]
     assert np.array_equal(_run(stored, x), _run(float_weights, x))
+    # and back, for a TensorRT whose parser would refuse INT8 weights: the same logits again
+    from precision.qdq_weights import weights_behind_qdq
+    restored = onnx.load(stored)
+    assert weights_behind_qdq(restored)
+    onnx.checker.check_model(restored, full_check=True)
+    onnx.save(restored, str(tmp_path / "restored.onnx"))
+    assert np.array_equal(_run(str(tmp_path / "restored.onnx"), x), _run(stored, x))
     assert os.path.getsize(stored) < 0.4 * os.path.getsize(float_weights)
 
 
