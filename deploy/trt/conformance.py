@@ -209,7 +209,15 @@ def check_conformance(onnx_path: str, version) -> Optional[str]:
     if problems:
         raise UserError("{}: TensorRT {} would refuse it: {}".format(
             os.path.basename(onnx_path), TrtVersion.parse(version), "; also ".join(problems)))
-    return int8_weights_note(model, version)
+    return None
+
+
+def int8_weights_note_for(onnx_path: str, version) -> Optional[str]:
+    """int8_weights_note of the model file (None where the onnx package is missing: nothing to read it with)."""
+    from ..metadata import load_onnx_proto
+
+    _, model = load_onnx_proto(onnx_path)
+    return None if model is None else int8_weights_note(model, version)
 
 
 def int8_weights_note(model, version) -> Optional[str]:
