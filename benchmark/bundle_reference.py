@@ -11,7 +11,7 @@ preprocessing is checked too.
 import os
 import re
 from dataclasses import dataclass, field, replace
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -42,6 +42,7 @@ class BundleReference:
     cpu_checks: List[ArtifactCheck]
     notes: List[str] = field(default_factory=list)
     probe_sources: List[str] = field(default_factory=list)  # the source files of data.probe_files
+    probe_payloads: Dict[str, bytes] = field(default_factory=dict)  # probe files made here (JPEG), by name
 
 
 def common_model_info(models: Sequence[str]) -> ModelInfo:
@@ -125,7 +126,9 @@ def kernel_order_spread(path: str, data: ReferenceData,
                         checked: Optional[np.ndarray] = None) -> Tuple[int, float, np.ndarray]:
     """(images whose class differs, cosine with PyTorch of the other order, kernel noise per image): the model run
     in ONNX Runtime as optimized and as written, the same arithmetic in two orders of float operations. The noise
-    is each image's largest logit change between the orders and ``checked`` (deploy.check's own run, batch 1).
+    is each image's largest logit change between the two orders. ``checked``: the logits deploy.check's run
+    already gave (ONNX Runtime with every graph optimization, the optimized order), so only the as-written order
+    runs here: each model runs once per order.
     What the order alone changes on this CPU, another backend's kernels may change on the device
     (deploy.reference)."""
     import onnx
@@ -134,12 +137,91 @@ def kernel_order_spread(path: str, data: ReferenceData,
     from deploy.compare import compare_logits
 
     model = onnx.load(path)
-    optimized = run_logits(model, data.inputs, source=path)
+    optimized = checked if checked is not None else run_logits(model, data.inputs, source=path)
     as_written = run_logits(model, data.inputs, optimize=False, source=path)
     flips = int(np.sum(np.argmax(optimized, axis=1) != np.argmax(as_written, axis=1)))
-    runs = [optimized, as_written] + ([np.asarray(checked, dtype=np.float64)] if checked is not None else [])
-    noise = np.max([np.max(np.abs(a - b), axis=1) for i, a in enumerate(runs) for b in runs[i + 1:]], axis=0)
+    noise = np.max(np.abs(np.asarray(optimized, dtype=np.float64) - np.asarray(as_written, dtype=np.float64)), axis=1)
     return flips, compare_logits(data.logits, as_written).cosine_similarity, noise
+
+
+# The JPEG probes: some reference images encoded here, so the device's own libjpeg is checked whatever format the
+# user's images have. Baseline and progressive, with 4:2:0 chroma subsampling (Pillow's default) and without; the
+# quality of a typical camera or web JPEG.
+JPEG_PROBE_SOURCES = 2
+JPEG_QUALITY = 90
+JPEG_VARIANTS = (("baseline-420", False, 2), ("progressive-420", True, 2), ("baseline-444", False, 0),
+                 ("progressive-444", True, 0))
+
+
+def jpeg_probes(paths: Sequence[str], probes: Sequence[int], spec, first_number: int):
+    """[(probe file name, JPEG bytes, the input the project's preprocessing makes of those bytes)] for the first
+    JPEG_PROBE_SOURCES probe images, each in every JPEG_VARIANTS."""
+    import io
+    import tempfile
+
+    from PIL import Image
+
+    from deploy.preprocess import decode_image, preprocess_file
+
+    made = []
+    with tempfile.TemporaryDirectory(prefix="eca-jpeg-probes-") as folder:
+        for index in list(probes)[:JPEG_PROBE_SOURCES]:
+            image = decode_image(paths[index])
+            stem = os.path.splitext(os.path.basename(paths[index]))[0]
+            for variant, progressive, subsampling in JPEG_VARIANTS:
+                buffer = io.BytesIO()
+                image.save(buffer, "JPEG", quality=JPEG_QUALITY, progressive=progressive, subsampling=subsampling)
+                name = "{}/{}".format(PROBE_FOLDER, numbered_name(first_number + len(made),
+                                                                  "{}.{}.jpg".format(stem, variant)))
+                local = os.path.join(folder, "probe.jpg")
+                with open(local, "wb") as handle:
+                    handle.write(buffer.getvalue())
+                made.append((name, buffer.getvalue(), preprocess_file(local, spec)))
+            image.close()
+    return made
+
+
+def deepstream_scaling(models: Sequence[str], paths: Sequence[str], own_logits: Sequence[np.ndarray],
+                       labels: Optional[np.ndarray] = None) -> Dict[str, Dict[str, object]]:
+    """Each model under the geometries Gst-nvinfer can apply (bundling.ecosystem.nvinfer_scaling), emulated on the
+    reference images' source files: {model file: {geometry: top-1 agreement in percent with the model's own
+    predictions on the project's preprocessing (``own_logits``), "applied": the geometry that agreed most}}.
+    The filter is the one the generated config sets (deepstream.scaling_filter)."""
+    import onnx
+
+    from bundling.ecosystem.deepstream import nvinfer_normalization, scaling_filter
+    from bundling.ecosystem.nvinfer_scaling import GEOMETRIES, choose, nvinfer_input
+    from calibration.selection import run_logits
+    from deploy.preprocess import decode_image
+
+    measured: Dict[str, Dict[str, object]] = {}
+    inputs_for: Dict[Tuple, np.ndarray] = {}
+    for path, logits in zip(models, own_logits):
+        spec = read_model_info(path).preprocess
+        scale, offsets = nvinfer_normalization(spec.mean, spec.std, spec.normalize_in_graph)
+        bilinear = scaling_filter(spec.interpolation) != 0
+        row: Dict[str, object] = {}
+        model = onnx.load(path)
+        previous = None  # (inputs, answers): square images letterbox exactly as they stretch, so run them once
+        for geometry in GEOMETRIES:
+            key = (geometry, bilinear, scale, tuple(offsets), spec.input_size)
+            if key not in inputs_for:
+                # decoded as the project decodes it (a very large image is reduced, never below 3x the network)
+                inputs_for[key] = np.stack([nvinfer_input(np.asarray(decode_image(source, spec.resize_size)),
+                                                          spec.input_size,
+                                                          spec.input_size, geometry, bilinear, scale, offsets)
+                                            for source in paths])
+            if previous is not None and np.array_equal(previous[0], inputs_for[key]):
+                answers = previous[1]
+            else:
+                answers = np.argmax(run_logits(model, inputs_for[key]), axis=1)
+            previous = (inputs_for[key], answers)
+            row[geometry] = 100.0 * float(np.mean(answers == np.argmax(logits, axis=1)))
+            if labels is not None:
+                row[geometry + "_top1_accuracy"] = 100.0 * float(np.mean(answers == labels))
+        row["applied"] = choose({g: row[g] for g in GEOMETRIES})[0]
+        measured[os.path.basename(path)] = row
+    return measured
 
 
 def make_bundle_reference(models: Sequence[str], weights=None, data_dir=None, labels_file=None,
@@ -162,14 +244,18 @@ def make_bundle_reference(models: Sequence[str], weights=None, data_dir=None, la
         notes.extend(images.loaded.notes if images.loaded is not None else [])
     array = np.ascontiguousarray(images.array, dtype=np.float32)
     probes = pick_probes(images.paths)
+    jpegs = jpeg_probes(images.paths, probes, info.preprocess, len(probes))
+    probe_inputs = [array[probes]] if probes else []
+    probe_inputs += [np.stack([made for _, _, made in jpegs]).astype(np.float32)] if jpegs else []
     data = ReferenceData(inputs=array, logits=reference_logits(reference, array, info),
                          spec=info.preprocess, labels=images.labels, arch=info.arch,
                          checkpoint_sha256=info.checkpoint_sha256, min_agreement=min_agreement,
                          source=images.source if data_dir is None else os.path.basename(
                              os.path.normpath(os.fspath(data_dir))),
                          probe_files=["{}/{}".format(PROBE_FOLDER, numbered_name(i, os.path.basename(
-                                          images.paths[index]))) for i, index in enumerate(probes)],
-                         probe_inputs=array[probes] if probes else None)
+                                          images.paths[index]))) for i, index in enumerate(probes)]
+                                     + [name for name, _, _ in jpegs],
+                         probe_inputs=np.concatenate(probe_inputs) if probe_inputs else None)
     measured = [measure_artifact(path, data, bar=floor_bar(os.path.basename(path), read_model_info(path).precision))
                 for path in models]
     cpu_checks = [check for check, _ in measured]
@@ -194,8 +280,11 @@ def make_bundle_reference(models: Sequence[str], weights=None, data_dir=None, la
                  for (c, logits), path in zip(measured, models)]
     for check, bar in zip(cpu_checks, data.bars):
         check.bar = bar.to_dict()
+    if images.paths and all(cpu_logits):  # the source files: nvinfer scales those, not the project's crops
+        data.nvinfer = deepstream_scaling(models, images.paths, [logits[0] for logits in cpu_logits], images.labels)
     samples, class_names = [], None
     if data_dir is not None:
         samples, class_names = held_out_samples(data_dir, labels_file, images.paths, SAMPLE_IMAGES, seed)
     return BundleReference(data, samples, class_names, cpu_checks, notes,
-                           probe_sources=[images.paths[index] for index in probes])
+                           probe_sources=[images.paths[index] for index in probes],
+                           probe_payloads={name: payload for name, payload, _ in jpegs})

@@ -348,7 +348,8 @@ def _fill(staging: str, models, caches, labels, max_batch, notes, proof=None) ->
     notes.extend(_cache_version_note(path) for path in caches)
     samples, labels = _write_proof(staging, proof, labels, photos)
     from .ecosystem import write_ecosystem
-    ecosystem = write_ecosystem(staging, commands, labels)  # deepstream/, triton/, jetson-inference/
+    ecosystem = write_ecosystem(staging, commands, labels,  # deepstream/, triton/, jetson-inference/
+                                proof.data.nvinfer if proof is not None else None)
     write_text(os.path.join(staging, "build_engines.sh"), _script(blocks + ecosystem.script_blocks))
     os.chmod(os.path.join(staging, "build_engines.sh"), 0o755)
     write_text(os.path.join(staging, "README.md"), _readme(models, caches, labels, commands, samples, proof)
@@ -409,6 +410,10 @@ def _write_proof(staging: str, proof, labels: List[str], photos: bool) -> Tuple[
     for name, source in zip(proof.data.probe_files, proof.probe_sources):
         os.makedirs(os.path.dirname(os.path.join(staging, name)), exist_ok=True)
         shutil.copy2(source, os.path.join(staging, name))
+    for name, payload in getattr(proof, "probe_payloads", {}).items():  # the JPEG probes encoded for the device
+        os.makedirs(os.path.dirname(os.path.join(staging, name)), exist_ok=True)
+        with open(os.path.join(staging, name), "wb") as handle:
+            handle.write(payload)
     for index, (path, folder) in enumerate(proof.samples):
         target = os.path.join(staging, SAMPLES_FOLDER, *([folder] if folder else []))
         os.makedirs(target, exist_ok=True)

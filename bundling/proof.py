@@ -63,6 +63,8 @@ def save_reference(path: str, reference: ReferenceData) -> str:
     })
     if reference.probe_inputs is not None:
         arrays["probe_inputs"] = np.ascontiguousarray(reference.probe_inputs, dtype=np.float32)
+    if reference.nvinfer:
+        arrays.update(_nvinfer_arrays(reference.nvinfer))
     if reference.labels is not None:
         arrays["labels"] = np.asarray(reference.labels, dtype=np.int64)
     # the device's reader refuses a proof above this bound, so no bundle carries one it cannot read
@@ -71,3 +73,13 @@ def save_reference(path: str, reference: ReferenceData) -> str:
         with open(tmp, "wb") as handle:  # a file object, so numpy does not append .npz to the temporary name
             np.savez_compressed(handle, **arrays)
     return path
+
+
+def _nvinfer_arrays(measured) -> dict:
+    """DeepStream's scaling measured per model (deploy.reference._nvinfer reads them back)."""
+    models = sorted(measured)
+    geometries = sorted({g for row in measured.values() for g in row if g != "applied"})
+    return {"nvinfer_models": np.array(models, dtype=str), "nvinfer_geometries": np.array(geometries, dtype=str),
+            "nvinfer_applied": np.array([str(measured[m]["applied"]) for m in models], dtype=str),
+            "nvinfer_agreement": np.array([[float(measured[m].get(g, np.nan)) for g in geometries] for m in models],
+                                          dtype=np.float64)}

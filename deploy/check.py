@@ -38,7 +38,8 @@ from .filekind import file_kind, is_regular_file
 from .metadata import SOURCE_ZOO, read_model_info, read_sidecar, reference_origin
 from .text import escape_controls
 from .validate import MAX_BATCH, check_bound
-from .reference import (PREPROCESS_TOLERANCE_LEVELS, REFERENCE_FILE, SHA256_HEX, ArtifactBar, ReferenceData,
+from .reference import (JPEG_SUFFIXES, JPEG_TOLERANCE_MAX_LEVELS, JPEG_TOLERANCE_MEAN_LEVELS,
+                        PREPROCESS_TOLERANCE_LEVELS, REFERENCE_FILE, SHA256_HEX, ArtifactBar, ReferenceData,
                         bundle_path_ok, load_reference, precision_class)
 from .runners.execution import (ENGINE_SUFFIXES, ONNX_SUFFIXES, Clocks, artifact_kind, batch_plan, infer_all,
                                 latency_record, logits_of, warm_up)
@@ -99,6 +100,8 @@ class PreprocessCheck:
     max_level_difference: Optional[float] = None  # in 0-255 pixel levels
     tolerance_levels: float = PREPROCESS_TOLERANCE_LEVELS
     reasons: List[str] = field(default_factory=list)
+    # per file format ("png", "jpeg", ...): images, largest and worst per-image mean difference in pixel levels
+    by_format: Dict[str, Dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -420,8 +423,9 @@ def check_preprocessing(bundle_dir: str, reference: ReferenceData) -> Preprocess
     spec = reference.spec
     # one model-input unit is std * 255 pixel levels, or one level when the model normalizes in its graph
     levels = np.float64(1.0) if spec.normalize_in_graph else np.asarray(spec.std, np.float64).reshape(3, 1, 1) * 255
-    worst_input = worst_level = 0.0
-    reasons = []
+    worst_input = 0.0
+    reasons: List[str] = []
+    by_format: Dict[str, Dict[str, float]] = {}
     for name, expected in zip(reference.probe_files, reference.probe_inputs):
         path = os.path.join(bundle_dir, name)
         try:
@@ -434,13 +438,45 @@ def check_preprocessing(bundle_dir: str, reference: ReferenceData) -> Preprocess
             continue
         difference = np.abs(made.astype(np.float64) - expected)
         worst_input = max(worst_input, float(difference.max()))
-        worst_level = max(worst_level, float((difference * levels).max()))
-    if worst_level > PREPROCESS_TOLERANCE_LEVELS:
-        reasons.append("this device's decoding and resizing differ from the project's by up to {:.2f} pixel levels "
-                       "(allowed {:g}): the engines would see other inputs than the ones they were checked on; "
-                       "compare Pillow and numpy versions".format(worst_level, PREPROCESS_TOLERANCE_LEVELS))
+        in_levels = difference * levels
+        _tally(by_format, probe_format(name), float(in_levels.max()), float(in_levels.mean()))
+    for kind, seen in sorted(by_format.items()):
+        reasons += _format_problems(kind, seen)
+    worst_level = max((seen["max_level_difference"] for seen in by_format.values()), default=0.0)
     return PreprocessCheck(len(reference.probe_files), FAIL if reasons else PASS, worst_input, worst_level,
-                           reasons=reasons)
+                           reasons=reasons, by_format=by_format)
+
+
+def probe_format(name: str) -> str:
+    """A probe's file format by its name: "jpeg", "png", ..."""
+    lower = name.lower()
+    return "jpeg" if lower.endswith(JPEG_SUFFIXES) else (os.path.splitext(lower)[1][1:] or "?")
+
+
+def _tally(by_format: Dict[str, Dict[str, float]], kind: str, largest: float, mean: float) -> None:
+    seen = by_format.setdefault(kind, {"images": 0, "max_level_difference": 0.0, "max_mean_level_difference": 0.0})
+    seen["images"] += 1
+    seen["max_level_difference"] = max(seen["max_level_difference"], largest)
+    seen["max_mean_level_difference"] = max(seen["max_mean_level_difference"], mean)
+
+
+def _format_problems(kind: str, seen: Dict[str, float]) -> List[str]:
+    """Why one format's probes fail (deploy.reference: JPEG decoders differ within a measured margin; other
+    formats decode exactly)."""
+    if kind == "jpeg":
+        if (seen["max_mean_level_difference"] <= JPEG_TOLERANCE_MEAN_LEVELS
+                and seen["max_level_difference"] <= JPEG_TOLERANCE_MAX_LEVELS):
+            return []
+        return ["this device's JPEG decoding differs from the project's by up to {:.2f} pixel levels, {:.2f} on "
+                "average over an image (allowed {:g} and {:g}: what libjpeg builds measured, doubled): the engines "
+                "would see other inputs than the ones they were checked on; compare Pillow and libjpeg versions"
+                .format(seen["max_level_difference"], seen["max_mean_level_difference"],
+                        JPEG_TOLERANCE_MAX_LEVELS, JPEG_TOLERANCE_MEAN_LEVELS)]
+    if seen["max_level_difference"] <= PREPROCESS_TOLERANCE_LEVELS + 1e-3:  # float32 inputs: 1 level reads 1.00002
+        return []
+    return ["this device's decoding and resizing of {} differ from the project's by up to {:.2f} pixel levels "
+            "(allowed {:g}): the engines would see other inputs than the ones they were checked on; compare Pillow "
+            "and numpy versions".format(kind.upper(), seen["max_level_difference"], PREPROCESS_TOLERANCE_LEVELS)]
 
 
 def check_bundle(bundle_dir: str = ".", providers: Sequence[str] = ("cpu",), batch: Optional[int] = None,
@@ -498,9 +534,30 @@ def _table(rows: List[Sequence[str]]) -> List[str]:
 def format_preprocessing(check: PreprocessCheck) -> str:
     if check.status == SKIP:
         return "preprocessing: SKIP ({})".format("; ".join(check.reasons))
-    return ("preprocessing: {} on {} probe images decoded here: largest difference {:.3g} ({:.2f} pixel levels, "
-            "allowed {:g})".format(check.status, check.images, check.max_abs_difference or 0.0,
-                                   check.max_level_difference or 0.0, check.tolerance_levels))
+    formats = ["{} {}: up to {:.2f} levels{} (allowed {})".format(
+        seen["images"], kind.upper(), seen["max_level_difference"],
+        ", {:.2f} on average".format(seen["max_mean_level_difference"]) if kind == "jpeg" else "",
+        "{:g}, {:g} on average".format(JPEG_TOLERANCE_MAX_LEVELS, JPEG_TOLERANCE_MEAN_LEVELS) if kind == "jpeg"
+        else "{:g}".format(check.tolerance_levels)) for kind, seen in sorted(check.by_format.items())]
+    if not formats:
+        formats = ["largest difference {:.2f} pixel levels (allowed {:g})".format(
+            check.max_level_difference or 0.0, check.tolerance_levels)]
+    return "preprocessing: {} on {} probe images decoded here: {}".format(check.status, check.images,
+                                                                          "; ".join(formats))
+
+
+def format_deepstream_scaling(measured: Dict[str, Dict[str, object]]) -> List[str]:
+    """One line per model: the top-1 agreement, with its own predictions on the project's preprocessing, of
+    the inputs DeepStream's nvinfer makes (measured on the CPU when bundling), and the geometry its config applies."""
+    lines = []
+    for model, row in sorted(measured.items()):
+        others = ", ".join("{} {:.2f}%{}".format(g, float(v), " (top-1 accuracy {:.2f}%)".format(
+            float(row[g + "_top1_accuracy"])) if g + "_top1_accuracy" in row else "")
+            for g, v in sorted(row.items()) if g != "applied" and not g.endswith("_top1_accuracy"))
+        lines.append("deepstream/{}: nvinfer's own scaling agrees {:.2f}% with the project's preprocessing "
+                     "(config applies {}; measured on the CPU: {})".format(
+                         os.path.splitext(model)[0] + ".txt", float(row[row["applied"]]), row["applied"], others))
+    return lines
 
 
 def format_files(check: FileCheck) -> str:
@@ -544,6 +601,7 @@ def format_report(report: BundleCheck) -> str:
     for reason in report.files.reasons if report.files else []:
         lines.append("FAIL files: {}".format(reason))
     counts = {status: sum(a.status == status for a in report.artifacts) for status in (PASS, FAIL, SKIP)}
+    lines += format_deepstream_scaling(ref.get("deepstream_scaling") or {})
     lines += ["note: " + message for message in report.notes]
     if report.artifacts:
         lines.append("{} passed, {} failed, {} skipped".format(counts[PASS], counts[FAIL], counts[SKIP]))

@@ -35,6 +35,9 @@ _INTERPOLATIONS = {
 }
 
 METADATA_KEYS = ("input_size", "resize_size", "interpolation", "mean", "std")
+GEOMETRY_KEY = "geometry"   # written only when not the default, so older models and readers are unchanged
+CENTER_CROP, STRETCH = "center-crop", "stretch"
+GEOMETRIES = (CENTER_CROP, STRETCH)
 # Optional key: models exported before it existed normalize outside the graph.
 IN_GRAPH_KEY = "normalize_in_graph"
 
@@ -54,8 +57,14 @@ class PreprocessSpec:
     std: Tuple[float, float, float] = IMAGENET_STD
     color: str = field(default="RGB")
     normalize_in_graph: bool = False
+    # "center-crop": shorter side to resize_size, then an input_size crop (torchvision's eval transform);
+    # "stretch": the whole image scaled to input_size x input_size, which is what DeepStream's nvinfer and
+    # jetson-inference do to a frame (export --geometry stretch), so their inputs are the ones checked.
+    geometry: str = CENTER_CROP
 
     def __post_init__(self):
+        if self.geometry not in GEOMETRIES:
+            raise UserError("unknown geometry {!r}; choose one of {}".format(self.geometry, ", ".join(GEOMETRIES)))
         if not isinstance(self.normalize_in_graph, bool):
             raise UserError("normalize_in_graph must be true or false, got {!r}".format(self.normalize_in_graph))
         if self.interpolation not in _INTERPOLATIONS:
@@ -100,16 +109,25 @@ class PreprocessSpec:
         normalization = "mean {}, std {}".format(_format_channels(self.mean), _format_channels(self.std))
         if self.normalize_in_graph:
             normalization = "RGB pixels 0-255 in; normalization in the graph ({})".format(normalization)
+        if self.geometry == STRETCH:
+            return "whole image stretched to {0}x{0} ({1}), {2}".format(self.input_size, self.interpolation,
+                                                                       normalization)
         return "resize {} ({}), center crop {}, {}".format(
             self.resize_size, self.interpolation, self.crop_size, normalization)
 
     def to_dict(self) -> Dict[str, object]:
-        return {"resize_size": self.resize_size, "crop_size": self.crop_size, "interpolation": self.interpolation,
-                "mean": list(self.mean), "std": list(self.std), IN_GRAPH_KEY: self.normalize_in_graph}
+        record = {"resize_size": self.resize_size, "crop_size": self.crop_size, "interpolation": self.interpolation,
+                  "mean": list(self.mean), "std": list(self.std), IN_GRAPH_KEY: self.normalize_in_graph}
+        if self.geometry != CENTER_CROP:
+            record[GEOMETRY_KEY] = self.geometry
+        return record
 
     def to_metadata(self) -> Dict[str, str]:
         """String key/values for ONNX ``metadata_props`` and engine sidecars."""
-        meta = {key: json.dumps(value) for key, value in asdict(self).items() if key not in ("color", "interpolation")}
+        meta = {key: json.dumps(value) for key, value in asdict(self).items()
+                if key not in ("color", "interpolation", GEOMETRY_KEY)}
+        if self.geometry != CENTER_CROP:
+            meta[GEOMETRY_KEY] = self.geometry
         meta.update(crop_size=json.dumps(self.crop_size), interpolation=self.interpolation, color=self.color,
                     layout="NCHW")
         return meta
@@ -123,7 +141,8 @@ class PreprocessSpec:
         sizes = {key: _size_field(meta, key) for key in ("input_size", "resize_size")}
         mean, std = _triple_field(meta, "mean"), _triple_field(meta, "std")
         return cls(interpolation=meta["interpolation"].strip('"'), mean=mean, std=std,
-                   normalize_in_graph=_bool_field(meta, IN_GRAPH_KEY), **sizes)
+                   normalize_in_graph=_bool_field(meta, IN_GRAPH_KEY),
+                   geometry=str(meta.get(GEOMETRY_KEY, CENTER_CROP)).strip('"'), **sizes)
 
 
 # -- the preprocessing options of `export` (declared here, beside the config they set) ------------------
@@ -158,6 +177,9 @@ PREPROCESS_OPTIONS = (
     PreprocessOption("--normalize-in-graph", "normalize_in_graph", "", "Put (x/255 - mean)/std into the model as "
                      "explicit nodes before the first convolution: it then takes RGB pixels 0-255 (float32, NCHW), "
                      "which DeepStream feeds exactly (net-scale-factor=1, zero offsets).", is_flag=True),
+    PreprocessOption("--geometry", "geometry", "NAME", "center-crop (default): resize the shorter side, then "
+                     "crop; stretch: scale the whole image to the input size, as DeepStream's nvinfer and "
+                     "jetson-inference do to every frame, so the proof holds for their inputs.", GEOMETRIES),
 )
 
 
@@ -204,7 +226,7 @@ def resolve_spec(spec: PreprocessSpec, timm_config=None, timm_test_size: bool = 
 
 def apply_options(spec: PreprocessSpec, resize: Optional[int] = None, mean: Optional[str] = None,
                   std: Optional[str] = None, interpolation: Optional[str] = None, normalize_in_graph: bool = False,
-                  **_ignored) -> PreprocessSpec:
+                  geometry: Optional[str] = None, **_ignored) -> PreprocessSpec:
     """``spec`` with the fields the user set on the command line replaced (the crop is the input size)."""
     changes = {}
     if resize is not None:
@@ -217,6 +239,8 @@ def apply_options(spec: PreprocessSpec, resize: Optional[int] = None, mean: Opti
         changes["interpolation"] = interpolation
     if normalize_in_graph:
         changes["normalize_in_graph"] = True
+    if geometry is not None:
+        changes["geometry"] = geometry
     return replace(spec, **changes) if changes else spec
 
 
@@ -386,6 +410,13 @@ def resize_shorter_side(image: Image.Image, size: int, interpolation: str = "bil
     return image.resize((new_w, new_h), _INTERPOLATIONS[interpolation])
 
 
+def stretch(image: Image.Image, width: int, height: int, interpolation: str = "bilinear") -> Image.Image:
+    """The whole image scaled to ``width`` x ``height``, its aspect ratio not kept (nvinfer's default scaling)."""
+    if image.size == (width, height):
+        return image
+    return image.resize((width, height), _INTERPOLATIONS[interpolation])
+
+
 def center_crop(image: Image.Image, size: int) -> Image.Image:
     """torchvision's CenterCrop on a PIL image, including its zero padding of images smaller than the crop."""
     width, height = image.size
@@ -439,6 +470,8 @@ def resize_and_crop(image: Image.Image, spec: PreprocessSpec) -> Image.Image:
     """The geometric half of the transform: an RGB S x S PIL image, before ToTensor/Normalize."""
     if image.mode != "RGB":
         image = image.convert("RGB")
+    if spec.geometry == STRETCH:
+        return stretch(image, spec.input_size, spec.input_size, spec.interpolation)
     resized = resize_shorter_side(image, spec.resize_size, spec.interpolation)
     return center_crop(resized, spec.input_size)
 

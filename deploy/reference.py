@@ -71,6 +71,17 @@ PREPROCESS_TOLERANCE_LEVELS = 1.0
 # an image whose margin on the CPU exceeds that cannot change class by the order of operations alone.
 NEAR_TIE_FACTOR = 2.0
 SHA256_HEX = re.compile("[0-9a-f]{64}")
+# JPEG probes (the bundle encodes some reference images as JPEG: baseline and progressive, 4:2:0 and 4:4:4) are
+# decoded by the device's libjpeg, whose IDCT and chroma upsampling differ between builds. Measured 2026-12-06 on
+# 17 images (digits and the sample photos), every variant, against this machine's Pillow 13 (libjpeg-turbo):
+# JetPack 6's stack (Pillow 9.0.1, libjpeg-turbo) 0 levels everywhere; JetPack 5's stack (Pillow 7.0.0's wheel,
+# IJG libjpeg 9) 1 level on 4:4:4 and on the digits, and on 4:2:0 photos up to 22 levels at colour edges with a
+# per-image mean of at most 0.50 level. So a JPEG probe is held to twice what the decoders measured: a mean of 1
+# level and a largest difference of 44; a wrong decode (flipped, other colours, DCT-scaled) is off by tens of
+# levels on average. Other formats decode exactly and keep the one-level bar (resampling's rounding).
+JPEG_TOLERANCE_MEAN_LEVELS = 1.0
+JPEG_TOLERANCE_MAX_LEVELS = 44.0
+JPEG_SUFFIXES = (".jpg", ".jpeg")
 
 
 def precision_class(precision: str) -> str:
@@ -199,6 +210,9 @@ class ReferenceData:
     # every file the bundle binds (models, their data and sidecars, caches, labels, probes, the consumers' copies):
     # its path inside the bundle -> its sha256 when the bundle was made; deploy.check holds the files to it
     files: Dict[str, str] = field(default_factory=dict)
+    # per bundled model, DeepStream's scaling measured on the CPU: {model: {"applied": geometry, geometry: top-1
+    # agreement (percent) with the model on the project's own preprocessing}} (bundling.ecosystem.nvinfer_scaling)
+    nvinfer: Dict[str, Dict[str, object]] = field(default_factory=dict)
 
     @property
     def num_images(self) -> int:
@@ -215,7 +229,7 @@ class ReferenceData:
                 "classes": int(self.logits.shape[1]), "labeled": self.labels is not None, "arch": self.arch,
                 "checkpoint_sha256": self.checkpoint_sha256, "source": self.source,
                 "min_agreement": self.min_agreement, "bound_files": len(self.files),
-                "bars": [bar.to_dict() for bar in self.bars]}
+                "bars": [bar.to_dict() for bar in self.bars], "deepstream_scaling": self.nvinfer}
 
 
 # -- reading, every field checked --------------------------------------------------------------------------------
@@ -457,6 +471,22 @@ def _spec(fields: _Fields) -> PreprocessSpec:
             str(exc)[:120] or type(exc).__name__)) from None
 
 
+def _nvinfer(fields: _Fields) -> Dict[str, Dict[str, object]]:
+    """The optional DeepStream scaling measurements (absent from bundles made before they were measured)."""
+    models = fields.array("nvinfer_models", "U", 1, optional=True)
+    if models is None:
+        return {}
+    geometries = [str(g) for g in fields.array("nvinfer_geometries", "U", 1)]
+    applied = [str(g) for g in fields.array("nvinfer_applied", "U", 1)]
+    agreement = fields.finite("nvinfer_agreement", "f", 2)
+    if agreement.shape != (len(models), len(geometries)) or len(applied) != len(models):
+        raise fields.fail("nvinfer_agreement", "must hold one agreement per model and geometry")
+    measured: Dict[str, Dict[str, object]] = {}
+    for model, chosen, row in zip(models, applied, agreement):
+        measured[str(model)] = dict({g: float(v) for g, v in zip(geometries, row)}, applied=chosen)
+    return measured
+
+
 def load_reference(path: str) -> ReferenceData:
     """Read ``reference.npz`` with pickling off; one UserError naming the file and field when it is missing,
     damaged, from another format, or inconsistent (labels shorter than the images, 1-channel inputs, ...)."""
@@ -496,7 +526,8 @@ def load_reference(path: str) -> ReferenceData:
                          labels=None if labels is None else labels.astype(np.int64),
                          arch=fields.text("arch"), checkpoint_sha256=fields.text("checkpoint_sha256"),
                          source=fields.text("source"), bars=bars, min_agreement=min_agreement, probe_files=probes,
-                         probe_inputs=None if probe_inputs is None else probe_inputs.astype(np.float32), files=files)
+                         probe_inputs=None if probe_inputs is None else probe_inputs.astype(np.float32), files=files,
+                         nvinfer=_nvinfer(fields))
 
 
 def pick_probes(paths: Sequence[str], count: int = PROBE_IMAGES) -> List[int]:

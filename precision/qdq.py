@@ -4,8 +4,10 @@ ONNX Runtime's ``quantize_static`` does the work; the ranges reach it through it
 TensorsData JSON file), so it never calibrates again and every target sees the same numbers.
 
 TensorRT (explicit quantization; NVIDIA's rules as in ModelOpt's ONNX PTQ):
-  * int8, symmetric, zero point 0; weights per output channel (axis 0), kept in FP32 with their own Q/DQ pair
-    (AddQDQPairToWeight), which every TensorRT from 8.5 on parses; biases stay float (QuantizeBias=False).
+  * int8, symmetric, zero point 0; weights per output channel (axis 0), stored as INT8 initializers feeding a
+    DequantizeLinear (ORT writes them in FP32 behind a Q/DQ pair, AddQDQPairToWeight, and
+    precision.qdq_weights stores the Q's result: the same numbers in a quarter of the bytes); biases stay float
+    (QuantizeBias=False).
   * Q/DQ on the inputs of Conv/Gemm only, never on their outputs: TensorRT fuses Conv+bias+ReLU and picks the
     output precision from the consumer's Q/DQ. The network output stays float.
   * A residual Add gets Q/DQ on one input only, the identity. The other input (a Conv output, or the longer
@@ -42,6 +44,7 @@ from typing import Dict, List, Optional, Set
 from deploy.errors import CheckFailedError, UserError
 from exporter.input_normalization import normalization_nodes
 from exporter.onnx_graph import GraphIndex
+from precision.qdq_weights import store_weights_int8
 
 # The activations that end an attention branch (ECA/SE/CBAM gates): their outputs scale the feature maps.
 GATE_OPS = ("Sigmoid", "HardSigmoid")
@@ -185,6 +188,9 @@ def build_quantized(model, ranges, target: str, metadata: Optional[Dict[str, str
     if target == "tensorrt":
         for add_name, index in sorted(residual.items()):
             remove_input_qdq(quantized, add_name, index)
+        # ORT's quantizer left each weight in FP32 behind its own Q/DQ pair; store the Q's INT8 result instead
+        # (bit-identical logits, a quarter of the bytes; which TensorRT accepts it: precision/qdq_weights.py).
+        store_weights_int8(quantized)
     _finish(quantized, model, metadata)
     if check:
         check_quantized(quantized, target)

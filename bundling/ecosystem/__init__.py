@@ -5,7 +5,7 @@ from ``model.describe_model``; ``write_ecosystem`` runs them all and hands the b
 README section. We write configs for these servers and build no server of our own.
 """
 from dataclasses import dataclass, field
-from typing import List, Sequence
+from typing import Dict, List, Sequence
 
 from ..formats import shell_word
 from .deepstream import NvinferConfig, write_configs
@@ -26,10 +26,16 @@ class Ecosystem:
     triton: List[TritonModel]
     imagenet: List[ImagenetLine]
     script_lines: List[str] = field(default_factory=list)  # build_engines.sh's block that fills triton/
+    scaling: Dict[str, Dict[str, object]] = field(default_factory=dict)  # nvinfer's geometries measured per model
 
     @property
     def script_blocks(self) -> List[List[str]]:
-        return [self.script_lines] if self.models else []
+        derive = [line.derive for line in self.imagenet if line.derive]
+        if derive:
+            derive = ["# jetson-inference's imagenet loads a batch-1 copy of the model (it builds without an",
+                      "# optimization profile); it is derived here, not shipped, so the bundle holds each model once"
+                      ] + derive
+        return ([derive] if derive else []) + ([self.script_lines] if self.models else [])
 
     def readme_text(self) -> str:
         """The bundle README's section on these consumers ('' when no model gets an engine)."""
@@ -38,14 +44,17 @@ class Ecosystem:
         return "\n".join(_deepstream_section(self) + _triton_section(self) + _imagenet_section(self)) + "\n"
 
 
-def write_ecosystem(staging: str, build_commands: Sequence[str], label_files: Sequence[str] = ()) -> Ecosystem:
+def write_ecosystem(staging: str, build_commands: Sequence[str], label_files: Sequence[str] = (),
+                    deepstream_scaling=None) -> Ecosystem:
     """deepstream/, triton/ and jetson-inference/ for the models that ``build_commands`` (build_engines.sh's
-    deploy.build lines, one per model) build in the bundle folder ``staging``."""
+    deploy.build lines, one per model) build in the bundle folder ``staging``; ``deepstream_scaling``: nvinfer's
+    geometries measured per model (benchmark.bundle_reference.deepstream_scaling), for the configs."""
     models = [describe_model(staging, command, label_files) for command in build_commands]
     if not models:  # every model is for ONNX Runtime only: nothing for nvinfer or a plan to serve
         return Ecosystem([], [], [], [])
-    return Ecosystem(models, write_configs(staging, models), write_repository(staging, models),
-                     write_imagenet_models(staging, models), build_script_lines(models))
+    return Ecosystem(models, write_configs(staging, models, deepstream_scaling), write_repository(staging, models),
+                     write_imagenet_models(staging, models), build_script_lines(models),
+                     dict(deepstream_scaling or {}))
 
 
 def _deepstream_section(ecosystem: Ecosystem) -> List[str]:
@@ -61,7 +70,9 @@ def _deepstream_section(ecosystem: Ecosystem) -> List[str]:
             first), "",
         "- nvinfer scales the whole frame to the network size: it does not resize the shorter side and center",
         "  crop as the model was checked. Crop a region upstream (nvdspreprocess ROIs) or run the config as a",
-        "  secondary classifier on a detector's objects.",
+        "  secondary classifier on a detector's objects, or export with `--geometry stretch` so the model itself",
+        "  expects the whole frame stretched (use it when the camera frames are what the model must classify).",
+    ] + _scaling_lines(ecosystem) + [
         "- nvinfer applies one scale to all channels, `net-scale-factor * (x - offsets[c])`; against the model's",
         "  exact per-channel `(x/255 - mean)/std` over pixels 0-255:",
     ]
@@ -70,6 +81,20 @@ def _deepstream_section(ecosystem: Ecosystem) -> List[str]:
         lines.append("  For exact inputs, export with `eca-deploy export --normalize-in-graph` and bundle that model.")
     return lines + [
         "- The models output logits (no softmax), so `classifier-threshold` is a threshold on the top logit.", ""]
+
+
+def _scaling_lines(ecosystem: Ecosystem) -> List[str]:
+    """The geometry each config applies and what it measured (emulated on the reference images)."""
+    if not ecosystem.scaling:
+        return ["  (not measured: the bundle carries no reference images)"]
+    lines = ["  Emulated on the reference images (top-1 agreement with the model's own preprocessing):"]
+    for config in ecosystem.deepstream:
+        row = ecosystem.scaling.get(config.model)
+        if row:
+            lines.append("  - {}: {}; the config applies {}".format(config.model, ", ".join(
+                "{} {:.2f}%".format(g, float(row[g])) for g in ("stretch", "letterbox") if g in row),
+                row["applied"]))
+    return lines
 
 
 def _triton_section(ecosystem: Ecosystem) -> List[str]:
@@ -109,6 +134,9 @@ def _imagenet_section(ecosystem: Ecosystem) -> List[str]:
             lines += ["A model under `{}/` is a batch-1 copy: imagenet builds without an optimization".format(
                 JETSON_FOLDER),
                       "profile, so it cannot take a dynamic batch."]
+        if any(line.derive for line in commands):
+            lines += ["`sh build_engines.sh` writes that copy (`python3 -m deploy.fixed_batch MODEL OUT`, no onnx",
+                      "package needed); the bundle does not carry it, so it stores each model once."]
         lines.append("")
     lines += ["- {}.".format(line.reason) for line in ecosystem.imagenet if not line.command]
     return lines + ([""] if lines[-1] else [])

@@ -21,11 +21,21 @@ from deploy.text import read_text_lines
 
 from ..formats import keyfile_comment, keyfile_line
 
+from .nvinfer_scaling import GEOMETRIES, GEOMETRY_PROPERTIES, GEOMETRY_WORDS, STRETCH
+
 FOLDER = "deepstream"
 # nvinfer's network-mode values, by the engine precision build_engines.sh builds
 NETWORK_MODES = {"fp32": 0, "int8": 1, "fp16": 2}
 # NvBufSurfTransform's interpolation enum (nvinfer's scaling-filter); only the filters that mean the same thing
 SCALING_FILTERS = {"nearest": 0, "bilinear": 1}
+# what a model resized with another filter (bicubic, lanczos) gets: the config always names its filter, so the
+# emulation that measures it (nvinfer_scaling) applies the same one
+DEFAULT_SCALING_FILTER = SCALING_FILTERS["bilinear"]
+
+
+def scaling_filter(interpolation: str) -> int:
+    """The scaling-filter the config sets for a model resized with ``interpolation``."""
+    return SCALING_FILTERS.get(interpolation, DEFAULT_SCALING_FILTER)
 # nvinfer refuses a negative threshold; the default parser keeps only values above both it and 0 (see comment)
 CLASSIFIER_THRESHOLD = 0.0
 LABEL_SEPARATOR = ";"
@@ -94,8 +104,9 @@ def describe_error(error: NormalizationError, in_graph: bool = False) -> str:
         error.max_abs, error.levels, "RGB"[error.channel], error.pixel)
 
 
-def write_configs(staging: str, models) -> List[NvinferConfig]:
-    """deepstream/<model>.txt and deepstream/<model>_labels.txt per model (ecosystem.model.BundledModel)."""
+def write_configs(staging: str, models, measured=None) -> List[NvinferConfig]:
+    """deepstream/<model>.txt and deepstream/<model>_labels.txt per model (ecosystem.model.BundledModel);
+    ``measured``: {model file: {geometry: agreement, "applied": geometry}} (bundle_reference.deepstream_scaling)."""
     os.makedirs(os.path.join(staging, FOLDER), exist_ok=True)
     written = []
     for unique_id, model in enumerate(models, start=1):
@@ -106,7 +117,8 @@ def write_configs(staging: str, models) -> List[NvinferConfig]:
                                normalization_error(spec.mean, spec.std, model.normalize_in_graph),
                                model.normalize_in_graph)
         write_labels(os.path.join(staging, config.labels_path), model.labels, model.file)
-        write_text(os.path.join(staging, config.path), config_text(model, config, unique_id))
+        write_text(os.path.join(staging, config.path), config_text(model, config, unique_id,
+                                                                   (measured or {}).get(model.file)))
         written.append(config)
     return written
 
@@ -120,17 +132,15 @@ def write_labels(path: str, labels: Sequence[str], source: str) -> None:
     check_read_back(path, names, lines[0].split(LABEL_SEPARATOR) if len(lines) == 1 else lines)
 
 
-def config_text(model, config: NvinferConfig, unique_id: int) -> str:
+def config_text(model, config: NvinferConfig, unique_id: int, measured=None) -> str:
     spec = model.preprocess
     channels, height, width = model.image_shape
+    geometry = measured["applied"] if measured else STRETCH
     paragraphs = [
         "Gst-nvinfer config for {}: a primary classifier (whole frames), written by eca-deploy bundle from the "
         "model's metadata. Paths are relative to this file. The engine is the one build_engines.sh builds; without "
         "it nvinfer builds its own from onnx-file.".format(model.file),
-        "Resize: nvinfer scales the whole frame to {}x{}; the model was checked on a resize of the shorter side to "
-        "{} and a {}x{} center crop. To classify a region, crop it upstream (e.g. nvdspreprocess ROIs), or run this "
-        "as a secondary classifier on a detector's objects.".format(width, height, spec.resize_size, spec.crop_size,
-                                                                    spec.crop_size),
+        _geometry_comment(model, width, height, geometry, measured),
         _normalization_comment(model, config.error),
         "Output {!r} is logits (the graph has no softmax): nvinfer's default classifier parser reports the top "
         "class when its value exceeds both classifier-threshold and 0, so the threshold is on logits, not "
@@ -144,8 +154,8 @@ def config_text(model, config: NvinferConfig, unique_id: int) -> str:
         ("net-scale-factor", repr(config.net_scale_factor)),
         ("offsets", ";".join(repr(value) for value in config.offsets)),
     ]
-    if spec.interpolation in SCALING_FILTERS:
-        properties.append(("scaling-filter", SCALING_FILTERS[spec.interpolation]))
+    properties.append(("scaling-filter", scaling_filter(spec.interpolation)))
+    properties += list(GEOMETRY_PROPERTIES[geometry])
     properties += [("labelfile-path", os.path.basename(config.labels_path)), ("output-blob-names", model.output.name),
                    ("classifier-threshold", repr(CLASSIFIER_THRESHOLD))]
     lines = [keyfile_comment(line) for paragraph in paragraphs for line in textwrap.wrap(paragraph, COMMENT_WIDTH)]
@@ -153,6 +163,29 @@ def config_text(model, config: NvinferConfig, unique_id: int) -> str:
     # every value through the one key-file writer: a name can never end its line and add a key
     lines += [keyfile_line(key, value, list_item=key in LIST_KEYS) for key, value in properties]
     return "\n".join(lines) + "\n"
+
+
+def _geometry_comment(model, width: int, height: int, geometry: str, measured) -> str:
+    """What nvinfer does to a frame under this config, and how much that agreed with the model's own
+    preprocessing on the bundle's reference images."""
+    spec = model.preprocess
+    own = ("the whole image stretched to {0}x{0}".format(spec.input_size) if spec.geometry == "stretch" else
+           "a resize of the shorter side to {} and a {}x{} center crop".format(spec.resize_size, spec.crop_size,
+                                                                               spec.crop_size))
+    text = "Resize: nvinfer gives the network {} ({}x{}); the model was checked on {}.".format(
+        GEOMETRY_WORDS[geometry], width, height, own)
+    if measured:
+        text += (" Emulated on the bundle's reference images with this config's scaling-filter and normalization, "
+                 "its top-1 agreed {} with the model's own preprocessing; this config applies {}, which measured "
+                 "best.".format(", ".join("{} {:.2f}%".format(g, float(measured[g])) for g in GEOMETRIES),
+                                geometry))
+    else:
+        text += " Not measured (the bundle carries no reference images)."
+    if spec.geometry != "stretch":
+        text += (" For inputs the proof covers exactly, export with `cli.py export --geometry stretch` (the model "
+                 "then expects the whole frame stretched, as nvinfer feeds it), or crop a region upstream (e.g. "
+                 "nvdspreprocess ROIs), or run this as a secondary classifier on a detector's objects.")
+    return text
 
 
 def _normalization_comment(model, error: NormalizationError) -> str:

@@ -4,8 +4,11 @@ What imagenet does with an ONNX model (dusty-nv/jetson-inference, c/tensorNet.cp
 the whole image to the network size, normalizes with ImageNet's mean and std (hard-coded), and builds its own
 TensorRT engine from the file, in FP16 on a Jetson, with no optimization profile. So it runs a model that
 normalizes outside its graph with ImageNet's numbers, in float, with a fixed batch. The bundled models have a
-dynamic batch (for deploy.build's profile), so the bundle carries a batch-1 copy of one model per network (the
-smallest file of its precisions: imagenet builds FP16 from either) under ``jetson-inference/``.
+dynamic batch (for deploy.build's profile), so imagenet gets a batch-1 copy of one model per network (the
+smallest file of its precisions: imagenet builds FP16 from either) under ``jetson-inference/``. The copy is not
+shipped: it would store the model twice, for a difference of two numbers in its header. build_engines.sh derives
+it on the device with ``python3 -m deploy.fixed_batch`` (standard library only). A model with external data keeps
+a self-contained copy written here, since the derived one would have to sit beside the model's data.
 """
 import os
 from dataclasses import dataclass
@@ -29,6 +32,7 @@ class ImagenetLine:
     model: str                       # the bundled model this is about
     command: Optional[str] = None    # the imagenet line, when imagenet can run it
     reason: str = ""                 # otherwise why not, in one sentence
+    derive: Optional[str] = None     # the build_engines.sh line that writes the batch-1 copy it loads
 
 
 def why_not(model) -> str:
@@ -60,7 +64,8 @@ def write_imagenet_models(staging: str, models) -> List[ImagenetLine]:
         if reason:
             lines.append(ImagenetLine(model.file, reason=reason))
         elif model.file in chosen.values():
-            lines.append(ImagenetLine(model.file, command=_write_runnable(staging, model)))
+            command, derive = _write_runnable(staging, model)
+            lines.append(ImagenetLine(model.file, command=command, derive=derive))
         else:
             twin = chosen[_network(model)]
             lines.append(ImagenetLine(model.file, reason="imagenet builds its own FP16 engine from {} or {} alike; "
@@ -86,20 +91,23 @@ def _size(staging: str, model) -> int:
     return sum(os.path.getsize(os.path.join(staging, name)) for name in (model.file,) + tuple(model.data_files))
 
 
-def _write_runnable(staging: str, model) -> str:
-    """The model imagenet loads: a batch-1 copy when the batch is dynamic, and its labels file; the line."""
+def _write_runnable(staging: str, model) -> Tuple[str, Optional[str]]:
+    """The imagenet line and, when the batch is dynamic, the device-side line that derives its batch-1 copy
+    (a model with external data gets its self-contained copy written here instead); writes the labels file."""
     folder = os.path.join(staging, FOLDER)
     os.makedirs(folder, exist_ok=True)
-    name = model.file
+    name, derive = model.file, None
     if model.dynamic_batch or model.input.shape[0] != 1:
-        name = model.stem + ".batch1.onnx"
-        write_batch1_copy(os.path.join(staging, model.file), os.path.join(folder, name))
-        name = FOLDER + "/" + name
+        name = FOLDER + "/" + model.stem + ".batch1.onnx"
+        if model.data_files:
+            write_batch1_copy(os.path.join(staging, model.file), os.path.join(staging, name))
+        else:
+            derive = shell_command(["python3", "-m", "deploy.fixed_batch", model.file, name])
     labels = "{}/{}_{}".format(FOLDER, model.stem, LABELS_FILE)
     write_label_file(os.path.join(staging, labels), model.labels, model.file)
     # shell words, as in build_engines.sh: a model named "my model.onnx" stays one argument
     return shell_command(["imagenet", "--model=" + name, "--labels=" + labels, "--input_blob=" + model.input.name,
-                          "--output_blob=" + model.output.name]) + " " + INPUT_EXAMPLE
+                          "--output_blob=" + model.output.name]) + " " + INPUT_EXAMPLE, derive
 
 
 def write_batch1_copy(source: str, target: str) -> None:

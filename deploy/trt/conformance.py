@@ -221,3 +221,24 @@ def check_conformance(onnx_path: str, version) -> Optional[str]:
         raise UserError("{}: TensorRT {} would refuse it: {}".format(
             os.path.basename(onnx_path), TrtVersion.parse(version), "; also ".join(problems)))
     return None
+
+
+def int8_weights_note_for(onnx_path: str, version) -> Optional[str]:
+    """int8_weights_note of the model file (None where the onnx package is missing: nothing to read it with)."""
+    from ..metadata import load_onnx_proto
+
+    _, model = load_onnx_proto(onnx_path)
+    return None if model is None else int8_weights_note(model, version)
+
+
+def int8_weights_note(model, version) -> Optional[str]:
+    """A note when the model's weights are INT8 initializers feeding DequantizeLinear and ``version``'s own
+    documentation was not found to say so (TrtVersion.documents_int8_weights); None otherwise."""
+    version = TrtVersion.parse(version)
+    int8 = {init.name for init in model.graph.initializer if init.data_type == 3}  # TensorProto.INT8
+    weights = sum(1 for node in model.graph.node if node.op_type == "DequantizeLinear" and node.input[0] in int8)
+    if not weights or version.documents_int8_weights:
+        return None
+    return ("{} weights are INT8 initializers feeding DequantizeLinear: documented by TensorRT 8.5's parser table "
+            "and the 11.x Developer Guide, not found in TensorRT {}'s own documents; docs/TENSORRT_VERSIONS.md "
+            "(INT8 weights) says what to do if its parser refuses them".format(weights, version))

@@ -14,7 +14,7 @@ from ..errors import UserError
 from ..metadata import sidecar_path
 from ..validate import MAX_BATCH, MAX_WORKSPACE_MIB, check_bound, check_outputs_spare_inputs
 from ..onnx_info import OnnxPrecision, inspect_onnx
-from .conformance import check_conformance
+from .conformance import check_conformance, int8_weights_note_for
 from ..runners.execution import DEFAULT_MAX_BATCH
 from .profiles import ShapeProfile, format_shape, resolve_batch_range, resolve_profiles
 from .version import DEFAULT_TARGET, TrtVersion
@@ -307,6 +307,9 @@ def plan_build(onnx_path: str, output: Optional[str], trt_version: str,
         notes.append("the polygraphy line builds for DLA core 0: its command line has no core option")
     if unchecked:
         notes.append(unchecked)
+    if precision == "int8" and not options.implicit_int8:  # INT8 weights where the release's documents are silent
+        weights_note = int8_weights_note_for(onnx_path, version)
+        notes += [weights_note] if weights_note else []
     if info.precision.source == "unknown":
         notes.append("could not read the model's precision (install onnx, or ship the bundle's model.onnx.json); "
                      "planned it as fp32")

@@ -52,6 +52,10 @@ class TrtVersion(NamedTuple):
     has_implicit_int8 = property(lambda self: self.major < 11)  # calibrators: deprecated 10.1, removed 11.0
     has_dla = property(lambda self: self.major < 11)  # a JetPack feature; TensorRT 11.4 has no JetPack
     has_tensor_profile_shape = property(lambda self: self.major >= 10)  # 8.x: get_profile_shape
+    # DequantizeLinear of INT8 weight initializers (cli.py calibrate's TensorRT-target models), where the release's
+    # own documents say so: 8.5's onnx-tensorrt operators.md (DequantizeLinear takes INT8), the 11.x Developer
+    # Guide ("Quantized Weights"). For 8.6 and 10.x no such statement was found (docs/TENSORRT_VERSIONS.md).
+    documents_int8_weights = property(lambda self: self.release[:2] == (8, 5) or self.major >= 11)
     # --version-compatible, --hardware-compatible, --opt-level: 8.6 and later (not JetPack 5).
     has_compatibility_options = property(lambda self: self.release[:2] >= (8, 6))
 

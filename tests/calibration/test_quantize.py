@@ -123,7 +123,8 @@ def test_tensorrt_quantizes_conv_gemm_inputs_and_keeps_attention_float(calibrate
             assert g.quantized(node.input[0]) is None and g.quantized(node.input[1]) is None, node.name
         else:
             assert g.quantized(node.input[0]) is not None, node.name
-            assert g.quantized(node.input[1]) in g.inits, node.name  # FP32 weight with its own Q/DQ pair
+            weight = g.quantized(node.input[1])  # an INT8 initializer behind its DequantizeLinear
+            assert weight in g.inits and g.inits[weight].dtype == np.int8, node.name
         # no Q/DQ on the outputs of weighted ops
         assert all(c.op_type != "QuantizeLinear" for c in g.consumers.get(node.output[0], [])), node.name
     assert all(n.op_type != "QuantizeLinear" for n in g.nodes if n.input[0] in
@@ -206,6 +207,36 @@ def test_cache_matches_ranges_and_the_tensorrt_model(calibrated):
             assert float(g.inits[node.input[1]]) == pytest.approx(cache.scales[node.input[0]], rel=1e-6)
             checked += 1
     assert checked >= 20
+
+
+def test_tensorrt_weights_are_stored_as_int8_with_the_logits_of_fp32_weights(calibrated, digits_images, tmp_path,
+                                                                            monkeypatch):
+    """The INT8 weights are what the Q of each FP32 weight computes in ONNX Runtime: the same logits, bit for
+    bit, as the form with FP32 weights behind Q/DQ pairs (ORT's AddQDQPairToWeight), at about a quarter of the
+    size."""
+    from calibration.ranges import compute_ranges
+    from precision import qdq
+    model, result = calibrated
+    fp32 = onnx.load(model)
+    ranges = compute_ranges(fp32, digits_images[0].array[:64], method="minmax", progress=False)
+    stored = qdq.quantize(fp32, ranges, "tensorrt", str(tmp_path / "int8w.onnx")).path
+    g = Graph(stored)
+    assert not [n for n in g.nodes if n.op_type == "QuantizeLinear" and n.input[0] in g.inits]
+    # no FP32 Conv/Gemm weight is left but the ECA 1-D convs' (1, 1, k), which the attention keeps float
+    assert all(v.dtype != np.float32 or v.ndim <= 1 or v.shape[:2] == (1, 1) for v in g.inits.values())
+    # the FP32-weight form: the same ranges and placement, without the storing step
+    monkeypatch.setattr(qdq, "store_weights_int8", lambda quantized: [])
+    float_weights = qdq.quantize(fp32, ranges, "tensorrt", str(tmp_path / "fp32w.onnx")).path
+    x = digits_images[1].array[:256]
+    assert np.array_equal(_run(stored, x), _run(float_weights, x))
+    # and back, for a TensorRT whose parser would refuse INT8 weights: the same logits again
+    from precision.qdq_weights import weights_behind_qdq
+    restored = onnx.load(stored)
+    assert weights_behind_qdq(restored)
+    onnx.checker.check_model(restored, full_check=True)
+    onnx.save(restored, str(tmp_path / "restored.onnx"))
+    assert np.array_equal(_run(str(tmp_path / "restored.onnx"), x), _run(stored, x))
+    assert os.path.getsize(stored) < 0.4 * os.path.getsize(float_weights)
 
 
 def test_outputs_are_byte_identical_for_the_same_inputs(digits_eca_onnx, digits_images, tmp_path):

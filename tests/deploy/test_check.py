@@ -77,7 +77,7 @@ def test_text_report(digits_bundle, capsys, monkeypatch):
     header = out.splitlines()[3].split()
     assert header == ["artifact", "runner", "precision", "top-1", "measured", "allowed", "reached", "cosine",
                       "measured", "allowed", "reached", "kernels", "p50", "ms", "verdict"]
-    assert out.splitlines()[1].startswith("preprocessing: PASS on 8 probe images decoded here")
+    assert out.splitlines()[1].startswith("preprocessing: PASS on 16 probe images decoded here: 8 JPEG: ")
     assert sum(line.endswith(" PASS") for line in out.splitlines()) == 3
     assert out.rstrip().endswith("3 passed, 0 failed, 0 skipped")
 

@@ -133,8 +133,11 @@ def test_text_report_says_measured_allowed_and_reached(mobilenet_bundle, capsys)
     root = mobilenet_bundle[0]
     assert check.main([root]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[1].startswith("preprocessing: PASS on 8 probe images decoded here")
-    header = out.splitlines()[3]
+    lines = out.splitlines()
+    assert lines[1].startswith("preprocessing: PASS on 16 probe images decoded here: 8 JPEG: up to ")
+    assert "; 8 PNG: up to 0.00 levels (allowed 1)" in lines[1]
+    assert "nvinfer's own scaling agrees" in out and "config applies" in out
+    header = next(line for line in lines if "top-1 measured" in line)
     for column in ("top-1 measured", "allowed", "reached", "cosine measured", "kernels", "verdict"):
         assert column in header
 
@@ -292,7 +295,8 @@ def test_a_device_that_preprocesses_differently_fails(digits_bundle, tmp_path):
     from PIL import Image
     device = copy_bundle(digits_bundle[0], tmp_path)
     reference = load_reference(os.path.join(device, REFERENCE_FILE))
-    assert len(reference.probe_files) == 8
+    assert len(reference.probe_files) == 16  # 8 source files, and 2 of them in 4 JPEG variants
+    assert sum(name.endswith(".jpg") for name in reference.probe_files) == 8
     probe = os.path.join(device, reference.probe_files[0])
     with Image.open(probe) as image:
         image.convert("RGB").transpose(Image.FLIP_LEFT_RIGHT).save(probe)  # another decoder's idea of the file
@@ -313,8 +317,27 @@ def test_preprocessing_matches_on_jetpacks_own_numpy_and_pillow(digits_bundle, t
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    assert report["preprocessing"]["status"] == "PASS" and report["preprocessing"]["images"] == 8
-    assert report["preprocessing"]["max_level_difference"] <= 1.0
+    assert report["preprocessing"]["status"] == "PASS" and report["preprocessing"]["images"] == 16
+    by_format = report["preprocessing"]["by_format"]
+    assert by_format["png"]["images"] == 8 and by_format["png"]["max_level_difference"] <= 1.0 + 1e-3
+    # libjpeg builds differ (deploy.reference: JPEG_TOLERANCE_*); on the digits they measured at most 1 level
+    assert by_format["jpeg"]["images"] == 8 and by_format["jpeg"]["max_level_difference"] <= 1.0 + 1e-3
+
+
+def test_a_device_that_decodes_jpeg_differently_fails(digits_bundle, tmp_path):
+    """A JPEG probe re-encoded at another quality (another decoder's idea of the pixels, by more than the
+    libjpeg builds measured) fails the JPEG check; the PNG probes still pass."""
+    from PIL import Image
+    device = copy_bundle(digits_bundle[0], tmp_path)
+    reference = load_reference(os.path.join(device, REFERENCE_FILE))
+    probe = os.path.join(device, next(name for name in reference.probe_files if name.endswith(".jpg")))
+    with Image.open(probe) as image:
+        image.convert("RGB").transpose(Image.FLIP_TOP_BOTTOM).save(probe, "JPEG", quality=90)
+    proc = run_check(device, tmp_path, "--preprocessing-only")
+    assert proc.returncode == 1
+    report = json.loads(proc.stdout)["preprocessing"]
+    assert report["status"] == "FAIL" and any("JPEG decoding" in reason for reason in report["reasons"])
+    assert report["by_format"]["png"]["max_level_difference"] <= 1.0 + 1e-3
 
 
 def test_infer_in_a_bundle_uses_its_labels(digits_bundle, tmp_path):

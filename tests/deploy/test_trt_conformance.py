@@ -63,6 +63,14 @@ def test_tensorrt_target_model_is_planned_on_every_version(digits_int8_models, v
     assert plan.precision == "int8" and plan.float_layers
 
 
+def test_the_plan_names_int8_weights_where_the_release_documents_are_silent(digits_int8_models):
+    """The TensorRT-target model keeps its weights as INT8 behind DequantizeLinear: 8.5's parser table and the 11.x
+    Developer Guide document that; for 8.6 and 10.x no statement was found, and the plan says so."""
+    for version, silent in ((JP5, False), (JP60, True), (JP6, True), (TRT11, False)):
+        notes = plan_build(digits_int8_models["tensorrt"], None, version).notes
+        assert any("INT8 initializers feeding DequantizeLinear" in note for note in notes) == silent, version
+
+
 def test_dry_run_refuses_the_cpu_model_exit_2_one_line(digits_int8_models, capsys):
     from click.testing import CliRunner
 

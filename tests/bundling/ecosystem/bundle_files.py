@@ -82,3 +82,17 @@ def keys_once(path: str):
                 if line and not line.startswith(("#", "["))]
     assert len(keys) == len(set(keys)), sorted(k for k in keys if keys.count(k) > 1)
     return keys
+def derive_batch1_copies(root: str) -> list:
+    """Run build_engines.sh's `python3 -m deploy.fixed_batch` lines (the jetson-inference copies it derives on
+    the device, with the bundle's own deploy/), as the device would; returns the files written."""
+    import subprocess
+    import sys
+    written = []
+    with open(os.path.join(root, "build_engines.sh"), "r", encoding="utf-8") as handle:
+        for line in handle:
+            if line.startswith("python3 -m deploy.fixed_batch "):
+                words = shlex.split(line)
+                subprocess.run([sys.executable] + words[1:], cwd=root, check=True, stdout=subprocess.DEVNULL,
+                               env=dict(os.environ, PYTHONPATH=root))
+                written.append(words[-1])
+    return written

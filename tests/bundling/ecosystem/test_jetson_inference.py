@@ -9,7 +9,7 @@ import numpy as np
 from bundling.ecosystem.jetson_inference import why_not
 from bundling.ecosystem.model import describe_model
 from deploy.preprocess import PreprocessSpec
-from tests.bundling.ecosystem.bundle_files import build_lines
+from tests.bundling.ecosystem.bundle_files import build_lines, derive_batch1_copies
 
 
 def _imagenet_lines(root):
@@ -26,11 +26,17 @@ def _session(path):
     return ort.InferenceSession(path, providers=["CPUExecutionProvider"])
 
 
-def test_imagenet_runs_a_batch1_copy_of_the_model(tiny_bundle):
-    root = tiny_bundle[0]
+def test_imagenet_runs_a_batch1_copy_of_the_model(tiny_bundle, tmp_path):
+    """The copy is not shipped (the bundle stores each model once): build_engines.sh derives it on the device,
+    without the onnx package, and it is the bundled model with batch 1."""
+    import shutil
+    root = str(tmp_path / "device")
+    shutil.copytree(tiny_bundle[0], root)
     (words,) = _imagenet_lines(root)  # the in-graph model gets a reason instead
     flags = _flags(words)
     assert flags["model"] == "jetson-inference/tiny_eca.batch1.onnx"
+    assert not os.path.exists(os.path.join(root, flags["model"]))
+    assert derive_batch1_copies(root) == [flags["model"]]
     copy, original = _session(os.path.join(root, flags["model"])), _session(os.path.join(root, "tiny_eca.onnx"))
     assert (flags["input_blob"], flags["output_blob"]) == (copy.get_inputs()[0].name, copy.get_outputs()[0].name)
     assert copy.get_inputs()[0].shape == [1, 3, 32, 32]  # imagenet builds without an optimization profile
