@@ -22,7 +22,7 @@ from deploy.errors import UserError, os_error
 from deploy.fileio import atomic_path, remove_stale_temps, sha256_file, temp_prefix, write_json, write_text
 from deploy.manifest import CLASS_NAMES_FILE, MANIFEST, read_manifest
 from deploy.names import check_label_names, check_name, numbered_name, write_label_file
-from deploy.reference import PREPROCESS_TOLERANCE_LEVELS, PROBE_FOLDER, REFERENCE_FILE
+from deploy.reference import PREPROCESS_TOLERANCE_LEVELS, PROBE_FOLDER, REFERENCE_FILE, bundle_path_ok
 # DEFAULT_MAX_BATCH: the largest batch benchmark-engine, pipeline and deploy.bench time by default, so an engine
 # built from the bundle runs every batch it was measured at
 from deploy.runners.execution import DEFAULT_MAX_BATCH, ENGINE_SUFFIXES, ONNX_SUFFIXES
@@ -377,6 +377,9 @@ def bound_files(staging: str) -> Dict[str, str]:
         name = "/".join(relative.split(os.sep))
         if ("/" in name and name.split("/", 1)[0] in UNBOUND_FOLDERS) or name in UNBOUND_FILES:
             continue
+        if not bundle_path_ok(name):
+            raise UserError("cannot bundle a file named {!r}: the proof records every file by a name without "
+                            "control characters or backslashes; rename it".format(name))
         files[name] = sha256_file(os.path.join(staging, relative))
     return files
 

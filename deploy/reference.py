@@ -535,6 +535,8 @@ def pick_probes(paths: Sequence[str], count: int = PROBE_IMAGES) -> List[int]:
     device's decoder and resizer are checked on the user's own format."""
     chosen = []
     for index, path in enumerate(paths):
+        if not bundle_path_ok(os.path.basename(path)):  # its name could not be bound in the proof
+            continue
         try:
             if os.path.isfile(path) and os.path.getsize(path) <= MAX_PROBE_BYTES:
                 chosen.append(index)

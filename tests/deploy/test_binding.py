@@ -279,3 +279,10 @@ def test_text_from_the_proof_is_printed_escaped(digits_bundle, tmp_path, capsys)
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\r" not in out
     assert "eca\\x1b[2J\\nPASS" in out and "val\\rall PASS" in out
+
+
+def test_only_plain_names_inside_the_bundle_are_bound():
+    from deploy.reference import bundle_path_ok
+    assert all(bundle_path_ok(name) for name in ("m.onnx", "proof/00_3.png", "triton/m_onnx/1/model.onnx", "é.txt"))
+    assert not any(bundle_path_ok(name) for name in ("", "/etc/passwd", "../m.onnx", "a/../../b", "a\\b", "a//b",
+                                                     "a/", "m\n.onnx", "\x1b[2Jm.onnx", "m\u2028.onnx"))
