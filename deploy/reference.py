@@ -102,8 +102,8 @@ def allowance_images(num_images: int, kernel_flips: int = 0) -> int:
 def top1_margins(logits: np.ndarray) -> np.ndarray:
     """Per image, the top-1 logit less the second: how far the decision is from a tie."""
     logits = np.asarray(logits, dtype=np.float64)
-    if logits.shape[1] < 2:
-        return np.full(len(logits), np.inf)
+    if logits.shape[1] < 2:  # one class: nothing to change to; the largest finite margin, so the proof stores it
+        return np.full(len(logits), np.finfo(np.float32).max)
     top = np.partition(logits, -2, axis=1)
     return top[:, -1] - top[:, -2]
 
