@@ -249,3 +249,13 @@ def test_a_calibration_cache_never_holds_a_name_that_breaks_its_lines(name):
         format_calibration_cache({"ok": 0.5, name: 0.25}, "10.3")
     text = format_calibration_cache({"conv1/convolution:0": 0.5, "a;b \"c\"": 0.25}, "10.3")
     assert set(parse_calibration_cache(text).scales) == {"conv1/convolution:0", "a;b \"c\""}
+
+
+def test_deploy_infer_prints_names_with_control_characters_escaped(model_copy, images, capsys):
+    from deploy.infer import main as infer_main
+    source = os.path.join(images, sorted(os.listdir(images))[0])
+    hostile = os.path.join(images, "cat\x1b[2J\nerror: fake.png")
+    os.rename(source, hostile)
+    assert infer_main([model_copy, hostile, "--top-k", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "cat\\x1b[2J\\x0aerror: fake.png" in out.splitlines()[0]
