@@ -23,9 +23,9 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from .errors import UserError
+from .manifest import REFERENCE_FILE  # noqa: F401  (the bundle's layout lives in deploy.manifest)
 from .preprocess import PreprocessSpec, input_from_pixels
 
-REFERENCE_FILE = "reference.npz"
 REFERENCE_FORMAT = 2
 DEFAULT_REFERENCE_IMAGES = 256
 PROBE_FOLDER = "proof"        # the source images of the preprocessing check, inside the bundle
