@@ -24,10 +24,10 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from .errors import UserError
+from .manifest import REFERENCE_FILE  # noqa: F401  (the bundle's layout lives in deploy.manifest)
 from .preprocess import PreprocessSpec, input_from_pixels
 from .text import escape_controls
 
-REFERENCE_FILE = "reference.npz"
 # 3: the sha256 of every bundled file (file_names, file_sha256) and, per model, its kernel noise and the class and
 # margin it gave each image on the CPU (the near-tie rule); a format-2 proof binds neither, so it is refused.
 REFERENCE_FORMAT = 3

@@ -249,11 +249,15 @@ _SIDECAR_SUFFIXES = (".onnx", ".engine", ".plan", ".trt")
 
 
 def files_read_with(path: str) -> List[Tuple[str, str]]:
-    """(what, path) of the files a command reads along with the input ``path``: a model's external data and a
-    model's or engine's sidecar JSON."""
+    """(what, path) of the files a command reads along with the input ``path``: a model's external data, a
+    model's or engine's sidecar JSON and, for a model or engine in a bundle, the bundle's members."""
     found = [("external data", data) for data in model_data_paths(path)]
     if path.lower().endswith(_SIDECAR_SUFFIXES) and os.path.isfile(path + ".json"):
         found.append(("sidecar", path + ".json"))
+    if path.lower().endswith(_SIDECAR_SUFFIXES) and os.path.isfile(path):
+        from .manifest import bundle_members
+        found += [("bundle file", member) for member in bundle_members(os.path.dirname(os.path.abspath(path)))
+                  if member != os.path.abspath(path)]
     return found
 
 

@@ -65,7 +65,7 @@ def _deepstream_section(ecosystem: Ecosystem) -> List[str]:
         "### DeepStream (Gst-nvinfer)", "",
         "`deepstream/<model>.txt` is a primary-classifier config per model, with the engine from step 1 and a",
         "one-line label file beside it. In a pipeline:", "",
-        "    " + GST_EXAMPLE.format(first), "",
+        "    " + GST_EXAMPLE.format(shell_word(first)), "",  # gst-launch escapes each argument's spaces itself
         "or in a deepstream-app config: `[primary-gie]` with `enable=1` and `config-file=` the path of `{}`.".format(
             first), "",
         "- nvinfer scales the whole frame to the network size: it does not resize the shorter side and center",

@@ -11,7 +11,8 @@ Copying ``triton/`` alone to a server copies real files.
 
 config.pbtxt is written here as text rather than through protobuf: deploy/ runs on the device with numpy and
 Pillow only, the format is twenty lines, and the tests parse every config with Triton's own schema
-(tritonclient's ``model_config_pb2``), which rejects a misspelled field.
+(tritonclient's ``model_config_pb2``), which rejects a misspelled field. Its strings (a model's tensor names) go
+through ``bundling.formats.pbtxt_string``, protobuf's own escaping.
 """
 import os
 import re

@@ -190,3 +190,17 @@ def test_a_tarball_that_appeared_after_the_checks_is_kept(model_copy, tmp_path, 
     assert_user_error(run_cli(["bundle", model_copy, "-o", output, "--no-reference"]), "appeared")
     assert output.read_text() == "someone else's tarball"
     assert sorted(os.listdir(str(tmp_path))) == ["b.tar.gz", "models"]
+
+
+@pytest.mark.parametrize("member", ["reference.npz", "labels.txt", "eca-deploy-bundle.json", "tiny.onnx.json"])
+def test_deploy_build_in_a_bundle_refuses_an_engine_over_the_bundles_files(model_copy, tmp_path, capsys, member):
+    from deploy.build import main as build_main
+    bundle = tmp_path / "b"
+    assert run_cli(["bundle", model_copy, "-o", bundle, "--no-reference"]).exit_code == 0
+    for name in ("reference.npz", "labels.txt"):
+        (bundle / name).write_bytes(b"stands in for the proof and the labels")
+    before = listing(bundle)
+    assert build_main([str(bundle / "tiny.onnx"), "-o", str(bundle / member), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "would overwrite the input MODEL" in err and member in err
+    assert listing(bundle) == before

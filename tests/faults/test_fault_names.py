@@ -250,3 +250,46 @@ def test_a_calibration_cache_never_holds_a_name_that_breaks_its_lines(name):
         format_calibration_cache({"ok": 0.5, name: 0.25}, "10.3")
     text = format_calibration_cache({"conv1/convolution:0": 0.5, "a;b \"c\"": 0.25}, "10.3")
     assert set(parse_calibration_cache(text).scales) == {"conv1/convolution:0", "a;b \"c\""}
+
+
+def test_deploy_infer_prints_names_with_control_characters_escaped(model_copy, images, capsys):
+    from deploy.infer import main as infer_main
+    source = os.path.join(images, sorted(os.listdir(images))[0])
+    hostile = os.path.join(images, "cat\x1b[2J\nerror: fake.png")
+    os.rename(source, hostile)
+    assert infer_main([model_copy, hostile, "--top-k", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "cat\\x1b[2J\\x0aerror: fake.png" in out.splitlines()[0]
+
+
+KEYFILE_NAMES = ["a ", " b", "c;d", "e\\f", "x=y", "#z", "[g]", "é ü", "\\s", "\\n"]
+
+
+@pytest.mark.parametrize("as_list", [False, True])
+def test_glib_reads_back_every_key_file_value(tmp_path, as_list):
+    from bundling.formats import keyfile_line
+    path = str(tmp_path / "k.txt")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("[property]\n" + "".join(keyfile_line("k{}".format(i), name, as_list) + "\n"
+                                              for i, name in enumerate(KEYFILE_NAMES)))
+    keys = ["k{}".format(i) for i in range(len(KEYFILE_NAMES))]
+    assert keys_once(path) == keys
+    values = glib_key_file(path, list_keys=keys if as_list else ())
+    if values is None:
+        pytest.skip("libglib-2.0 is not installed")
+    assert [values[key] for key in keys] == ([[name] for name in KEYFILE_NAMES] if as_list else KEYFILE_NAMES)
+
+
+@pytest.mark.parametrize("name", ["a\nb", "a\rb"])
+def test_a_key_file_value_never_holds_a_line_break(name):
+    from bundling.formats import keyfile_value
+    with pytest.raises(UserError, match="control character"):
+        keyfile_value("logits" + name + "model-engine-file=/tmp/evil.engine")
+
+
+def test_protobuf_text_strings_read_back_exactly():
+    from bundling.formats import pbtxt_string
+    names = ["a\rb", "a\nb", 'q"uote', "back\\slash", "\x00nul", "ünï", "tab\t", "'single'"]
+    config = model_config_pb2.ModelConfig()
+    text_format.Parse("".join("input [ {{ name: {} }} ]\n".format(pbtxt_string(n)) for n in names), config)
+    assert [tensor.name for tensor in config.input] == names
