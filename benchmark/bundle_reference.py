@@ -280,8 +280,9 @@ def make_bundle_reference(models: Sequence[str], weights=None, data_dir=None, la
                  for (c, logits), path in zip(measured, models)]
     for check, bar in zip(cpu_checks, data.bars):
         check.bar = bar.to_dict()
-    if images.paths and all(cpu_logits):  # the source files: nvinfer scales those, not the project's crops
-        data.nvinfer = deepstream_scaling(models, images.paths, [logits[0] for logits in cpu_logits], images.labels)
+    cpu_logits = [logits for _, logits in measured]
+    if images.paths and all(logits is not None for logits in cpu_logits):  # nvinfer scales the source files
+        data.nvinfer = deepstream_scaling(models, images.paths, cpu_logits, images.labels)
     samples, class_names = [], None
     if data_dir is not None:
         samples, class_names = held_out_samples(data_dir, labels_file, images.paths, SAMPLE_IMAGES, seed)
