@@ -45,8 +45,9 @@ MAX_REFERENCE_BYTES = 2 << 30
 REFERENCE_MEMBERS = frozenset((
     "format", "logits", "preprocess", "arch", "checkpoint_sha256", "source", "min_agreement", "bar_names",
     "bar_sha256", "bar_precisions", "bar_measured_top1", "bar_measured_cosine", "bar_required_top1",
-    "bar_required_cosine", "bar_allowance_images", "bar_kernel_flips", "probe_files", "probe_inputs", "labels",
-    "pixels", "inputs"))
+    "bar_required_cosine", "bar_allowance_images", "bar_kernel_flips", "bar_other_order_cosine", "bar_cpu_classes",
+    "bar_cpu_margins", "bar_image_noise", "file_names", "file_sha256", "probe_files", "probe_inputs", "labels",
+    "pixels", "inputs", "nvinfer_models", "nvinfer_geometries", "nvinfer_applied", "nvinfer_agreement"))
 
 # How far another backend's kernels may move a model from what it measured on the CPU. The kernel-order study
 # (docs/INT8.md; `python -m benchmark.bench_int8_goal`) ran the same INT8 models in ONNX Runtime with and without

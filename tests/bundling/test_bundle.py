@@ -207,3 +207,13 @@ def test_random_weights_that_cannot_be_rebuilt(tiny_imagenet_onnx):
     from benchmark.bundle_reference import make_bundle_reference
     with pytest.raises(UserError, match="random weights .* does not give their logits"):
         make_bundle_reference([tiny_imagenet_onnx], num_images=2)
+
+
+def test_the_device_reads_every_member_the_bundle_writes(digits_bundle):
+    """The reader loads only the members it knows (a proof's unknown arrays are never loaded), so every member the
+    writer adds must be known to it, or the device would call a fresh bundle damaged."""
+    import numpy as np
+
+    from deploy.reference import REFERENCE_FILE, REFERENCE_MEMBERS
+    with np.load(os.path.join(digits_bundle[0], REFERENCE_FILE), allow_pickle=False) as data:
+        assert set(data.files) <= REFERENCE_MEMBERS
