@@ -193,8 +193,8 @@ def export_onnx_file(path, output, input_size: Optional[int] = None, opset: int 
     try:
         original = onnx.load(path)
     except Exception as exc:  # noqa: BLE001  (DecodeError, ValueError ... on a damaged file)
-        raise UserError("{} is not a readable ONNX model: {}".format(path, str(exc).strip().splitlines()[0][:200]
-                                                                      if str(exc).strip() else type(exc).__name__)) from None
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise UserError("{} is not a readable ONNX model: {}".format(path, reason)) from None
     from deploy.validate import check_onnx_model
     check_onnx_model(original, path, min_opset=1)
     meta = {prop.key: prop.value for prop in original.metadata_props}
