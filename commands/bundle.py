@@ -37,10 +37,10 @@ def bundle_command(artifacts, output, max_batch, weights, data_dir, labels_file,
                    no_reference, force, as_json):
     """Pack ARTIFACTS (.onnx models, .cache calibration caches, .txt labels) with the deploy/ runtime, a README,
     build_engines.sh and reference.npz: images, the PyTorch logits for them (of the program --weights names, for a
-    model exported from a .pt2 / TorchScript file; of the FP32 ONNX for an ONNX model from elsewhere) and what every model measured on
-    this CPU, the bar `python -m deploy.check` holds the engines to on the target. Images that calibrated or
-    judged an INT8 model are left out of --data. Engines are built on the target (python3 -m deploy.build), never
-    bundled.
+    model exported from a .pt2 / TorchScript file; of the FP32 ONNX for an ONNX model from elsewhere) and what
+    every model measured on this CPU, the bar `python -m deploy.check` holds the engines to on the target. Images
+    that calibrated or judged an INT8 model are left out of --data. Engines are built on the target
+    (python3 -m deploy.build), never bundled.
     """
     from benchmark.bundle_reference import make_bundle_reference
     from bundling.bundle import bundle, check_class_folders, check_output, classify_artifacts

@@ -273,8 +273,8 @@ def from_timm_config(path, test_size: bool = False, input_size: Optional[int] = 
                                                             else ""))
     shape = cfg[size_key]
     if len(shape) != 3 or shape[0] != 3 or shape[1] != shape[2]:
-        raise UserError("timm config {}: {} {} is not a square RGB size [3, S, S]; this tool center-crops squares".format(
-            path, size_key, shape))
+        raise UserError("timm config {}: {} {} is not a square RGB size [3, S, S]; this tool center-crops "
+                        "squares".format(path, size_key, shape))
     crop_pct = float(cfg.get(pct_key, cfg.get("crop_pct", 0.875)))
     if not 0 < crop_pct <= 1:
         raise UserError("timm config {}: {} {} must be in (0, 1]".format(path, pct_key, crop_pct))

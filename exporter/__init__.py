@@ -1,4 +1,5 @@
-"""PyTorch zoo model -> checked, simplified ONNX model that carries its preprocessing and provenance.
+"""PyTorch zoo model, program (.pt2, TorchScript) or foreign ONNX -> checked, simplified ONNX model that carries its
+preprocessing and provenance.
 
 The public names load lazily (PEP 562), so later stages can use the ONNX graph utilities in
 ``exporter.onnx_graph`` and ``exporter.attention_forms`` without importing torch.
@@ -8,6 +9,8 @@ import importlib
 _EXPORTS = {
     "ExportResult": "exporter.api",
     "export_model": "exporter.api",
+    "export_onnx_file": "exporter.sources",
+    "export_program": "exporter.sources",
     "ParityReport": "exporter.parity",
     "check_parity": "exporter.parity",
 }

@@ -7,21 +7,18 @@ The ONNX written is IR 8 at opset 17 or lower, what ONNX Runtime on JetPack and 
 dynamo exporter (the only one that takes a torch.export program) writes opset 18 and IR 10, so its graph is
 simplified and converted down with onnx's version converter.
 """
-import io
 import logging
 import os
 import warnings
 from typing import Dict, Optional, Sequence
 
-import numpy as np
 import onnx
 import torch
 
 from deploy.errors import UserError
 from deploy.fileio import sha256_file
-from deploy.metadata import SOURCE_KEY, SOURCE_ONNX, ModelInfo
+from deploy.metadata import SOURCE_KEY, SOURCE_ONNX, ModelInfo, check_image_input
 from deploy.preprocess import PreprocessSpec, resolve_spec
-from deploy.metadata import check_image_input
 from deploy.validate import check_batch_memory, graph_io_shapes
 from models.program import Program, has_dynamic_batch, load_program, output_classes, program_name, static_batch
 
@@ -196,8 +193,8 @@ def export_onnx_file(path, output, input_size: Optional[int] = None, opset: int 
     try:
         original = onnx.load(path)
     except Exception as exc:  # noqa: BLE001  (DecodeError, ValueError ... on a damaged file)
-        raise UserError("{} is not a readable ONNX model: {}".format(path, str(exc).strip().splitlines()[0][:200]
-                                                                      if str(exc).strip() else type(exc).__name__)) from None
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise UserError("{} is not a readable ONNX model: {}".format(path, reason)) from None
     from deploy.validate import check_onnx_model
     check_onnx_model(original, path, min_opset=1)
     meta = {prop.key: prop.value for prop in original.metadata_props}
