@@ -162,7 +162,7 @@ def test_a_nan_row_fails():
     result = check.ArtifactCheck("m.onnx", "onnx", "int8", check.FAIL)
     check.judge(result, reference, logits, [], reference.bars[0])
     assert result.status == check.FAIL
-    assert "1 of 4 images gave NaN or infinite outputs" in result.reasons
+    assert "reference 1 of 4 images (#3) gave NaN or infinite outputs" in result.reasons
     logits = reference.logits.copy()
     logits[0, 0] = np.inf
     check.judge(result, reference, logits, [], reference.bars[0])
