@@ -279,3 +279,17 @@ def test_a_small_fixed_batch_still_runs(model_copy, images, capsys):
     _static_batch(model_copy, 3)
     assert infer_main([model_copy, images]) == 0, capsys.readouterr().err
     shutil.rmtree(os.path.dirname(model_copy))
+
+
+@pytest.mark.parametrize("name, shape, dtype", [("pixels", (0, 32, 32, 3), np.uint8),
+                                                ("inputs", (0, 3, 32, 32), np.float32)])
+def test_a_proof_with_zero_images_is_one_line(proof_members, tmp_path, name, shape, dtype):
+    from deploy.errors import UserError
+    from deploy.reference import load_reference
+    members = dict(proof_members)
+    members.pop("pixels")
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros(shape, dtype=dtype))
+    members[name] = buffer.getvalue()
+    with pytest.raises(UserError, match="field {} holds no images".format(name)):
+        load_reference(sparse_npz(tmp_path / "reference.npz", members))
