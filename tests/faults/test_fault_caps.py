@@ -293,3 +293,12 @@ def test_a_proof_with_zero_images_is_one_line(proof_members, tmp_path, name, sha
     members[name] = buffer.getvalue()
     with pytest.raises(UserError, match="field {} holds no images".format(name)):
         load_reference(sparse_npz(tmp_path / "reference.npz", members))
+
+
+def test_an_image_file_above_the_cap_is_skipped_unread(model_copy, images):
+    """A 2.5 GB sparse file named .png is skipped and counted from its size, like any unreadable image."""
+    sparse_file(os.path.join(images, "huge.png"), 2500 * 10 ** 6, b"\x89PNG\r\n\x1a\n")
+    code = "from deploy.infer import main; raise SystemExit(main([{!r}, {!r}]))".format(model_copy, images)
+    status, output, rss = peak_rss(code)
+    assert status == 0 and "huge.png" in output and "above the 256 MiB" in output, output
+    assert rss < REFUSAL_RSS, rss
