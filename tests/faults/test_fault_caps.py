@@ -302,3 +302,17 @@ def test_an_image_file_above_the_cap_is_skipped_unread(model_copy, images):
     status, output, rss = peak_rss(code)
     assert status == 0 and "huge.png" in output and "above the 256 MiB" in output, output
     assert rss < REFUSAL_RSS, rss
+
+
+def test_bundle_cpu_check_refuses_a_batch_fixed_at_200000(tiny_checkpoint, images, tmp_path):
+    """It reached 2.6 GB padding the reference images to 200000, then a traceback."""
+    from exporter import export_model
+    model = str(tmp_path / "m.onnx")
+    export_model("eca_resnet18", model, weights=tiny_checkpoint, input_size=32, do_simplify=False,
+                 parity_batch_sizes=(2,))
+    _static_batch(model, 200000)
+    result = run_cli(["bundle", model, "--weights", tiny_checkpoint, "--data", images, "-o", tmp_path / "out"])
+    assert result.exit_code in (1, 2), (result.exit_code, result.stderr)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "fixed at 200000 images, above the limit of 4096" in errors[0], result.stderr
+    assert not (tmp_path / "out").exists()
