@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from deploy.compare import compare_logits, topk_indices
+from deploy.compare import check_finite_outputs, compare_logits, topk_indices
 from deploy.reference import DEFAULT_REFERENCE_IMAGES
 from deploy.runners.execution import DEFAULT_BATCH_SIZES, DEFAULT_ITERATIONS, DEFAULT_WARMUP
 from deploy.errors import UserError
@@ -634,6 +634,8 @@ def benchmark_engine(artifact_paths: Sequence[str], arch: Optional[str] = None, 
         for runner, result in zip(runners, [ref_result] + results):
             bar.set_description(result.name)
             logits.append(compute_logits(runner, images.array, options, bar))
+            # a NaN logit has no agreement, error or cosine (it read "cosine 1.000000"): no report is made of it
+            check_finite_outputs(logits[-1], "{}'s logits".format(result.path or result.name), images.paths)
         bar.set_description("timing")
         time_backends(runners, [ref_result] + results, images.array, options, bar)
         for runner, result in zip(runners, [ref_result] + results):

@@ -149,10 +149,14 @@ def run_logits(model, images: np.ndarray, optimize: bool = True, source: str = "
     another order of float operations, which shows how far a Q/DQ model's answers move with the kernels alone."""
     from deploy.runners.execution import pad_batch
     from deploy.runners.onnxruntime import run_session
+    from deploy.validate import MAX_BATCH
     from .ranges import fixed_batch_of
+    fixed = fixed_batch_of(model)
+    if fixed and fixed > MAX_BATCH:  # every call would pad the images to this many (deploy's fixed-batch rule)
+        raise UserError("{}: its batch is fixed at {} images, above the limit of {}; export the model with a smaller "
+                        "or a dynamic batch".format(source, fixed, MAX_BATCH))
     session = _session(model, optimize, source)
     name = session.get_inputs()[0].name
-    fixed = fixed_batch_of(model)
     step = fixed or EVAL_BATCH
     outputs = []
     for start in range(0, len(images), step):

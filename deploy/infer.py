@@ -35,8 +35,8 @@ from .images import collect_images, ignored_note, is_image_file, walk_images
 from .metadata import read_model_info
 from .preprocess import PreprocessSpec, decode_image, preprocess_image
 from .schema import dumps_strict
-from .runners.execution import (Clocks, artifact_kind, fixed_batch_size, infer_batch, input_name as image_input,
-                                latency_record, output_name, warm_up)
+from .runners.execution import (Clocks, artifact_kind, check_fixed_batch_memory, fixed_batch_size, infer_batch,
+                                input_name as image_input, latency_record, output_name, warm_up)
 from .names import read_label_names, terminal_text
 from .text import is_ascii_number
 from .validate import MAX_BATCH, check_batch_memory, check_bound, check_outputs_spare_inputs
@@ -258,6 +258,7 @@ def choose_batch(runner, requested: Optional[int]) -> Tuple[str, int, bool]:
     meta = inputs[name]
     fixed = fixed_batch_size(runner, name)
     if fixed:
+        check_fixed_batch_memory(runner, fixed)
         if requested is not None and requested != fixed:
             note("the model has a static batch of {}; using it instead of --batch {}".format(fixed, requested))
         return name, fixed, True

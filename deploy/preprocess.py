@@ -338,6 +338,8 @@ def _triple_field(meta: Dict[str, str], key: str) -> Tuple[float, ...]:
 DECODE_BUDGET_PIXELS = 16000000
 MAX_DECODE_PIXELS = 25000000
 MAX_ASPECT_RATIO = 20.0
+# The largest image file read at all: 25 megapixels of uncompressed 16-bit RGBA (a TIFF) is 200 MB.
+MAX_IMAGE_FILE_BYTES = 256 << 20
 REDUCING_GAP = 3.0
 
 
@@ -376,6 +378,9 @@ def decode_image(path, resize_size: Optional[int] = None) -> Image.Image:
     if isinstance(path, (str, bytes, os.PathLike)) and not is_regular_file(path):  # open() on a FIFO blocks
         raise UserError("cannot decode image {}: it is {}, not a regular file".format(os.fspath(path),
                                                                                     file_kind(path)))
+    if isinstance(path, (str, bytes, os.PathLike)) and os.path.getsize(path) > MAX_IMAGE_FILE_BYTES:
+        raise ImageTooLargeError("{} is {:.0f} MB, above the {} MiB an image file may have".format(
+            os.fspath(path), os.path.getsize(path) / 1e6, MAX_IMAGE_FILE_BYTES >> 20))
     try:
         with Image.open(path) as image:
             check_image_geometry(image.width, image.height, path)

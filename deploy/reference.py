@@ -338,6 +338,8 @@ def _images(fields: _Fields, spec: PreprocessSpec) -> np.ndarray:
         if pixels.dtype != np.uint8 or pixels.shape[-1] != 3 or pixels.shape[1] != pixels.shape[2]:
             raise fields.fail("pixels", "must be uint8 RGB crops (N, S, S, 3), got {} {}".format(
                 pixels.dtype, pixels.shape))
+        if not len(pixels):  # np.stack of no crops is a ValueError deep in numpy
+            raise fields.fail("pixels", "holds no images")
         if pixels.shape[1] != spec.input_size:  # checked on the crops, before they are expanded to float32
             raise fields.fail("preprocess", "says input size {}, the images are {}x{}".format(
                 spec.input_size, pixels.shape[1], pixels.shape[2]))

@@ -121,7 +121,10 @@ def logits_of(outputs: Dict[str, np.ndarray]) -> np.ndarray:
 def check_fixed_batch_memory(runner, fixed: int) -> None:
     """A model exported with a static batch of 200000 would make every call pad to that many images: refused
     with the memory it needs (deploy.validate's batch estimate), before the first batch is built."""
-    from ..validate import batch_memory_bytes, check_memory
+    from ..validate import MAX_BATCH, batch_memory_bytes, check_memory
+    if fixed > MAX_BATCH:  # the bound of every --batch option, so export never writes such a model
+        raise UserError("{}: its batch is fixed at {} images, above the limit of {}; export the model with a smaller "
+                        "or a dynamic batch".format(runner.name, fixed, MAX_BATCH))
     meta = runner.get_input_metadata().get(input_name(runner))
     dims = [d for d in (meta.shape[2:] if meta is not None else ()) if isinstance(d, (int, np.integer)) and d > 0]
     size = int(max(dims)) if dims else 1

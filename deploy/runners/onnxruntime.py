@@ -108,6 +108,8 @@ class OnnxRuntimeRunner(BaseRunner):
     ):
         super().__init__(name or os.path.basename(os.fspath(model_path)))
         self.model_path = os.fspath(model_path)
+        # how ONNX Runtime's errors name the model: the path, or the name given for a temporary copy
+        self.label = name or self.model_path
         self.requested_providers = resolve_providers(providers)
         self.threads = threads
         self.graph_optimization_level = graph_optimization_level
@@ -150,7 +152,7 @@ class OnnxRuntimeRunner(BaseRunner):
                 ", ".join(unknown), ", ".join(sorted(PROVIDER_ALIASES)), "CUDAExecutionProvider"))
         available = ort.get_available_providers()
         providers = [p for p in self.requested_providers if p in available] or ["CPUExecutionProvider"]
-        self.session = create_session(self.model_path, self.session_options(), providers, self.model_path)
+        self.session = create_session(self.model_path, self.session_options(), providers, self.label)
         fell_back = self.missing_providers
         if fell_back and self.require_requested:
             raise UserError("ONNX Runtime could not start {} for {}; running providers: {}".format(
@@ -180,7 +182,7 @@ class OnnxRuntimeRunner(BaseRunner):
 
     def infer_impl(self, feed_dict):
         names = [node.name for node in self.session.get_outputs()]
-        values = run_session(self.session, names, feed_dict, self.model_path)
+        values = run_session(self.session, names, feed_dict, self.label)
         return dict(zip(names, values))
 
     def describe(self):

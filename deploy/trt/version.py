@@ -25,7 +25,7 @@ class TrtVersion(NamedTuple):
         if isinstance(text, TrtVersion):
             return text
         # a bounded number of digits per part: 10.3.99999999999999999999 is a typo, not a release
-        match = re.match(r"^\s*(\d{1,2})\.(\d{1,2})(?:\.(\d{1,2}))?(?:\.(\d{1,6}))?\s*$", str(text)[:64])
+        match = re.match(r"^\s*(\d{1,2})\.(\d{1,2})(?:\.(\d{1,2})(?:\.(\d{1,6}))?)?\s*$", str(text)[:64])
         if not match:
             raise UserError("bad TensorRT version {!r}; give major.minor[.patch], e.g. 8.6 or 10.3.0 (minor and patch "
                             "below 100)".format(str(text)[:40]))

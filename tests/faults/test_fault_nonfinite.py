@@ -133,3 +133,22 @@ def test_strict_json_maps_non_finite_numbers_to_null_with_a_note():
     text = dumps_strict({"spread": float("inf"), "rows": [np.float32("nan"), 1.5], "n": np.int64(3)}, heard.append)
     assert _strict(text) == {"spread": None, "rows": [None, 1.5], "n": 3}
     assert heard == ["2 field(s) were NaN or infinite and are written as null: spread, rows[0]"]
+
+
+def test_benchmark_engine_and_bundle_refuse_a_nan_model(tiny_checkpoint, images, tmp_path):
+    """benchmark-engine reported "max abs err nan, cosine 1.000000" and exit 0."""
+    from exporter import export_model
+    model = str(tmp_path / "m.onnx")
+    export_model("eca_resnet18", model, weights=tiny_checkpoint, input_size=32, do_simplify=False,
+                 parity_batch_sizes=(2,))
+    _poison_head(model, np.nan)
+    result = run_cli(["benchmark-engine", model, "--weights", tiny_checkpoint, "--data", images, "--iterations", "1",
+                      "--batch-sizes", "2", "--report", tmp_path / "report"])
+    assert result.exit_code == 1, (result.stderr, result.stdout)
+    line = one_error_line(result.stderr, result.stdout)
+    assert model in line and "4 of 4 images" in line and "astronaut.png" in line, line
+    assert not (tmp_path / "report").exists()
+    result = run_cli(["bundle", model, "--weights", tiny_checkpoint, "--data", images, "-o", tmp_path / "out"])
+    assert result.exit_code in (1, 2) and "gave NaN or infinite outputs" in one_error_line(result.stderr), \
+        result.stderr
+    assert not (tmp_path / "out").exists()
