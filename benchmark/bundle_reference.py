@@ -159,8 +159,6 @@ def jpeg_probes(paths: Sequence[str], probes: Sequence[int], spec, first_number:
     import io
     import tempfile
 
-    from PIL import Image
-
     from deploy.preprocess import decode_image, preprocess_file
 
     made = []

@@ -1,5 +1,4 @@
 """Output helpers shared by the commands: JSON to stdout, human text, one-line notes to stderr."""
-import json
 import sys
 
 import click

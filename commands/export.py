@@ -67,7 +67,7 @@ def export_command(model, weights, num_classes, input_size, opset, batch, dynami
     TorchScript, e.g. a timm model saved in its own environment; sizes from the program or --timm-config), or an
     ONNX classifier exported elsewhere (checked, simplified and stamped; its FP32 ONNX is then the reference).
     """
-    from deploy.errors import CheckFailedError, UserError
+    from deploy.errors import UserError
     from deploy.names import check_name
     from deploy.preprocess import PreprocessSpec, resolve_input_size, resolve_spec
     from deploy.validate import check_head_memory, check_outputs_spare_inputs

@@ -11,7 +11,6 @@ Torch-free and Python 3.8-compatible: numpy, plus onnxruntime and/or TensorRT, i
 """
 import argparse
 import importlib.util
-import json
 import os
 import platform
 import sys

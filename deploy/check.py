@@ -21,7 +21,6 @@ own: it needs no runtime at all (``--preprocessing-only``).
 Torch-free and Python 3.8-compatible: numpy and Pillow, plus onnxruntime and/or TensorRT, imported only when used.
 """
 import argparse
-import json
 import os
 import sys
 from dataclasses import asdict, dataclass, field

@@ -20,7 +20,6 @@ mode (nvpmodel) and, with jetson-stats installed, the board's power draw.
 deploy/ needs only numpy and Pillow (plus onnxruntime, or JetPack's TensorRT), so this uses argparse.
 """
 import argparse
-import json
 import os
 import sys
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple

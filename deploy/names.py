@@ -19,7 +19,6 @@ Torch-free and Python 3.8, like the rest of deploy/.
 """
 import hashlib
 import os
-import re
 import unicodedata
 from typing import List, Optional, Sequence
 

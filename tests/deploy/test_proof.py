@@ -17,9 +17,7 @@ import numpy as np
 import pytest
 
 from deploy import check
-from deploy.reference import (REFERENCE_FILE, ArtifactBar, ReferenceData, allowance_images, bar_from_measured,
-                              load_reference)
-from bundling.proof import save_reference
+from deploy.reference import REFERENCE_FILE, ReferenceData, allowance_images, bar_from_measured, load_reference
 from tests.blocking import ROOT, blocked_env, run_blocked
 
 BLOCKED = ["torch", "models", "exporter", "calibration", "benchmark"]
