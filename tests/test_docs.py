@@ -15,7 +15,7 @@ METADATA_WRITERS = ("deploy/metadata.py", "deploy/preprocess.py", "exporter/*.py
 # Where the docs list metadata keys: (document, the words that open the list).
 METADATA_LISTS = (("docs/ARCHITECTURE.md", "**ONNX metadata**"),
                   ("docs/INT8.md", "Each INT8 model's ONNX metadata"))
-STUDIES = ("INT8", "TENSORRT_VERSIONS", "PERFORMANCE", "FAULTS", "COMMANDS", "ATTENTION", "MODELS_FROM_ELSEWHERE")
+STUDIES = ("INT8", "TENSORRT_VERSIONS", "PERFORMANCE", "FAULTS", "COMMANDS", "ATTENTION", "MODELS_FROM_ELSEWHERE", "BUNDLE")
 README_ORDER = ("Two commands", "Bring your own checkpoint", "On the device", "Commands", "Results", "Read more")
 
 
