@@ -164,7 +164,7 @@ def test_a_nan_row_fails():
     logits = reference.logits.copy()
     logits[0, 0] = np.inf
     check.judge(result, reference, logits, [], reference.bars[0])
-    assert result.status == check.FAIL and "1 of 4 images gave NaN or infinite outputs" in result.reasons
+    assert result.status == check.FAIL and "reference 1 of 4 images (#1) gave NaN or infinite outputs" in result.reasons
 
 
 def test_a_listed_model_that_is_missing_fails(digits_bundle, tmp_path):
