@@ -108,6 +108,8 @@ def environment_lines(env: Dict[str, object]) -> List[str]:
         "- threads: {} (torch.set_num_threads and ORT intra_op_num_threads)".format(env.get("threads")),
         "- libraries: {}".format(libs),
     ]
+    if env.get("omp_wait_policy"):
+        lines.append("- PyTorch OpenMP wait policy: {}".format(env["omp_wait_policy"]))
     if env.get("onnxruntime_session"):
         lines.append("- ONNX Runtime session: {}".format(
             ", ".join("{}={}".format(k, v) for k, v in sorted(env["onnxruntime_session"].items()))))
