@@ -9,10 +9,6 @@ import sys
 
 import click
 
-from benchmark.openmp import wait_passively
-
-wait_passively()  # before any command imports torch: its OpenMP threads must not spin (benchmark/openmp.py)
-
 # command name -> (module, attribute, one-line help). The help is here so `cli.py --help` imports nothing.
 COMMANDS = {
     "models": ("commands.models", "models_command", "List the model zoo with #Param and GFLOPs (binary units: 2^20 parameters, 2^30 MACs)."),

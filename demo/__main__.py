@@ -6,9 +6,6 @@ import time
 
 from deploy.cliutil import run_main
 from deploy.progress import bars_allowed
-from benchmark.openmp import wait_passively
-
-wait_passively()  # before torch loads: the demo's timings are benchmark-engine's (benchmark/openmp.py)
 
 
 def main(argv=None) -> int:

@@ -31,22 +31,11 @@ def test_environment_records_versions_threads_and_what_is_present():
         assert env["jetson_power_mode"] is None
 
 
-def test_pytorchs_openmp_threads_wait_passively_unless_the_user_chose(monkeypatch):
-    # libgomp's spinning slowed PyTorch 4-10x on a loaded 2-core machine and took ONNX Runtime's cores (issue 28)
-    import os
-    import subprocess
-    import sys
 
+def test_the_pytorch_openmp_wait_policy_is_recorded_and_left_to_the_user(monkeypatch):
+    # a speed-up is against PyTorch's own speed: the policy is the user's, and every benchmark says which it was
     from benchmark import openmp
-    monkeypatch.setenv(openmp.WAIT_POLICY, "unset")
+    monkeypatch.setenv(openmp.WAIT_POLICY, "PASSIVE")
+    assert environment.collect_environment()["omp_wait_policy"] == "PASSIVE"
     monkeypatch.delenv(openmp.WAIT_POLICY)
-    assert openmp.wait_passively() == "PASSIVE" and openmp.wait_policy() == "PASSIVE"
-    monkeypatch.setenv(openmp.WAIT_POLICY, "ACTIVE")
-    assert openmp.wait_passively() == "ACTIVE" and environment.collect_environment()["omp_wait_policy"] == "ACTIVE"
-    # cli.py sets it before any command can import torch
-    env = {k: v for k, v in os.environ.items() if k != openmp.WAIT_POLICY}
-    probe = "import os, sys, cli; print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)"
-    root = os.path.dirname(os.path.dirname(os.path.abspath(environment.__file__)))
-    out = subprocess.run([sys.executable, "-c", probe], env=env, cwd=root, stdout=subprocess.PIPE,
-                         universal_newlines=True, check=True).stdout.split()
-    assert out == ["PASSIVE", "False"]
+    assert environment.collect_environment()["omp_wait_policy"] == "default (spin, then sleep)"
