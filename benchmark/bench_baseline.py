@@ -7,8 +7,9 @@ the other: PyTorch's OpenMP threads spinning (libgomp's default, and this projec
 (OMP_WAIT_POLICY=PASSIVE, the user's choice, benchmark/openmp.py). In each, per batch size and per setting of ONNX
 Runtime's ``session.intra_op.allow_spinning`` ("1", its default and this project's before; "0", now), in
 ``--repeats`` rounds: PyTorch timed alone, ONNX Runtime timed alone, then the two in turns as benchmark-engine
-times them. Before issue 28 both spun; now ORT does not, PyTorch as its user sets it. It prints medians over the rounds: how far PyTorch
-in turns is from PyTorch alone, and how far the speed-up measured in turns is from the ratio of the two alone.
+times them. Before issue 28 both spun; now ORT does not, PyTorch as its user sets it. It prints medians over the
+rounds: how far PyTorch in turns is from PyTorch alone, and how far the speed-up measured in turns is from the ratio
+of the two alone.
 A measurement, not a test; the absolute times of a shared machine move, the ratios within one round less.
 """
 import argparse
@@ -88,7 +89,8 @@ def format_report(result: Dict[str, object]) -> str:
                          row["setting"], row["batch_size"], row["torch_alone"], row["torch_turns"],
                          row["torch_turns_over_alone"], row["ort_alone"], row["ort_turns"], row["ort_turns_over_alone"],
                          row["speedup_alone"], row["speedup_in_turns"], row["speedup_error"]))
-    lines.append("before: torch spinning, ORT spinning; now, by default: torch spinning, ORT passive. p50 ms; ratio: p50 in turns / alone (goal for PyTorch <= 1.3x); x alone: PyTorch alone / ORT alone, "
+    lines.append("before: torch spinning, ORT spinning; now, by default: torch spinning, ORT passive. p50 ms; "
+                 "ratio: p50 in turns / alone (goal for PyTorch <= 1.3x); x alone: PyTorch alone / ORT alone, "
                  "the true speed-up; x turns: what timing in turns shows; error: x turns / x alone (goal within 25%)")
     return "\n".join(lines)
 
