@@ -10,6 +10,8 @@ import subprocess
 import sys
 from typing import Dict, Optional
 
+from .openmp import wait_policy
+
 _LIBRARIES = ("torch", "onnxruntime", "onnx", "numpy", "tensorrt")
 
 
@@ -97,6 +99,7 @@ def collect_environment(threads: Optional[int] = None, ort_settings: Optional[di
         "libraries": library_versions(),
         "threads": threads,
         "onnxruntime_session": ort_settings or {},
+        "omp_wait_policy": wait_policy(),
         "jetson": jetson,
         "jetson_power_mode": (jetson or {}).get("power_mode"),
     }

@@ -108,6 +108,8 @@ def environment_lines(env: Dict[str, object]) -> List[str]:
         "- threads: {} (torch.set_num_threads and ORT intra_op_num_threads)".format(env.get("threads")),
         "- libraries: {}".format(libs),
     ]
+    if env.get("omp_wait_policy"):
+        lines.append("- PyTorch OpenMP wait policy: {}".format(env["omp_wait_policy"]))
     if env.get("onnxruntime_session"):
         lines.append("- ONNX Runtime session: {}".format(
             ", ".join("{}={}".format(k, v) for k, v in sorted(env["onnxruntime_session"].items()))))
@@ -166,9 +168,9 @@ def to_markdown(result: BenchmarkResult, title: Optional[str] = None, plots: Opt
         "{} at {}x{} with {}. Timing: {} iterations after 1 + {} warm-up runs per batch size, {} threads, "
         "device {}; the backends take turns (A, B, A, B, ...), and img/s and speed-ups come from p50 latency. "
         "PyTorch is also timed alone first (its `(alone)` row): a speed-up is given only where its p50 in turns "
-        "stays within {:.0f}% of that.".format(result.arch, data["input_size"], data["input_size"], _weights_phrase(result),
-                            opts["iterations"], opts["warmup"], opts["threads"], opts["device"],
-                            100 * (DISTURBED_BASELINE - 1)),
+        "stays within {:.0f}% of that.".format(
+            result.arch, data["input_size"], data["input_size"], _weights_phrase(result), opts["iterations"],
+            opts["warmup"], opts["threads"], opts["device"], 100 * (DISTURBED_BASELINE - 1)),
         "",
         speed_table(result),
         "",

@@ -13,8 +13,8 @@ import sys
 
 GOALS = (("ORT FP32 / PyTorch eager", "fp32", "pytorch", 1.5), ("CPU INT8 / ORT FP32", "int8_cpu", "fp32", 3.0))
 # The bench scripts live in benchmark/; this driver runs the pipeline first, so it lives beside the pipeline.
-EXTRA_BENCHMARKS = ("benchmark.bench_baseline", "benchmark.bench_attention_cost", "benchmark.bench_precision", "benchmark.bench_preprocess",
-                    "benchmark.bench_calibration")
+EXTRA_BENCHMARKS = ("benchmark.bench_baseline", "benchmark.bench_attention_cost", "benchmark.bench_precision",
+                    "benchmark.bench_preprocess", "benchmark.bench_calibration")
 
 
 def _parse(argv):

@@ -87,7 +87,8 @@ def test_calibrate_missed_target_exits_1_with_one_line(digits_mobilenet_onnx, di
                    "--min-agreement", "100", "--max-float-layers", "0", "--cache-dir", str(tmp_path / "cache")])
     assert result.exit_code == 1
     line = _single_error_line(result)
-    assert "best agreement" in line and "judging images held out of the calibration images; reads high" in line and "0 float layer(s) tried" in line
+    assert "best agreement" in line and "judging images held out of the calibration images; reads high" in line
+    assert "0 float layer(s) tried" in line
     assert os.path.isfile(tmp_path / "eca.int8.tensorrt.onnx") and str(tmp_path / "eca.int8.tensorrt.onnx") in line
 
 
@@ -120,7 +121,8 @@ def test_calibrate_scores_on_separate_holdout_images(digits_eca_onnx, digits_spl
     result = _run(args)
     assert result.exit_code == 0, result.output
     assert "calibrated on 96 images (70 separate held-out images to judge them)" in result.stdout
-    assert "tensorrt target, scored on 70 judging images (they chose it; unseen images measure it)" in result.stdout and "reads high" not in result.stdout
+    assert "tensorrt target, scored on 70 judging images (they chose it; unseen images measure it)" in result.stdout
+    assert "reads high" not in result.stdout
     result = _run(args + ["--max-top1-drop", "100"])  # labeled: a drop can be asked
     assert result.exit_code == 0, result.output
     assert re.search(r"^target met \(tensorrt\): top-1 drop -?[\d.]+ pt <= 100 pt on 70 judging images "

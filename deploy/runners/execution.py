@@ -224,7 +224,6 @@ def time_interleaved(runners: Sequence, batches: Sequence[np.ndarray], iteration
     return [(clock.wall(), clock.compute()) for clock in clocks]
 
 
-
 # -- the baseline, timed alone -------------------------------------------------------------------------------
 
 # PyTorch's p50 in turns with the other backends against its p50 alone: beyond this the other backends took its

@@ -135,7 +135,7 @@ class OnnxRuntimeRunner(BaseRunner):
         options.enable_cpu_mem_arena = self.enable_mem_arena
         # ORT's intra-op threads spin-wait after each run by default; while PyTorch (or another session) is timed
         # next, they take its cores (measured: PyTorch 4.8x slower in turns with a spinning session on 2 cores).
-        # Off, ORT's own latency moved within noise (docs/PERFORMANCE.md, "An honest PyTorch baseline").
+        # Off, ORT alone was no slower, faster on a loaded machine (docs/PERFORMANCE.md, "An honest PyTorch baseline").
         options.add_session_config_entry(SPINNING_ENTRY, "1" if self.allow_spinning else "0")
         options.log_severity_level = 3  # the provider fallback is reported through describe(), not the log
         if self.optimized_model_path:

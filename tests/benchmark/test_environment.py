@@ -29,3 +29,13 @@ def test_environment_records_versions_threads_and_what_is_present():
     assert (env["jetson"] is not None) == is_jetson()
     if env["jetson"] is None:
         assert env["jetson_power_mode"] is None
+
+
+
+def test_the_pytorch_openmp_wait_policy_is_recorded_and_left_to_the_user(monkeypatch):
+    # a speed-up is against PyTorch's own speed: the policy is the user's, and every benchmark says which it was
+    from benchmark import openmp
+    monkeypatch.setenv(openmp.WAIT_POLICY, "PASSIVE")
+    assert environment.collect_environment()["omp_wait_policy"] == "PASSIVE"
+    monkeypatch.delenv(openmp.WAIT_POLICY)
+    assert environment.collect_environment()["omp_wait_policy"] == "default (spin, then sleep)"

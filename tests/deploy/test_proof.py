@@ -4,8 +4,8 @@ The central case: a depthwise ECA-MobileNetV2 calibrated the default way is bund
 copy of the same model whose activation ranges are too wide (a calibration gone wrong), swapped into the bundle,
 fails it (exit 1) on its numbers. How much wider is measured in the same run, on this CPU: the first copy that loses
 more images than the bar allows. A copy fixed in advance (the entropy calibration did it on an AVX2-only CPU) passes
-or fails by how the CPU's INT8 kernels round (issue 28). Around it: NaN outputs, a model the manifest lists but the bundle lacks, a damaged
-reference.npz, the device's own preprocessing (also on JetPack's numpy and Pillow), and --min-agreement.
+or fails by how the CPU's INT8 kernels round (issue 28). Around it: NaN outputs, a model the manifest lists but the
+bundle lacks, a damaged reference.npz, the device's own preprocessing (also on JetPack's numpy and Pillow), and --min-agreement.
 """
 import json
 import os
