@@ -153,7 +153,7 @@ def test_device_lines_with_onnxruntime_standing_in_for_tensorrt(host_run, tmp_pa
     check = outputs["python3 -m deploy.check"].stdout
     for model in ("eca.onnx", "eca.fp16.onnx", "eca.int8.tensorrt.onnx"):
         assert any(model in line and "PASS" in line for line in check.splitlines()), check
-    assert "preprocessing: PASS on 8 probe images" in check
+    assert "preprocessing: PASS on 16 probe images" in check  # 8 PNG and 8 JPEG
     # one model on one image set gives one figure: the bundle measured the images benchmark-engine did
     report = json.load(open(host_run[0] / "byoc" / "report" / "benchmark.json", encoding="utf-8"))
     parity = {a["name"]: a["top1_agreement"] for a in report["artifacts"]}

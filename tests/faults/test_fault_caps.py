@@ -103,9 +103,9 @@ def proof_members(tmp_path):
     spec = PreprocessSpec.for_input_size(32)
     pixels = np.random.RandomState(0).randint(0, 256, size=(8, 32, 32, 3)).astype(np.uint8)
     from deploy.preprocess import input_from_pixels
-    reference = ReferenceData(inputs=input_from_pixels(pixels, spec), logits=np.eye(8, 10, dtype=np.float32),
-                              spec=spec, arch="eca_resnet18",
-                              bars=[bar_from_measured("m.onnx", "0" * 64, "fp32", 100.0, 1.0, 8)])
+    logits = np.eye(8, 10, dtype=np.float32)
+    reference = ReferenceData(inputs=input_from_pixels(pixels, spec), logits=logits, spec=spec, arch="eca_resnet18",
+                              bars=[bar_from_measured("m.onnx", "0" * 64, "fp32", 100.0, 1.0, 8, cpu_logits=logits)])
     path = str(tmp_path / "good.npz")
     save_reference(path, reference)
     with zipfile.ZipFile(path) as archive:

@@ -123,9 +123,14 @@ def test_build_engines_sh_runs_exactly_the_commands_it_shows(odd_bundle, tmp_pat
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
     calls = [call.split("\0") for call in log.read_text().split("\0\n") if call]
-    assert [os.path.basename(call[0]) for call in calls] == ["python3"]  # no touch, no trtexec: nothing else ran
+    # no touch, no trtexec: nothing else ran than the engine build and jetson-inference's batch-1 rewrite
+    assert [os.path.basename(call[0]) for call in calls] == ["python3", "python3"]
     engine = ODD_FILE[:-len(".onnx")] + ".fp32.engine"
-    assert calls[0][1:] == ["-m", "deploy.build", ODD_FILE, "-o", engine, "--max-batch", str(DEFAULT_MAX_BATCH)]
+    builds = [call[1:] for call in calls if call[1:3] == ["-m", "deploy.build"]]
+    assert builds == [["-m", "deploy.build", ODD_FILE, "-o", engine, "--max-batch", str(DEFAULT_MAX_BATCH)]]
+    derived = [call[1:] for call in calls if call[1:3] == ["-m", "deploy.fixed_batch"]]
+    assert derived == [["-m", "deploy.fixed_batch", ODD_FILE, "jetson-inference/" + ODD_FILE[:-len(".onnx")]
+                        + ".batch1.onnx"]]
     assert not any("pwned" == name for _, _, files in os.walk(str(tmp_path)) for name in files)
     assert os.path.exists(os.path.join(odd_bundle, "triton", "my___touch_pwned___x_trt", "1", "model.plan"))
 
