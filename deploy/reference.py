@@ -182,7 +182,9 @@ def bar_from_measured(name: str, sha256: str, precision: str, top1_percent: floa
     return ArtifactBar(name, sha256, precision, float(top1_percent), float(cosine), float(required),
                        float(max(1.0 - error, floor["cosine"])), allowed, int(kernel_flips),
                        other_order_cosine=None if other_order_cosine is None else float(other_order_cosine),
-                       kernel_noise=float(np.max(kernel_noise)), cpu_classes=classes, cpu_margins=margins,
+                       # float32, as the proof stores it: the device reads back the very bar the bundle printed
+                       kernel_noise=float(np.max(np.asarray(kernel_noise, dtype=np.float32))), cpu_classes=classes,
+                       cpu_margins=margins,
                        image_noise=image_noise)
 
 

@@ -105,7 +105,8 @@ def proof_members(tmp_path):
     from deploy.preprocess import input_from_pixels
     logits = np.eye(8, 10, dtype=np.float32)
     reference = ReferenceData(inputs=input_from_pixels(pixels, spec), logits=logits, spec=spec, arch="eca_resnet18",
-                              bars=[bar_from_measured("m.onnx", "0" * 64, "fp32", 100.0, 1.0, 8, cpu_logits=logits)])
+                              bars=[bar_from_measured("m.onnx", "0" * 64, "fp32", 100.0, 1.0, 8, cpu_logits=logits)],
+                              files={"m.onnx": "0" * 64})
     path = str(tmp_path / "good.npz")
     save_reference(path, reference)
     with zipfile.ZipFile(path) as archive:
