@@ -258,7 +258,7 @@ def _readme(models: List[str], caches: List[str], labels: List[str], commands: L
     ] + ["    " + command for command in commands] + [
         "", "The script's comments hold the plan and the equivalent trtexec and polygraphy lines for JetPack 6 and",
         "JetPack 5 (`python3 -m deploy.build MODEL.onnx --dry-run` prints the same plan).", "",
-    ] + _check_section(proof) + [
+    ] + _check_section(proof, _origin(models)) + [
         "## 3. Run", "",
         "    python3 -m deploy.infer {} {}{}".format(shell_word(engine), samples, labels_flag),
         "    python3 -m deploy.infer {} --gst \"nvarguscamerasrc ! video/x-raw(memory:NVMM) ! nvvidconv ! "
@@ -274,16 +274,22 @@ def _readme(models: List[str], caches: List[str], labels: List[str], commands: L
     return "\n".join(lines)
 
 
-def _check_section(proof) -> List[str]:
-    """The README step right after the build: every model and engine against PyTorch, on this device."""
+def _origin(models: Sequence[str]) -> str:
+    """Where the reference logits come from: PyTorch, or the FP32 ONNX of a model from elsewhere."""
+    from deploy.metadata import read_model_info, reference_origin
+    return reference_origin(read_model_info(models[0]).source_kind)
+
+
+def _check_section(proof, origin: str = "PyTorch") -> List[str]:
+    """The README step right after the build: every model and engine against the reference, on this device."""
     if proof is None:
-        return ["## 2. Check", "", "This bundle was made with --no-reference, so it carries no PyTorch logits and",
+        return ["## 2. Check", "", "This bundle was made with --no-reference, so it carries no reference logits and",
                 "`python3 -m deploy.check` has nothing to hold the engines to.", ""]
     return [
-        "## 2. Check the engines against PyTorch", "",
+        "## 2. Check the engines against {}".format(origin), "",
         "    python3 -m deploy.check          # or: python3 -m deploy.check . --json", "",
-        "`{}` holds {} reference images (uint8 crops), the logits the PyTorch original gave for them and,".format(
-            REFERENCE_FILE, proof.data.num_images),
+        "`{}` holds {} reference images (uint8 crops), the logits {} gave for them and,".format(
+            REFERENCE_FILE, proof.data.num_images, origin),
         "per model, the top-1 agreement and logit cosine it measured on the CPU before bundling. Each engine must",
         "reach the measured figures of the model it was built from, less an allowance of whole images for another",
         "backend's kernels: twice the one flip in 400 images that the order of operations alone caused in the",
