@@ -137,8 +137,8 @@ def test_json_nesting_bomb_in_manifest_sidecar_and_pipeline_state(tmp_path):
 def test_proof_preprocess_nesting_bomb(tmp_path):
     """The proof's preprocess field is JSON too: a RecursionError there is a damaged field, one line."""
     from deploy.errors import UserError
-    from deploy.reference import load_reference
+    from deploy.reference import REFERENCE_FORMAT, load_reference
     path = str(tmp_path / "reference.npz")
-    np.savez(path, format=np.array(2), preprocess=np.array(BOMB))
+    np.savez(path, format=np.array(REFERENCE_FORMAT), preprocess=np.array(BOMB))
     with pytest.raises(UserError, match="field preprocess"):
         load_reference(path)
