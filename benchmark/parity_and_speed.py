@@ -121,6 +121,10 @@ class Timing:
     latency: Dict[str, object]
     compute: Optional[Dict[str, object]] = None
     alone: Optional[Dict[str, object]] = None  # the reference's latency record timed alone, no backend between
+    # an artifact's latency record timed in turns with the other artifacts but not the reference: the speed-up
+    # compares this with the reference alone, each side at its own speed (PyTorch's threads keep spinning after
+    # its calls and slowed the backend timed next by up to 1.35x on 2 cores; docs/PERFORMANCE.md)
+    apart: Optional[Dict[str, object]] = None
 
     @property
     def baseline(self) -> Optional[Dict[str, object]]:
@@ -184,9 +188,10 @@ class BenchmarkResult:
         return [t.batch_size for t in self.reference.timings if t.baseline and t.baseline["disturbed"]]
 
     def speedups(self) -> Dict[str, Dict[int, float]]:
-        """{artifact label: {batch size: reference p50 / artifact p50}}: ratios of medians, never of means, and
-        none at a batch size whose baseline was disturbed. The labels are unique (``short_labels``), so every
-        artifact keeps its entry."""
+        """{artifact label: {batch size: reference p50 / artifact p50}}: ratios of medians, never of means, each
+        side timed on its own (the reference alone, the artifact apart from it) where it was, and none at a batch
+        size whose baseline was disturbed. The labels are unique (``short_labels``), so every artifact keeps its
+        entry."""
         ratios = {}
         disturbed = set(self.disturbed_batches())
         for backend in self.artifacts:
@@ -194,7 +199,7 @@ class BenchmarkResult:
                 ref = self.reference.timing(timing.batch_size)
                 if ref is not None and timing.batch_size not in disturbed:
                     ratios.setdefault(backend.name, {})[timing.batch_size] = (
-                        float(ref.latency["p50_ms"]) / float(timing.latency["p50_ms"]))
+                        float((ref.alone or ref.latency)["p50_ms"]) / float((timing.apart or timing.latency)["p50_ms"]))
         return ratios
 
     def to_dict(self) -> Dict[str, object]:
@@ -492,8 +497,9 @@ def compute_logits(runner, images: np.ndarray, options: BenchmarkOptions, bar=No
 
 def time_backends(runners: Sequence, results: Sequence[BackendResult], images: np.ndarray,
                   options: BenchmarkOptions, bar=None) -> None:
-    """Per batch size, time every runner that can take it, the runners taking turns (A, B, A, B, ...); the
-    first runner (the reference) is also timed alone first, to show whether the others disturbed it."""
+    """Per batch size, time every runner that can take it, the runners taking turns (A, B, A, B, ...). Before
+    that the first runner (the reference) is timed alone, to show whether the others disturbed it, and the others
+    in turns among themselves, without it: the speed-ups compare those two, each side at its own speed."""
     on_call = bar.update if bar is not None else None
     for batch_size in options.batch_sizes:
         batch = pad_batch(images[:batch_size], batch_size)
@@ -511,15 +517,18 @@ def time_backends(runners: Sequence, results: Sequence[BackendResult], images: n
             timed.append((runner, result))
         if not timed:
             continue
-        alone = None
+        alone, apart = None, {}
         if timed[0][0] is runners[0] and len(timed) > 1:
             alone = latency_record(time_alone(runners[0], batch, options.iterations), batch_size)
+            others = [runner for runner, _ in timed[1:]]
+            clocks = time_interleaved(others, [batch] * len(others), options.iterations, warmup=0, on_call=on_call)
+            apart = {id(runner): latency_record(wall, batch_size) for runner, (wall, _) in zip(others, clocks)}
         clocks = time_interleaved([r for r, _ in timed], [batch] * len(timed), options.iterations, warmup=0,
                                   on_call=on_call)
         for (runner, result), (wall, compute) in zip(timed, clocks):
             result.timings.append(Timing(batch_size, latency_record(wall, batch_size),
                                          latency_record(compute, batch_size),
-                                         alone if runner is runners[0] else None))
+                                         alone if runner is runners[0] else None, apart.get(id(runner))))
 
 
 def disturbed_note(name: str, timing: Timing) -> str:
@@ -569,7 +578,8 @@ def _progress_bar(total: int, enabled: bool):
 
 
 def _work_units(num_backends: int, num_images: int, options: BenchmarkOptions) -> int:
-    return num_backends * (num_images + sum(options.batch_sizes) * options.iterations)
+    # every backend in turns, and all but the reference once more apart from it (the reference alone is not counted)
+    return num_backends * num_images + (2 * num_backends - 1) * sum(options.batch_sizes) * options.iterations
 
 
 def validate_options(options: BenchmarkOptions) -> None:

@@ -167,8 +167,9 @@ def to_markdown(result: BenchmarkResult, title: Optional[str] = None, plots: Opt
         "",
         "{} at {}x{} with {}. Timing: {} iterations after 1 + {} warm-up runs per batch size, {} threads, "
         "device {}; the backends take turns (A, B, A, B, ...), and img/s and speed-ups come from p50 latency. "
-        "PyTorch is also timed alone first (its `(alone)` row): a speed-up is given only where its p50 in turns "
-        "stays within {:.0f}% of that.".format(
+        "PyTorch is also timed alone first (its `(alone)` row), and the other backends in turns without it: each "
+        "speed-up is PyTorch alone against the backend apart from it, and is given only where PyTorch's p50 in "
+        "turns stays within {:.0f}% of its p50 alone.".format(
             result.arch, data["input_size"], data["input_size"], _weights_phrase(result), opts["iterations"],
             opts["warmup"], opts["threads"], opts["device"], 100 * (DISTURBED_BASELINE - 1)),
         "",

@@ -56,9 +56,11 @@ def test_timings_per_backend_and_batch_size(fp32_result, undisturbed):
     assert [t.alone["runs"] for t in fp32_result.reference.timings] == [2, 2]  # PyTorch timed alone too
     assert all(t.alone is None for t in fp32_result.artifacts[0].timings)
     assert sorted(fp32_result.to_dict()["baseline"]) == ["1", "4"]
+    assert [t.apart["runs"] for t in fp32_result.artifacts[0].timings] == [2, 2]  # and apart from PyTorch
     ratios = fp32_result.to_dict()["speedups_p50"]["eca_digits.onnx"]
     reference, artifact = fp32_result.reference.timing(4), fp32_result.artifacts[0].timing(4)
-    assert ratios["4"] == pytest.approx(reference.latency["p50_ms"] / artifact.latency["p50_ms"])
+    # each side at its own speed: PyTorch alone against the runtime timed without PyTorch between its calls
+    assert ratios["4"] == pytest.approx(reference.alone["p50_ms"] / artifact.apart["p50_ms"])
     env = fp32_result.environment
     assert env["threads"] == 2 and env["libraries"]["onnxruntime"] and env["libraries"]["tensorrt"] is None
     assert env["onnxruntime_session"]["threads"] == 2
@@ -251,11 +253,14 @@ def test_backends_take_turns_at_each_batch_size():
     for runner in runners:
         runner.activate()
     parity_and_speed.time_backends(runners, results, images, options)
-    timed = [name for name, _ in calls[2 + 1 + 4:]]  # after one warm-up call each, then the reference alone
+    # after one warm-up call each, the reference alone, then the others without it (here "b" alone)
+    timed = [name for name, _ in calls[2 + 1 + 4 + 4:]]
     assert calls[:2] == [("a", 2), ("b", 2)] and [name for name, _ in calls[2:7]] == ["a"] * 5
+    assert [name for name, _ in calls[7:11]] == ["b"] * 4
     assert timed == ["a", "b", "b", "a", "a", "b", "b", "a"]
     assert [r.timings[0].latency["runs"] for r in results] == [4, 4]
     assert results[0].timings[0].alone["runs"] == 4 and results[1].timings[0].alone is None
+    assert results[1].timings[0].apart["runs"] == 4 and results[0].timings[0].apart is None
 
 
 def test_a_reference_the_others_slow_down_gets_no_speedup():
