@@ -646,19 +646,22 @@ def without_digests(images: ImageSet, digests) -> Tuple[ImageSet, int]:
     return images.subset(keep), len(images) - len(keep)
 
 
-def _load_measuring(found: ImageSet, data_dir, spec, num_images, seed, exclude, workers, cache_dir, use_cache,
-                    progress, executor) -> LoadedImages:
+def _without_what_chose(found: ImageSet, exclude, data_dir) -> Tuple[ImageSet, str]:
+    """``found`` less the images that calibrated or judged a model (their digests ``exclude``), and the note that
+    says how many were left out ("" for none); UserError when nothing is left to measure with."""
     kept, left_out = without_digests(found, exclude)
-    if left_out and not len(kept):
+    if not left_out:
+        return kept, ""
+    if not len(kept):
         raise UserError("every image in {} calibrated or judged the model, so none can measure it; give other "
                         "images".format(os.fspath(data_dir)))
-    kept_paths = set(kept.paths)
-    images = measuring_sample(found, num_images, seed, [p in kept_paths for p in found.paths])
-    if left_out:
-        images.notes.append("left out {} image(s) of {} that calibrated or judged the INT8 model(s): a figure "
-                            "measured on them would read high".format(left_out, os.fspath(data_dir)))
-    loaded = load_images(images, spec, workers=workers, cache_dir=cache_dir, use_cache=use_cache,
-                         progress=progress, executor=executor)
+    return kept, ("left out {} image(s) of {} that calibrated or judged the INT8 model(s): a figure measured on "
+                  "them would read high".format(left_out, os.fspath(data_dir)))
+
+
+def _decoded(images: ImageSet, data_dir, spec, **load_options) -> LoadedImages:
+    """load_images, or UserError when not one sampled image could be decoded."""
+    loaded = load_images(images, spec, **load_options)
     if not len(loaded):
         path, reason = loaded.skipped[0]
         raise UserError("none of the {} images sampled from {} could be decoded (e.g. {}: {})".format(
@@ -677,21 +680,13 @@ def load_dataset(data_dir, spec: PreprocessSpec, labels_file=None, num_images: i
     found = discover(data_dir, labels_file)
     if num_classes is not None:
         found.check_fits(num_classes)  # all of them, before sampling: a bad line is a bad file
-    if measuring:
-        return _load_measuring(found, data_dir, spec, num_images, seed, exclude, workers, cache_dir, use_cache,
-                               progress, executor)
-    found, left_out = without_digests(found, exclude)
-    if left_out:
-        if not len(found):
-            raise UserError("every image in {} calibrated or judged the model, so none can measure it; give other "
-                            "images".format(os.fspath(data_dir)))
-        found.notes.append("left out {} image(s) of {} that calibrated or judged the INT8 model(s): a figure "
-                           "measured on them would read high".format(left_out, os.fspath(data_dir)))
-    images = stratified_sample(found, num_images, seed)
-    loaded = load_images(images, spec, workers=workers, cache_dir=cache_dir, use_cache=use_cache,
-                         progress=progress, executor=executor)
-    if not len(loaded):
-        path, reason = loaded.skipped[0]
-        raise UserError("none of the {} images sampled from {} could be decoded (e.g. {}: {})".format(
-            len(images), os.fspath(data_dir), path, reason))
-    return loaded
+    kept, note = _without_what_chose(found, exclude, data_dir)
+    if measuring:  # the order stays the whole folder's, so the measured end never moves with what was left out
+        kept_paths = set(kept.paths)
+        images = measuring_sample(found, num_images, seed, [p in kept_paths for p in found.paths])
+    else:
+        images = stratified_sample(kept, num_images, seed)
+    if note:
+        images.notes.append(note)
+    return _decoded(images, data_dir, spec, workers=workers, cache_dir=cache_dir, use_cache=use_cache,
+                    progress=progress, executor=executor)

@@ -17,19 +17,11 @@ from deploy.fileio import sha256_file
 from deploy.manifest import MANIFEST
 from deploy.reference import REFERENCE_FILE, load_reference
 from tests.blocking import run_blocked
+from tests.deploy.device_check import BLOCKED, copy_bundle, run_check
 
-BLOCKED = ["torch", "models", "exporter", "calibration", "benchmark"]
 FP32, FP16, INT8 = "eca_digits.onnx", "eca_digits.fp16.onnx", "eca_digits.int8.tensorrt.onnx"
 
 
-def copy_bundle(root, tmp_path, name="device"):
-    target = str(tmp_path / name)
-    shutil.copytree(root, target)
-    return target
-
-
-def run_check(bundle_dir, tmp_path, *args):
-    return run_blocked(["-m", "deploy.check", "--json"] + list(args), str(tmp_path), BLOCKED, cwd=bundle_dir)
 
 
 def failed_report(device, tmp_path, *args):

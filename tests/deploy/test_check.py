@@ -5,7 +5,6 @@ of held-out images. Every artifact must pass; a model from other weights or a co
 """
 import json
 import os
-import shutil
 
 import numpy as np
 import pytest
@@ -13,21 +12,11 @@ import pytest
 from deploy import check
 from deploy.errors import UserError
 from deploy.reference import REFERENCE_FILE, load_reference
-from tests.blocking import attempts_from_project, run_blocked
-
-BLOCKED = ["torch", "models", "exporter", "calibration", "benchmark"]
-
-
-def copy_bundle(root, tmp_path):
-    target = str(tmp_path / "device")
-    shutil.copytree(root, target)
-    return target
+from tests.blocking import attempts_from_project
+from tests.deploy.device_check import BLOCKED, copy_bundle, run_check
 
 
-def run_check(bundle_dir, tmp_path, *args, blocked=BLOCKED, as_json=True):
-    """python -m deploy.check in the bundle folder, with only the bundle importable and torch blocked."""
-    return run_blocked(["-m", "deploy.check"] + (["--json"] if as_json else []) + list(args), str(tmp_path), blocked,
-                       cwd=bundle_dir)
+
 
 
 def test_reference_data_loads_without_pickle(digits_bundle, digits_split):

@@ -19,19 +19,11 @@ import pytest
 from deploy import check
 from deploy.reference import REFERENCE_FILE, ReferenceData, allowance_images, bar_from_measured, load_reference
 from tests.blocking import ROOT, blocked_env, run_blocked
+from tests.deploy.device_check import BLOCKED, copy_bundle, run_check
 
-BLOCKED = ["torch", "models", "exporter", "calibration", "benchmark"]
 JETPACK_STACKS = {name: os.path.join(ROOT, ".venv-jetpack", name, "bin", "python") for name in ("jetpack5", "jetpack6")}
 
 
-def copy_bundle(root, tmp_path, name="device"):
-    target = str(tmp_path / name)
-    shutil.copytree(root, target)
-    return target
-
-
-def run_check(bundle_dir, tmp_path, *args):
-    return run_blocked(["-m", "deploy.check", "--json"] + list(args), str(tmp_path), BLOCKED, cwd=bundle_dir)
 
 
 # -- the central case: a depthwise model, the default calibration bundled, a worse copy swapped in --------------
