@@ -349,6 +349,7 @@ def _fill(staging: str, models, caches, labels, max_batch, notes, proof=None) ->
         else:
             commands.append(lines[0])
         blocks.append(lines)
+    check_models_load(staging, models)  # before anything (jetson-inference's copy) reads the staged models
     for path in caches + labels:
         shutil.copy2(path, os.path.join(staging, os.path.basename(path)))
     notes.extend(_cache_version_note(path) for path in caches)
@@ -573,7 +574,6 @@ def bundle(artifacts: Sequence[str], output, max_batch: Optional[int] = None, fo
     try:
         os.chmod(staging, 0o755)  # mkdtemp makes it private; the bundle is meant to be copied and shared
         commands = _fill(staging, models, caches, labels, max_batch, notes, proof)
-        check_models_load(staging, models)
         files = _list_files(staging)
         if is_tar:
             with atomic_path(output) as tmp:
