@@ -20,9 +20,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import deploy
 from deploy.errors import UserError, os_error
 from deploy.fileio import atomic_path, remove_stale_temps, sha256_file, temp_prefix, write_json, write_text
-from deploy.manifest import CLASS_NAMES_FILE, MANIFEST, read_manifest
+from deploy.manifest import CLASS_NAMES_FILE, MANIFEST, REFERENCE_FILE, read_manifest
 from deploy.names import check_label_names, check_name, numbered_name, write_label_file
-from deploy.reference import PREPROCESS_TOLERANCE_LEVELS, PROBE_FOLDER, REFERENCE_FILE, bundle_path_ok
+from deploy.reference import PREPROCESS_TOLERANCE_LEVELS, PROBE_FOLDER, bundle_path_ok
 # DEFAULT_MAX_BATCH: the largest batch benchmark-engine, pipeline and deploy.bench time by default, so an engine
 # built from the bundle runs every batch it was measured at
 from deploy.runners.execution import DEFAULT_MAX_BATCH, ENGINE_SUFFIXES, ONNX_SUFFIXES

@@ -34,11 +34,12 @@ from .compare import compare_logits, describe_images, nonfinite_rows, topk_indic
 from .errors import CheckFailedError, UserError
 from .fileio import sha256_file
 from .filekind import file_kind, is_regular_file
+from .manifest import REFERENCE_FILE
 from .metadata import SOURCE_ZOO, read_model_info, read_sidecar, reference_origin
 from .text import escape_controls
 from .validate import MAX_BATCH, check_bound
 from .reference import (JPEG_SUFFIXES, JPEG_TOLERANCE_MAX_LEVELS, JPEG_TOLERANCE_MEAN_LEVELS,
-                        PREPROCESS_TOLERANCE_LEVELS, REFERENCE_FILE, SHA256_HEX, ArtifactBar, ReferenceData,
+                        PREPROCESS_TOLERANCE_LEVELS, SHA256_HEX, ArtifactBar, ReferenceData,
                         bundle_path_ok, load_reference, precision_class)
 from .runners.execution import (ENGINE_SUFFIXES, ONNX_SUFFIXES, Clocks, artifact_kind, batch_plan, infer_all,
                                 latency_record, logits_of, warm_up)

@@ -24,7 +24,6 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from .errors import UserError
-from .manifest import REFERENCE_FILE  # noqa: F401  (the bundle's layout lives in deploy.manifest)
 from .preprocess import PreprocessSpec, input_from_pixels
 from .text import escape_controls
 

@@ -214,6 +214,7 @@ def test_the_device_reads_every_member_the_bundle_writes(digits_bundle):
     writer adds must be known to it, or the device would call a fresh bundle damaged."""
     import numpy as np
 
-    from deploy.reference import REFERENCE_FILE, REFERENCE_MEMBERS
+    from deploy.manifest import REFERENCE_FILE
+    from deploy.reference import REFERENCE_MEMBERS
     with np.load(os.path.join(digits_bundle[0], REFERENCE_FILE), allow_pickle=False) as data:
         assert set(data.files) <= REFERENCE_MEMBERS

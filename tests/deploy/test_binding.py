@@ -14,8 +14,8 @@ import pytest
 
 from deploy import check
 from deploy.fileio import sha256_file
-from deploy.manifest import MANIFEST
-from deploy.reference import REFERENCE_FILE, load_reference
+from deploy.manifest import MANIFEST, REFERENCE_FILE
+from deploy.reference import load_reference
 from tests.blocking import run_blocked
 from tests.deploy.device_check import BLOCKED, copy_bundle, run_check
 

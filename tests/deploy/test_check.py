@@ -11,7 +11,8 @@ import pytest
 
 from deploy import check
 from deploy.errors import UserError
-from deploy.reference import REFERENCE_FILE, load_reference
+from deploy.manifest import REFERENCE_FILE
+from deploy.reference import load_reference
 from tests.blocking import attempts_from_project
 from tests.deploy.device_check import BLOCKED, copy_bundle, run_check
 

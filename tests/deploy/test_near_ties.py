@@ -14,7 +14,8 @@ import pytest
 from deploy import check
 from deploy.fileio import sha256_file
 from deploy.preprocess import PreprocessSpec, input_from_pixels
-from deploy.reference import REFERENCE_FILE, ReferenceData, bar_from_measured, load_reference, noise_floor
+from deploy.manifest import REFERENCE_FILE
+from deploy.reference import ReferenceData, bar_from_measured, load_reference, noise_floor
 
 
 def _reference(logits):

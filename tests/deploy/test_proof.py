@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from deploy import check
-from deploy.reference import REFERENCE_FILE, ReferenceData, allowance_images, bar_from_measured, load_reference
+from deploy.manifest import REFERENCE_FILE
+from deploy.reference import ReferenceData, allowance_images, bar_from_measured, load_reference
 from tests.blocking import ROOT, blocked_env, run_blocked
 from tests.deploy.device_check import BLOCKED, copy_bundle, run_check
 

@@ -54,7 +54,8 @@ def test_stretch_geometry_is_the_whole_image():
 def test_digits_configs_carry_the_measured_geometry(digits_bundle):
     """Every config states the agreement of the geometry it applies, measured on the reference images, and
     applies the one that measured best; deploy.check reports the same figures."""
-    from deploy.reference import REFERENCE_FILE, load_reference
+    from deploy.manifest import REFERENCE_FILE
+    from deploy.reference import load_reference
     root = digits_bundle[0]
     measured = load_reference(os.path.join(root, REFERENCE_FILE)).nvinfer
     assert measured
